@@ -1,0 +1,98 @@
+"""Atomic file output: nothing half-written is ever left behind.
+
+Every writer in handcast goes through :func:`atomic_path` (or :func:`atomic_dir`): the data is
+written to a temporary sibling and renamed into place only when the writer finished without error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the same folder; rename it to ``path`` on success.
+
+    The temporary keeps ``path``'s suffix so libraries that dispatch on it still work.
+    On any exception the temporary is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move it to ``path`` on success.
+
+    With ``overwrite`` an existing folder at ``path`` is replaced only after the new one is complete.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        from handcast.errors import HandcastError
+
+        raise HandcastError(f"output folder already exists: {path} (remove it or pass --overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp_path
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp_path, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp_path, path)
+    except BaseException:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        raise
+
+
+def save_npz(path: str | os.PathLike, compressed: bool = False, **arrays: np.ndarray) -> None:
+    """Write arrays to an ``.npz`` atomically (no object arrays: loadable with allow_pickle=False)."""
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype == object:
+            raise TypeError(f"array {name!r} has dtype object; handcast never writes pickled arrays")
+    with atomic_path(path) as tmp:
+        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+
+
+def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` safely (never unpickles) and check that ``required`` keys exist.
+
+    Raises HandcastError with a one-line message for a missing, corrupt or incomplete file.
+    """
+    from handcast.errors import HandcastError
+
+    path = Path(path)
+    if not path.is_file():
+        raise HandcastError(f"file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except ValueError as e:
+        raise HandcastError(f"{path}: contains pickled objects, refused ({e})") from None
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError ...
+        raise HandcastError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise HandcastError(f"{path}: missing array(s) {', '.join(missing)}")
+    return data
