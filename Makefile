@@ -1,0 +1,51 @@
+# handcast: every set-up step lives here, so a fresh machine needs only `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HANDCAST := $(VENV)/bin/handcast
+STAMP := $(VENV)/.installed
+DEMO := out/demo
+JOBS ?= auto
+
+.PHONY: demo test test-fast bench-synth install clean system-deps
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(MAKE) --no-print-directory system-deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned, so nothing pulls a CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Headless OpenGL (EGL on Mesa llvmpipe) for rendering; installed only when missing.
+system-deps:
+	@if ! ldconfig -p | grep -q 'libEGL.so.1' || ! ldconfig -p | grep -q 'libEGL_mesa'; then \
+		echo "installing EGL/Mesa (Debian packages libegl1 libegl-mesa0 libgl1-mesa-dri)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; fi; \
+	fi
+
+# The main job: build the tiny synthetic benchmark, score the static-pose baseline, render one clip.
+demo: $(STAMP)
+	$(HANDCAST) synth --preset tiny --out $(DEMO)/store --overwrite
+	$(HANDCAST) export-gt --store $(DEMO)/store --split lab_test --out $(DEMO)/gt_lab_test.npz
+	$(HANDCAST) baseline static --store $(DEMO)/store --split lab_test --out $(DEMO)/pred_static.npz
+	$(HANDCAST) evaluate --pred $(DEMO)/pred_static.npz --gt $(DEMO)/gt_lab_test.npz --json $(DEMO)/static_lab_test.json
+	$(HANDCAST) render --store $(DEMO)/store --split lab_test --clip 0 --out $(DEMO)/render
+	@echo "demo outputs in $(DEMO)/"
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) --durations=15
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
+
+bench-synth: $(STAMP)
+	$(PY) scripts/bench_synth.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,165 @@
+"""The ``handcast`` command line: parses arguments and delegates to one plain function per subcommand.
+
+Every subcommand's work lives in a library function a user can call from Python; this module only
+parses, imports that function lazily (so ``handcast --help`` is fast) and turns a
+:class:`~handcast.errors.HandcastError` into a one-line message and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from handcast import __version__
+from handcast.errors import HandcastError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from handcast.synth import build_benchmark
+
+    path = build_benchmark(
+        args.preset, Path(args.out), seed=args.seed, overwrite=args.overwrite,
+        workers=args.workers, progress=not args.quiet,
+    )
+    print(f"wrote synthetic benchmark '{args.preset}' to {path}")
+
+
+def _cmd_export_gt(args: argparse.Namespace) -> None:
+    from handcast.eval.export import export_ground_truth
+
+    n = export_ground_truth(Path(args.store), args.split, Path(args.out))
+    print(f"wrote ground truth of {n} clips to {args.out}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from handcast.eval.evaluate import evaluate_files
+
+    _, table = evaluate_files(Path(args.pred), Path(args.gt), json_out=Path(args.json) if args.json else None)
+    print(table)
+
+
+def _cmd_baseline_static(args: argparse.Namespace) -> None:
+    from handcast.eval.baselines import static_pose_predictions
+
+    n = static_pose_predictions(Path(args.store), args.split, Path(args.out), horizon=args.horizon)
+    print(f"wrote static-pose predictions for {n} clips to {args.out}")
+
+
+def _cmd_render(args: argparse.Namespace) -> None:
+    from handcast.render.api import render_from_files
+
+    outputs = render_from_files(
+        store=Path(args.store) if args.store else None, split=args.split, clip=args.clip,
+        pred=Path(args.pred) if args.pred else None, sample=args.sample,
+        out=Path(args.out), video=not args.no_video, max_frames=args.max_frames,
+    )
+    for p in outputs:
+        print(f"wrote {p}")
+
+
+def _cmd_mano_import(args: argparse.Namespace) -> None:
+    from handcast.hand.mano_import import mano_import_main
+
+    out = mano_import_main(Path(args.right), Path(args.left), Path(args.out) if args.out else None,
+                           fix_left=args.fix_left_shapedirs)
+    print(f"wrote safe MANO model files to {out}")
+
+
+def _cmd_mano_info(args: argparse.Namespace) -> None:
+    from handcast.hand import describe_installed_models
+
+    print(describe_installed_models())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="handcast",
+        description="4D hand motion: synthetic benchmark, evaluation, rendering, hand models.",
+    )
+    p.add_argument("--version", action="version", version=f"handcast {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("synth", help="build the synthetic bimanual benchmark (a clip store)")
+    s.add_argument("--preset", default="tiny", help="benchmark size: smoke, tiny or paper (default: tiny)")
+    s.add_argument("--out", required=True, help="output store folder")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count, max 2)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("export-gt", help="write a ground-truth file of one split of a clip store")
+    s.add_argument("--store", required=True, help="clip store folder")
+    s.add_argument("--split", required=True, help="split name, e.g. lab_test")
+    s.add_argument("--out", required=True, help="output .npz")
+    s.set_defaults(func=_cmd_export_gt)
+
+    s = sub.add_parser("evaluate", help="score a prediction file against a ground-truth file")
+    s.add_argument("--pred", required=True, help="prediction .npz (see docs/formats.md)")
+    s.add_argument("--gt", required=True, help="ground-truth .npz (from handcast export-gt)")
+    s.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("baseline", help="run a non-learned baseline and write a prediction file")
+    bsub = s.add_subparsers(dest="baseline", metavar="BASELINE")
+    bsub.required = True
+    b = bsub.add_parser("static", help="hold the frame-0 pose still over the whole horizon")
+    b.add_argument("--store", required=True, help="clip store folder")
+    b.add_argument("--split", required=True, help="split name")
+    b.add_argument("--out", required=True, help="output prediction .npz")
+    b.add_argument("--horizon", type=int, default=None, help="frames to predict (default: each clip's length)")
+    b.set_defaults(func=_cmd_baseline_static)
+
+    s = sub.add_parser("render", help="render a clip or a prediction: overlay + second view PNG and an MP4")
+    s.add_argument("--store", default=None, help="clip store folder (the clip, its image and camera)")
+    s.add_argument("--split", default=None, help="split of --store")
+    s.add_argument("--clip", default=None, help="clip id, or an index into the split (default: 0)")
+    s.add_argument("--pred", default=None, help="prediction .npz to draw instead of the clip's ground truth")
+    s.add_argument("--sample", type=int, default=0, help="which prediction sample to draw")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--no-video", action="store_true", help="write only the PNG")
+    s.add_argument("--max-frames", type=int, default=None, help="render at most this many frames")
+    s.set_defaults(func=_cmd_render)
+
+    s = sub.add_parser("mano", help="official MANO model files")
+    msub = s.add_subparsers(dest="mano_command", metavar="ACTION")
+    msub.required = True
+    m = msub.add_parser("import", help="convert the official MANO pickles to safe npz files (no chumpy)")
+    m.add_argument("right", help="path to MANO_RIGHT.pkl")
+    m.add_argument("left", help="path to MANO_LEFT.pkl")
+    m.add_argument("--out", default=None, help="folder (default: $HANDCAST_HOME/mano)")
+    m.add_argument("--fix-left-shapedirs", action="store_true",
+                   help="negate the x column of MANO_LEFT's shape directions (needed for HOT3D fits)")
+    m.set_defaults(func=_cmd_mano_import)
+    m = msub.add_parser("info", help="say which hand model handcast will use and where it is")
+    m.set_defaults(func=_cmd_mano_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except HandcastError as e:
+        print(f"handcast {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"handcast {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into e.g. `head`: not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

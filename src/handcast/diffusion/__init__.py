@@ -1,0 +1,11 @@
+"""Diffusion core: noise schedules and samplers (diffusers) configured for motion, the training loss,
+condition dropout and classifier-free guidance."""
+
+from handcast.diffusion.schedule import SAMPLERS, DiffusionConfig, make_scheduler
+from handcast.diffusion.sampling import sample
+from handcast.diffusion.training import condition_dropout, diffusion_loss, noisy_input
+
+__all__ = [
+    "SAMPLERS", "DiffusionConfig", "make_scheduler", "sample", "condition_dropout", "diffusion_loss",
+    "noisy_input",
+]

@@ -1,0 +1,52 @@
+"""Sampling loop shared by every diffusion model in handcast."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from handcast.diffusion.schedule import SAMPLERS, DiffusionConfig, make_scheduler
+
+#: denoiser(x_t (B, T, D), t (B,) long, conditioned: bool) -> predicted x0 (B, T, D)
+Denoise = Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
+
+
+@torch.no_grad()
+def sample(
+    denoise: Denoise,
+    shape: tuple[int, ...],
+    sampler: str = "ddim",
+    steps: int | None = None,
+    guidance: float = 1.0,
+    config: DiffusionConfig = DiffusionConfig(),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Draw samples x0 of ``shape`` (B, T, D) by reverse diffusion.
+
+    ``denoise`` predicts x0; ``guidance`` != 1 applies classifier-free guidance on x0:
+    x0 = x0_uncond + guidance * (x0_cond - x0_uncond) (``denoise(..., conditioned=False)`` must give the
+    unconditional prediction). ``steps`` defaults to the sampler's (ddpm 1000, ddim 50, dpm 10).
+    """
+    scheduler = make_scheduler(sampler, config)
+    steps = steps or SAMPLERS[sampler][1]
+    scheduler.set_timesteps(steps, device=device)
+    x = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    x = x * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    if progress:
+        from tqdm.auto import tqdm
+
+        timesteps = tqdm(timesteps, desc=f"sampling ({sampler}-{steps})", leave=False)
+    for t in timesteps:
+        tb = torch.full((shape[0],), int(t), device=x.device, dtype=torch.long)
+        x0 = denoise(x, tb, True)
+        if guidance != 1.0:
+            x0_u = denoise(x, tb, False)
+            x0 = x0_u + guidance * (x0 - x0_u)
+        kwargs = {"generator": generator} if sampler in ("ddpm", "ddim") else {}
+        x = scheduler.step(x0, t, x, **kwargs).prev_sample
+    return x
