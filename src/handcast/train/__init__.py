@@ -1,0 +1,1 @@
+"""Training: configs, checkpoint I/O, Lightning modules."""

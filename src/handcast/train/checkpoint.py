@@ -1,0 +1,95 @@
+"""Checkpoints: safetensors weights plus the resolved config, in one file, never a pickle.
+
+A handcast checkpoint is a ``.safetensors`` file whose tensors are the model's ``state_dict`` and whose
+string metadata holds:
+
+* ``handcast_format``: the checkpoint format version (``"1"``);
+* ``handcast_kind``: what model it is (e.g. ``"lift"``, ``"forecast"``);
+* ``handcast_config``: the resolved config as JSON;
+* ``handcast_version``: the handcast version that wrote it.
+
+Loading checks all of them: a checkpoint of another kind, another format version, a config the current
+code does not accept, or weights whose names or shapes differ from the model built from the config is
+refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from handcast import __version__
+from handcast.errors import HandcastError
+from handcast.io import atomic_path
+
+FORMAT_VERSION = "1"
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, kind: str, config: dict[str, Any],
+                    extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s weights and ``config`` (a plain, JSON-serialisable dict) atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "handcast_format": FORMAT_VERSION,
+        "handcast_kind": kind,
+        "handcast_config": json.dumps(config, sort_keys=True),
+        "handcast_version": __version__,
+    }
+    meta.update(extra_metadata or {})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, str]]:
+    """Read (config, state_dict, metadata) of a checkpoint of ``kind``, checking its header."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise HandcastError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a bad header / truncated file
+        raise HandcastError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    if meta.get("handcast_format") is None:
+        raise HandcastError(f"{path}: not a handcast checkpoint (no handcast metadata)")
+    if meta["handcast_format"] != FORMAT_VERSION:
+        raise HandcastError(
+            f"{path}: checkpoint format {meta['handcast_format']} is not supported by this handcast "
+            f"(format {FORMAT_VERSION})"
+        )
+    if meta.get("handcast_kind") != kind:
+        raise HandcastError(f"{path}: is a '{meta.get('handcast_kind')}' checkpoint, expected '{kind}'")
+    try:
+        config = json.loads(meta["handcast_config"])
+    except (KeyError, json.JSONDecodeError):
+        raise HandcastError(f"{path}: checkpoint config is missing or corrupt") from None
+    return config, tensors, meta
+
+
+def load_weights_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load ``state`` into ``model``, refusing any missing, unexpected or mis-shaped tensor."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"shape of {k} is {tuple(state[k].shape)}, code expects {tuple(own[k].shape)}")
+        raise HandcastError(f"{source}: checkpoint does not match the model its config builds: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,60 @@
+"""Checkpoint I/O: round trip, and refusal of mismatching or foreign files."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from handcast.errors import HandcastError
+from handcast.train.checkpoint import load_weights_strict, read_checkpoint, save_checkpoint
+
+
+def _model(width=8):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Linear(width, 2))
+
+
+def test_round_trip(tmp_path):
+    m = _model()
+    cfg = {"width": 8, "nested": {"a": [1, 2]}}
+    p = save_checkpoint(tmp_path / "m.safetensors", m, "lift", cfg)
+    config, state, meta = read_checkpoint(p, "lift")
+    assert config == cfg
+    m2 = _model()
+    for prm in m2.parameters():
+        torch.nn.init.zeros_(prm)
+    load_weights_strict(m2, state, p)
+    for a, b in zip(m.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+    assert list(tmp_path.iterdir()) == [p]  # no temporary left behind
+
+
+def test_refuses_mismatch(tmp_path):
+    p = save_checkpoint(tmp_path / "m.safetensors", _model(8), "lift", {"width": 8})
+    _, state, _ = read_checkpoint(p, "lift")
+    with pytest.raises(HandcastError, match="shape of"):
+        load_weights_strict(_model(16), state, p)
+    with pytest.raises(HandcastError, match="'lift' checkpoint, expected 'forecast'"):
+        read_checkpoint(p, "forecast")
+    del state["1.bias"]
+    with pytest.raises(HandcastError, match="missing"):
+        load_weights_strict(_model(8), state, p)
+
+
+def test_refuses_foreign_and_corrupt_files(tmp_path):
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(HandcastError, match="not a handcast checkpoint"):
+        read_checkpoint(foreign, "lift")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(HandcastError, match="not a readable"):
+        read_checkpoint(bad, "lift")
+    future = tmp_path / "future.safetensors"
+    save_file({"w": torch.zeros(2)}, str(future),
+              metadata={"handcast_format": "99", "handcast_kind": "lift", "handcast_config": json.dumps({})})
+    with pytest.raises(HandcastError, match="format 99"):
+        read_checkpoint(future, "lift")
+    with pytest.raises(HandcastError, match="not found"):
+        read_checkpoint(tmp_path / "nope.safetensors", "lift")
