@@ -1,0 +1,40 @@
+"""Geometry: rotations (roma), pinhole cameras and rigid transforms, similarity Procrustes,
+Plucker rays and keypoint positional encoding. Torch-first, batched over leading dims,
+differentiable; numpy arrays are accepted too (numpy in -> numpy out)."""
+
+from handcast.geometry.camera import (
+    Z_EPS,
+    camera_center,
+    check_intrinsics,
+    compose,
+    focal_from_fov,
+    fov_intrinsics,
+    invert_rigid,
+    look_at,
+    make_intrinsics,
+    pixel_rays,
+    project,
+    rigid,
+    transform_points,
+    unproject,
+)
+from handcast.geometry.procrustes import apply_similarity, procrustes_align, similarity_procrustes
+from handcast.geometry.rays import kpe, plucker
+from handcast.geometry.rotations import (
+    aa_to_6d,
+    aa_to_rotmat,
+    geodesic_angle,
+    rotmat_to_6d,
+    rotmat_to_aa,
+    sixd_to_aa,
+    sixd_to_rotmat,
+    slerp_rotmat,
+)
+
+__all__ = [
+    "Z_EPS", "camera_center", "check_intrinsics", "compose", "focal_from_fov", "fov_intrinsics",
+    "invert_rigid", "look_at", "make_intrinsics", "pixel_rays", "project", "rigid", "transform_points",
+    "unproject", "apply_similarity", "procrustes_align", "similarity_procrustes", "kpe", "plucker",
+    "aa_to_6d", "aa_to_rotmat", "geodesic_angle", "rotmat_to_6d", "rotmat_to_aa", "sixd_to_aa",
+    "sixd_to_rotmat", "slerp_rotmat",
+]
