@@ -1,0 +1,250 @@
+"""Convert the official MANO pickles to safe ``.npz`` files, without chumpy and without running code.
+
+The official MANO_RIGHT.pkl / MANO_LEFT.pkl are Python-2 pickles holding numpy arrays, scipy
+sparse matrices and chumpy ``Ch`` objects. A pickle can name any importable callable, so they are
+read with a restricted unpickler: ``find_class`` admits only an explicit allow-list (numpy array
+reconstruction, scipy sparse matrices, chumpy ``Ch`` and a few harmless builtins), and chumpy /
+scipy classes are replaced by inert stand-ins that only record their state. Anything else (for
+example ``os.system``) is refused with a :class:`HandcastError` before it could be called.
+
+The result is written as ``MANO_RIGHT.npz`` / ``MANO_LEFT.npz`` (no object arrays; load with
+``allow_pickle=False``) into ``$HANDCAST_HOME/mano`` (``HANDCAST_HOME`` defaults to
+``~/.local/share/handcast``), where :class:`handcast.hand.HandModel` finds them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handcast.errors import HandcastError
+
+MANO_KEYS = ("v_template", "f", "weights", "J_regressor", "shapedirs", "posedirs", "kintree_table",
+             "hands_components", "hands_mean")
+
+
+def handcast_home() -> Path:
+    """``$HANDCAST_HOME`` (default ``~/.local/share/handcast``), read at call time."""
+    return Path(os.environ.get("HANDCAST_HOME") or "~/.local/share/handcast").expanduser()
+
+
+def default_mano_dir() -> Path:
+    """Where converted MANO files live by default: ``$HANDCAST_HOME/mano``."""
+    return handcast_home() / "mano"
+
+
+# ----------------------------------------------------------------------------------------------
+# Inert stand-ins
+# ----------------------------------------------------------------------------------------------
+
+class _StandIn:
+    """Records the state a pickle BUILDs into it; has no other behaviour."""
+
+    _origin = "?"
+
+    def __setstate__(self, state: Any) -> None:
+        object.__setattr__(self, "_state", state)
+
+
+class _ChStandIn(_StandIn):
+    """Stands for chumpy.ch.Ch: its state dict keeps the value under 'x'."""
+
+    _origin = "chumpy.ch.Ch"
+
+
+class _CscStandIn(_StandIn):
+    _origin = "scipy.sparse.csc_matrix"
+    _format = "csc"
+
+
+class _CsrStandIn(_StandIn):
+    _origin = "scipy.sparse.csr_matrix"
+    _format = "csr"
+
+
+def _numpy_multiarray():
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    return multiarray
+
+
+def _refuse(what: str) -> HandcastError:
+    return HandcastError(f"refused: pickle wants to load '{what}', which is not on the allow-list for MANO "
+                         "model files (a pickle that tries to run code is never executed)")
+
+
+def _safe_reconstructor(cls, base, state):
+    """copyreg._reconstructor restricted to our stand-ins built on ``object``."""
+    if not (isinstance(cls, type) and issubclass(cls, _StandIn)) or base is not object or state is not None:
+        raise _refuse("copy_reg._reconstructor with a class that is not allowed")
+    return object.__new__(cls)
+
+
+def _safe_encode(obj, encoding="utf-8"):
+    """_codecs.encode as used by protocol-2 pickles of bytes: str -> latin-1 bytes only."""
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
+        raise _refuse("_codecs.encode with unexpected arguments")
+    return obj.encode("latin1")
+
+
+def _allow_list() -> dict[tuple[str, str], Any]:
+    ma = _numpy_multiarray()
+    allowed: dict[tuple[str, str], Any] = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = ma._reconstruct
+        allowed[(mod, "scalar")] = ma.scalar
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    for mod in ("copy_reg", "copyreg"):
+        allowed[(mod, "_reconstructor")] = _safe_reconstructor
+    for mod in ("__builtin__", "builtins"):
+        allowed[(mod, "object")] = object
+        allowed[(mod, "set")] = set
+        allowed[(mod, "frozenset")] = frozenset
+    allowed[("_codecs", "encode")] = _safe_encode
+    for mod in ("chumpy.ch", "chumpy"):
+        allowed[(mod, "Ch")] = _ChStandIn
+    for mod in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse"):
+        allowed[(mod, "csc_matrix")] = _CscStandIn
+    for mod in ("scipy.sparse.csr", "scipy.sparse._csr", "scipy.sparse"):
+        allowed[(mod, "csr_matrix")] = _CsrStandIn
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An Unpickler whose ``find_class`` admits only the MANO allow-list."""
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self._allowed = _allow_list()
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            if module.split(".")[0] == "chumpy":
+                raise HandcastError(f"unsupported chumpy object '{module}.{name}' in the MANO file "
+                                    "(only chumpy.ch.Ch is understood)") from None
+            raise _refuse(f"{module}.{name}") from None
+
+    def persistent_load(self, pid):  # pragma: no cover - MANO files have none
+        raise _refuse("a persistent id")
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversion to plain arrays
+# ----------------------------------------------------------------------------------------------
+
+def _to_array(key: str, value: Any) -> np.ndarray | None:
+    """A plain (non-object) numpy array for one MANO entry, or None to drop it."""
+    if isinstance(value, _ChStandIn):
+        state = getattr(value, "_state", None)
+        x = state.get("x") if isinstance(state, dict) else None
+        if isinstance(x, _ChStandIn):
+            return _to_array(key, x)
+        if not isinstance(x, np.ndarray):
+            raise HandcastError(f"MANO entry {key!r}: chumpy object without an array value")
+        value = x
+    elif isinstance(value, (_CscStandIn, _CsrStandIn)):
+        import scipy.sparse as sp
+
+        st = getattr(value, "_state", None)
+        if not isinstance(st, dict):
+            raise HandcastError(f"MANO entry {key!r}: sparse matrix without state")
+        shape = st.get("_shape", st.get("shape"))
+        try:
+            ctor = sp.csc_matrix if value._format == "csc" else sp.csr_matrix
+            m = ctor((np.asarray(st["data"]), np.asarray(st["indices"]), np.asarray(st["indptr"])),
+                     shape=tuple(int(s) for s in shape))
+        except Exception as e:
+            raise HandcastError(f"MANO entry {key!r}: unreadable sparse matrix ({e})") from None
+        return m.toarray()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise HandcastError(f"MANO entry {key!r} is an object array; refused")
+        return value
+    if isinstance(value, (str, bytes)):
+        return np.array(value if isinstance(value, str) else value.decode("latin1"))
+    if isinstance(value, (bool, int, float, np.generic)):
+        return np.asarray(value)
+    if isinstance(value, (list, tuple)):
+        try:
+            arr = np.asarray(value)
+        except Exception:
+            return None
+        return None if arr.dtype == object else arr
+    return None
+
+
+def read_mano_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read one official MANO pickle safely into plain numpy arrays (J_regressor made dense)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HandcastError(f"MANO file not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            data = RestrictedUnpickler(fh, encoding="latin1").load()
+    except HandcastError as e:
+        raise HandcastError(f"{path}: {e}") from None
+    except Exception as e:
+        raise HandcastError(f"{path}: not a readable MANO pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise HandcastError(f"{path}: expected a dict of model arrays, found {type(data).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for key, value in data.items():
+        arr = _to_array(str(key), value)
+        if arr is not None:
+            out[str(key)] = arr
+    missing = [k for k in MANO_KEYS if k not in out]
+    if missing:
+        raise HandcastError(f"{path}: not a MANO model, missing {', '.join(missing)}")
+    return out
+
+
+def _clean(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = dict(arrays)
+    for k in ("v_template", "weights", "J_regressor", "shapedirs", "posedirs", "hands_components", "hands_mean"):
+        out[k] = np.asarray(out[k], dtype=np.float32 if k == "J_regressor" else np.float64)
+    out["f"] = np.asarray(out["f"]).astype(np.int64)
+    out["kintree_table"] = np.asarray(out["kintree_table"]).astype(np.int64)
+    return out
+
+
+def import_mano(right_pkl: str | os.PathLike, left_pkl: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                fix_left_shapedirs: bool = False) -> Path:
+    """Convert the official MANO_RIGHT.pkl / MANO_LEFT.pkl into MANO_RIGHT.npz / MANO_LEFT.npz.
+
+    out_dir: destination folder (default ``$HANDCAST_HOME/mano``); returns it. With
+    ``fix_left_shapedirs`` the left model's ``shapedirs[:, 0, :]`` (x column) is negated — the
+    known sign issue of MANO_LEFT as used by smplx, which some datasets (HOT3D) were fitted with —
+    and the left file records ``left_shapedirs_fixed = True``.
+    """
+    from handcast.io import save_npz
+
+    right = _clean(read_mano_pickle(right_pkl))
+    left = _clean(read_mano_pickle(left_pkl))
+    for name, arrays, sign in (("right", right, 1.0), ("left", left, -1.0)):
+        root_x = float((arrays["J_regressor"][0] @ arrays["v_template"])[0])
+        if np.sign(root_x) == -sign and abs(root_x) > 1e-3:
+            raise HandcastError(f"the {name} MANO file looks like the other hand (wrist at x = {root_x:+.3f} m); "
+                                "are the right and left files swapped?")
+    if fix_left_shapedirs:
+        left["shapedirs"] = left["shapedirs"].copy()
+        left["shapedirs"][:, 0, :] *= -1.0
+    left["left_shapedirs_fixed"] = np.array(bool(fix_left_shapedirs))
+    out = Path(out_dir).expanduser() if out_dir is not None else default_mano_dir()
+    save_npz(out / "MANO_RIGHT.npz", **right)
+    save_npz(out / "MANO_LEFT.npz", **left)
+    return out
+
+
+def mano_import_main(right: str | os.PathLike, left: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                     fix_left: bool = False) -> Path:
+    """Entry point for ``handcast mano import``: converts and returns the output folder; prints nothing."""
+    return import_mano(right, left, out_dir=out_dir, fix_left_shapedirs=fix_left)
