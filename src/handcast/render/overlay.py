@@ -1,0 +1,682 @@
+"""Skeleton overlays, the forecast drawn over the input image, and a second (virtual) view.
+
+Conventions
+  * Images are (H, W, 3) uint8 RGB, row 0 at the top.
+  * 2D keypoints are pixels (u, v) in the common 21-keypoint order, hand axis (right, left);
+    pixel ``image[j, i]`` has its centre at (i, j) (OpenCV; as in :mod:`handcast.render.gl`).
+  * 3D joints are metres in the frame-0 camera (OpenCV axes: x right, y down, z forward).
+  * Colours: right hand blue, left hand pink (``conventions.HAND_COLORS``); along time the colour
+    fades towards white (first frame saturated, last frame pale), see :func:`time_colors`.
+  * Early frames are drawn on top of later ones, so the observed pose stays visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from handcast.conventions import HAND_COLORS, KEYPOINT_BONES, NUM_KEYPOINTS
+from handcast.errors import HandcastError
+
+__all__ = [
+    "time_colors",
+    "project_points",
+    "draw_keypoints",
+    "overlay_motion",
+    "ViewCamera",
+    "view_camera",
+    "second_view",
+    "render_sheet",
+    "resize_with_K",
+]
+
+_BONES = np.asarray(KEYPOINT_BONES, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Colours and small helpers
+
+
+def time_colors(num_frames: int, fade: float = 0.7, base=HAND_COLORS) -> np.ndarray:
+    """Per-frame hand colours, (T, 2, 3) uint8 RGB, hand axis (right, left).
+
+    Frame 0 has the hand colour; frame T-1 is blended ``fade`` of the way to white. Saturation
+    (and so visual weight) decreases strictly monotonically with time when ``fade > 0``.
+    """
+    T = int(num_frames)
+    if T < 1:
+        raise HandcastError(f"need at least one frame, got {num_frames}")
+    base = np.asarray(base, np.float64).reshape(2, 3)
+    s = np.linspace(0.0, float(fade), T) if T > 1 else np.zeros(1)
+    cols = base[None] + (255.0 - base[None]) * s[:, None, None]
+    return np.clip(np.round(cols), 0, 255).astype(np.uint8)
+
+
+def _check_image(image, name="image") -> np.ndarray:
+    im = np.asarray(image)
+    if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+        raise HandcastError(f"{name} must be an (H, W, 3) uint8 RGB array, got {im.shape} {im.dtype}")
+    return im
+
+
+def project_points(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray | None = None):
+    """Project 3D points with an OpenCV camera.
+
+    points: (..., 3) metres in the world frame; K: (3, 3) pixels; world_to_cam: (4, 4) or None
+    (identity). Returns (uv (..., 2) pixels, z (...) camera depth in metres). Points with z <= 0
+    get NaN pixels.
+    """
+    p = np.asarray(points, np.float64)
+    K = np.asarray(K, np.float64)
+    if K.shape != (3, 3):
+        raise HandcastError(f"K must be (3, 3), got {K.shape}")
+    if world_to_cam is not None:
+        T = np.asarray(world_to_cam, np.float64)
+        if T.shape != (4, 4):
+            raise HandcastError(f"world_to_cam must be (4, 4), got {T.shape}")
+        p = p @ T[:3, :3].T + T[:3, 3]
+    z = p[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = p[..., 0] / z
+        y = p[..., 1] / z
+    uv = np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], axis=-1)
+    uv[~(z > 1e-6)] = np.nan
+    return uv, z
+
+
+def resize_with_K(image: np.ndarray, K: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an (H, W, 3) image to ``height`` rows (aspect kept) and scale K (3, 3) with it."""
+    im = _check_image(image)
+    H, W = im.shape[:2]
+    if H == height:
+        return im, np.asarray(K, np.float64)
+    w = max(1, int(round(W * height / H)))
+    out = np.asarray(Image.fromarray(im).resize((w, height), Image.LANCZOS))
+    S = np.diag([w / W, height / H, 1.0])
+    return out, S @ np.asarray(K, np.float64)
+
+
+def _as_seq(kp: np.ndarray, last: tuple[int, ...], name: str) -> tuple[np.ndarray, bool]:
+    a = np.asarray(kp, np.float64)
+    if a.shape[-len(last) :] != last or a.ndim not in (len(last), len(last) + 1):
+        want = "(" + ", ".join(map(str, last)) + ")"
+        raise HandcastError(f"{name} must be {want} or (T, {want[1:]}, got {a.shape}")
+    if a.ndim == len(last):
+        return a[None], False
+    return a, True
+
+
+def _valid_mask(valid, T: int, kp_shape_ok: np.ndarray) -> np.ndarray:
+    """Combine an optional (2,)/(T,2)/(T,2,21) validity with finiteness -> (T, 2, 21) bool."""
+    ok = kp_shape_ok
+    if valid is None:
+        return ok
+    v = np.asarray(valid, bool)
+    if v.shape == (2,) or v.shape == (2, NUM_KEYPOINTS):
+        v = v[None]
+    if v.shape == (T, 2):
+        v = v[..., None]
+    elif v.shape != (T, 2, NUM_KEYPOINTS):
+        raise HandcastError(f"valid must be (T, 2) or (T, 2, 21) booleans, got {np.asarray(valid).shape} for T={T}")
+    return ok & v
+
+
+def _default_width(h: int, w: int) -> float:
+    return max(1.5, min(h, w) / 160.0)
+
+
+# --------------------------------------------------------------------------------------------
+# 2D drawing
+
+
+def _draw_layer(h: int, w: int, ss: int, fn) -> Image.Image:
+    """Draw with ``fn(draw, ss)`` on a transparent supersampled layer; return it at (w, h)."""
+    layer = Image.new("RGBA", (w * ss, h * ss), (0, 0, 0, 0))
+    fn(ImageDraw.Draw(layer), ss)
+    if ss > 1:
+        layer = layer.resize((w, h), Image.BOX)
+    return layer
+
+
+def _composite(image: np.ndarray, layer: Image.Image) -> np.ndarray:
+    base = Image.fromarray(image).convert("RGBA")
+    base.alpha_composite(layer)
+    return np.asarray(base.convert("RGB"))
+
+
+def _skeleton_ops(kp, ok, colors, outline, alpha=255):
+    """Yield drawing ops for (N, 2, 21, 2) pixel keypoints; later frames first."""
+    ops = []
+    N = kp.shape[0]
+    for t in range(N - 1, -1, -1):
+        for hand in range(2):
+            pts, m = kp[t, hand], ok[t, hand]
+            if not m.any():
+                continue
+            col = tuple(int(c) for c in colors[t, hand]) + (alpha,)
+            dark = tuple(int(c * 0.35) for c in colors[t, hand]) + (alpha,)
+            bones = [(a, b) for a, b in _BONES if m[a] and m[b]]
+            ops.append((pts, m, bones, col, dark if outline else None))
+    return ops
+
+
+def _run_ops(draw, ss, ops, width, radius):
+    def P(p):
+        return ((p[0] + 0.5) * ss - 0.5, (p[1] + 0.5) * ss - 0.5)
+
+    lw = max(1, int(round(width * ss)))
+    r = radius * ss
+    for pts, m, bones, col, dark in ops:
+        if dark is not None:
+            for a, b in bones:
+                draw.line([P(pts[a]), P(pts[b])], fill=dark, width=lw + 2 * ss)
+            for j in np.flatnonzero(m):
+                x, y = P(pts[j])
+                draw.ellipse([x - r - ss, y - r - ss, x + r + ss, y + r + ss], fill=dark)
+        for a, b in bones:
+            draw.line([P(pts[a]), P(pts[b])], fill=col, width=lw)
+        for j in np.flatnonzero(m):
+            x, y = P(pts[j])
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=col)
+
+
+def draw_keypoints(
+    image: np.ndarray,
+    kp2d: np.ndarray,
+    valid: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+    fade: float = 0.7,
+    width: float | None = None,
+    radius: float | None = None,
+    outline: bool | None = None,
+    supersample: int = 2,
+) -> np.ndarray:
+    """Draw hand skeletons (conventions.KEYPOINT_BONES) over an image; returns a new image.
+
+    image: (H, W, 3) uint8 RGB.
+    kp2d: (2, 21, 2) or (T, 2, 21, 2) pixels (u, v), hand axis (right, left), common order.
+    valid: optional (2,) / (T, 2) per hand-frame or (T, 2, 21) per keypoint booleans; NaN/inf
+        keypoints are skipped too. Bones are drawn when both ends are valid.
+    colors: optional (T, 2, 3) uint8 per frame and hand; default :func:`time_colors` (T, fade).
+    width, radius: line width and joint radius in pixels (default: scaled with the image size).
+    outline: dark edge around bones (default: on for a single frame, off for sequences).
+    supersample: anti-aliasing factor of the drawing layer.
+    """
+    im = _check_image(image)
+    kp, seq = _as_seq(kp2d, (2, NUM_KEYPOINTS, 2), "kp2d")
+    T = kp.shape[0]
+    ok = _valid_mask(valid, T, np.isfinite(kp).all(-1))
+    if colors is None:
+        colors = time_colors(T, fade)
+    colors = np.asarray(colors)
+    if colors.shape != (T, 2, 3):
+        raise HandcastError(f"colors must be (T, 2, 3) = ({T}, 2, 3), got {colors.shape}")
+    H, W = im.shape[:2]
+    width = _default_width(H, W) if width is None else float(width)
+    radius = width * 1.1 if radius is None else float(radius)
+    if outline is None:
+        outline = T == 1
+    ops = _skeleton_ops(kp, ok, colors, outline)
+    if not ops:
+        return im.copy()
+    layer = _draw_layer(H, W, int(supersample), lambda d, ss: _run_ops(d, ss, ops, width, radius))
+    return _composite(im, layer)
+
+
+def _draw_paths(image: np.ndarray, paths_uv: np.ndarray, width: float, alpha: int = 110, supersample: int = 2):
+    """Faint polylines (N, T, 2, 2) pixels in the hand colours (e.g. other samples' wrists)."""
+    H, W = image.shape[:2]
+
+    def fn(draw, ss):
+        lw = max(1, int(round(width * ss)))
+        for n in range(paths_uv.shape[0]):
+            for hand in range(2):
+                pts = paths_uv[n, :, hand]
+                col = tuple(HAND_COLORS[hand]) + (alpha,)
+                seg = []
+                for p in pts:
+                    if np.isfinite(p).all():
+                        seg.append(((p[0] + 0.5) * ss - 0.5, (p[1] + 0.5) * ss - 0.5))
+                    else:
+                        if len(seg) > 1:
+                            draw.line(seg, fill=col, width=lw, joint="curve")
+                        seg = []
+                if len(seg) > 1:
+                    draw.line(seg, fill=col, width=lw, joint="curve")
+
+    return _composite(image, _draw_layer(H, W, supersample, fn))
+
+
+# --------------------------------------------------------------------------------------------
+# Meshes through the GL renderer
+
+
+def _faces_pair(faces) -> tuple[np.ndarray, np.ndarray]:
+    if faces is None:
+        raise HandcastError("vertices were given without faces")
+    if isinstance(faces, (list, tuple)):
+        if len(faces) != 2:
+            raise HandcastError("faces must be one (F, 3) array or a pair (right, left)")
+        return np.asarray(faces[0]), np.asarray(faces[1])
+    f = np.asarray(faces)
+    if f.ndim == 3 and f.shape[0] == 2:
+        return f[0], f[1]
+    return f, f
+
+
+def _hand_meshes(verts: np.ndarray, faces, colors: np.ndarray, ok: np.ndarray):
+    """verts (N, 2, V, 3), colors (N, 2, 3), ok (N, 2) -> list of Mesh (later frames first)."""
+    from handcast.render.gl import Mesh
+
+    fr, fl = _faces_pair(faces)
+    out = []
+    for t in range(verts.shape[0] - 1, -1, -1):
+        for hand, f in ((0, fr), (1, fl)):
+            v = verts[t, hand]
+            if ok[t, hand] and np.isfinite(v).all():
+                out.append(Mesh(v, f, colors[t, hand]))
+    return out
+
+
+def _render_meshes_over(image, meshes, K, world_to_cam, mesh_alpha: float) -> np.ndarray:
+    from handcast.render.gl import get_renderer
+
+    if not meshes:
+        return image
+    H, W = image.shape[:2]
+    layers = get_renderer(W, H).render_layers(meshes, K, world_to_cam, background=None)
+    a = (layers.alpha * float(mesh_alpha))[..., None]
+    # the render is premultiplied by coverage: colour = alpha * shade
+    cov = np.maximum(layers.alpha[..., None], 1e-6)
+    shade = layers.image.astype(np.float32) / cov
+    out = image.astype(np.float32) * (1 - a) + shade * a
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _seq_vertices(vertices, T: int | None):
+    v = np.asarray(vertices, np.float64)
+    if v.ndim == 3:
+        v = v[None]
+    if v.ndim != 4 or v.shape[1] != 2 or v.shape[3] != 3:
+        raise HandcastError(f"vertices must be (2, V, 3) or (T, 2, V, 3) metres, got {np.asarray(vertices).shape}")
+    return v
+
+
+def _hand_valid(valid, T: int) -> np.ndarray:
+    if valid is None:
+        return np.ones((T, 2), bool)
+    v = np.asarray(valid, bool)
+    if v.shape == (2,):
+        v = np.broadcast_to(v, (T, 2))
+    if v.shape == (T, 2, NUM_KEYPOINTS):
+        v = v.any(-1)
+    if v.shape != (T, 2):
+        raise HandcastError(f"valid must be (T, 2) booleans, got {np.asarray(valid).shape} for T={T}")
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# Overlay of a motion on the first image
+
+
+def overlay_motion(
+    image: np.ndarray,
+    joints3d: np.ndarray,
+    K: np.ndarray,
+    valid: np.ndarray | None = None,
+    world_to_cam: np.ndarray | None = None,
+    vertices: np.ndarray | None = None,
+    faces=None,
+    mesh_alpha: float = 0.6,
+    fade: float = 0.7,
+    frames: np.ndarray | None = None,
+    paths: np.ndarray | None = None,
+    **draw_kw,
+) -> np.ndarray:
+    """Draw a 3D hand motion over the FIRST frame's image (the forecast over the input image).
+
+    image: (H, W, 3) uint8, the frame-0 image.
+    joints3d: (T, 2, 21, 3) or (2, 21, 3) metres, frame-0 camera, (right, left), common order.
+    K: (3, 3) intrinsics of ``image`` in pixels.
+    valid: optional (T, 2) or (T, 2, 21) booleans.
+    world_to_cam: optional (4, 4) (or (T, 4, 4), of which [0] is used) mapping the joints' frame to
+        the camera of ``image``; None = identity (joints already in the frame-0 camera).
+    vertices, faces: optional hand meshes, (2, V, 3) or (T, 2, V, 3) metres in the same frame (only
+        the first frame is drawn), with faces (F, 3) or a (right, left) pair; blended with
+        ``mesh_alpha`` under the skeletons.
+    fade: colour fading over time (see :func:`time_colors`).
+    frames: optional indices of the frames to draw (colours still follow the full sequence).
+    paths: optional (N, T', 2, 3) metres, extra 3D trajectories (e.g. other samples' wrists) drawn
+        as faint lines.
+    draw_kw: forwarded to :func:`draw_keypoints` (width, radius, outline, supersample).
+    Returns an (H, W, 3) uint8 image.
+    """
+    im = _check_image(image)
+    j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
+    T = j.shape[0]
+    w2c = None
+    if world_to_cam is not None:
+        w2c = np.asarray(world_to_cam, np.float64)
+        if w2c.ndim == 3:
+            w2c = w2c[0]
+    uv, _ = project_points(j, K, w2c)
+    colors = time_colors(T, fade)
+    ok = _valid_mask(valid, T, np.isfinite(uv).all(-1))
+    out = im
+    if vertices is not None:
+        v = _seq_vertices(vertices, T)
+        hv = _hand_valid(valid, T)[:1]
+        out = _render_meshes_over(out, _hand_meshes(v[:1], faces, colors[:1], hv), K, w2c, mesh_alpha)
+    if paths is not None:
+        p = np.asarray(paths, np.float64)
+        if p.ndim != 4 or p.shape[2:] != (2, 3):
+            raise HandcastError(f"paths must be (N, T, 2, 3) metres, got {p.shape}")
+        puv, _ = project_points(p, K, w2c)
+        out = _draw_paths(out, puv, width=_default_width(*im.shape[:2]) * 0.6)
+    if frames is not None:
+        idx = np.asarray(frames, int)
+        uv, ok, colors = uv[idx], ok[idx], colors[idx]
+    return draw_keypoints(out, uv, ok, colors=colors, **draw_kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Second view
+
+
+@dataclass
+class ViewCamera:
+    """A virtual OpenCV camera looking at the hands.
+
+    K: (3, 3) pixels; world_to_cam: (4, 4) frame-0 camera -> virtual camera; width, height: pixels;
+    ground_y: height of the ground plane as a frame-0-camera y coordinate (metres; +y is down);
+    center: (3,) the point looked at (metres, frame-0 camera); radius: the scene radius (metres).
+    """
+
+    K: np.ndarray
+    world_to_cam: np.ndarray
+    width: int
+    height: int
+    ground_y: float
+    center: np.ndarray
+    radius: float
+    _grid_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+def _look_at(eye, target, up) -> np.ndarray:
+    """(4, 4) world -> OpenCV camera at ``eye`` looking at ``target`` (image up ~ ``up``)."""
+    eye, target, up = (np.asarray(a, np.float64) for a in (eye, target, up))
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, up)
+    if np.linalg.norm(x) < 1e-9:
+        x = np.cross(z, np.array([1.0, 0.0, 0.0]))
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    T = np.eye(4)
+    T[:3, :3] = np.stack([x, y, z])
+    T[:3, 3] = -T[:3, :3] @ eye
+    return T
+
+
+def view_camera(
+    points: np.ndarray,
+    size: tuple[int, int] = (512, 512),
+    azimuth: float = 70.0,
+    elevation: float = 25.0,
+    fov_deg: float = 35.0,
+    margin: float = 1.15,
+    min_radius: float = 0.12,
+) -> ViewCamera:
+    """A virtual camera that frames all finite ``points`` (..., 3) (metres, frame-0 camera).
+
+    The camera orbits the points' centre: ``azimuth`` (degrees) turns around the vertical axis
+    (-y of the frame-0 camera): 0 = from the original camera's side, 90 = from the right (+x);
+    ``elevation`` (degrees) lifts it above the horizontal plane (90 = top view).
+    size: (width, height) in pixels. The ground plane is put just below the lowest point.
+    """
+    p = np.asarray(points, np.float64).reshape(-1, 3)
+    p = p[np.isfinite(p).all(1)]
+    if len(p) == 0:
+        center = np.array([0.0, 0.0, 0.5])
+        radius = min_radius
+        ground = 0.1
+    else:
+        lo, hi = p.min(0), p.max(0)
+        center = (lo + hi) / 2
+        radius = max(float(np.linalg.norm(p - center, axis=1).max()), min_radius)
+        ground = float(hi[1]) + 0.02
+    W, H = int(size[0]), int(size[1])
+    up = np.array([0.0, -1.0, 0.0])
+    az, el = np.radians(azimuth), np.radians(np.clip(elevation, -89.0, 89.0))
+    d = np.cos(el) * (np.sin(az) * np.array([1.0, 0, 0]) - np.cos(az) * np.array([0, 0, 1.0])) + np.sin(el) * up
+    half = np.radians(fov_deg) / 2
+    dist = radius * margin / np.sin(half)
+    eye = center + dist * d
+    f = (min(W, H) / 2) / np.tan(half)
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    return ViewCamera(K, _look_at(eye, center, up), W, H, ground, center, radius)
+
+
+def _grid_image(cam: ViewCamera, background, spacing: float | None = None) -> np.ndarray:
+    key = (tuple(int(c) for c in np.asarray(background).reshape(3)), spacing)
+    if key not in cam._grid_cache:
+        cam._grid_cache.clear()
+        cam._grid_cache[key] = _grid_image_uncached(cam, background, spacing)
+    return cam._grid_cache[key].copy()
+
+
+def _grid_image_uncached(cam: ViewCamera, background, spacing: float | None) -> np.ndarray:
+    W, H = cam.width, cam.height
+    img = np.empty((H, W, 3), np.uint8)
+    img[:] = np.asarray(background, np.uint8)
+    ext = max(0.4, 3.0 * cam.radius)
+    if spacing is None:
+        spacing = 0.05 if ext < 0.8 else 0.1
+    n = int(np.ceil(ext / spacing))
+    cx = np.round(cam.center[0] / spacing) * spacing
+    cz = np.round(cam.center[2] / spacing) * spacing
+    ticks = np.arange(-n, n + 1) * spacing
+    s = np.linspace(-n * spacing, n * spacing, 4 * n + 1)
+    lines = []
+    for t in ticks:
+        lines.append(np.stack([cx + np.full_like(s, t), np.full_like(s, cam.ground_y), cz + s], -1))
+        lines.append(np.stack([cx + s, np.full_like(s, cam.ground_y), cz + np.full_like(s, t)], -1))
+    lines = np.stack(lines)  # (L, S, 3)
+    uv, z = project_points(lines, cam.K, cam.world_to_cam)
+    # fade grid lines with distance from the centre; draw only segments with both ends visible
+    dist = np.abs(lines[..., [0, 2]] - np.array([cx, cz])).max(-1) / (n * spacing)
+    bg = np.asarray(background, np.float64)
+    fin = np.isfinite(uv).all(-1)
+    seg_ok = fin[:, :-1] & fin[:, 1:]
+    w = 0.45 * (1 - 0.8 * dist[:, :-1])
+    cols = np.round(bg * (1 - w[..., None]) + 120 * w[..., None]).astype(int)
+    li, ki = np.nonzero(seg_ok)
+    a_pts, b_pts, seg_cols = uv[li, ki], uv[li, ki + 1], cols[li, ki]
+
+    def fn(draw, ss):
+        A = ((a_pts + 0.5) * ss - 0.5).tolist()
+        B = ((b_pts + 0.5) * ss - 0.5).tolist()
+        C = [tuple(c) + (255,) for c in seg_cols.tolist()]
+        for a, b, c in zip(A, B, C):
+            draw.line([tuple(a), tuple(b)], fill=c, width=ss)
+
+    return _composite(img, _draw_layer(H, W, 2, fn))
+
+
+def second_view(
+    joints3d: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+    vertices: np.ndarray | None = None,
+    faces=None,
+    camera: ViewCamera | None = None,
+    size: tuple[int, int] = (512, 512),
+    azimuth: float = 70.0,
+    elevation: float = 25.0,
+    background=(250, 250, 250),
+    grid: bool = True,
+    fade: float = 0.7,
+    frames: np.ndarray | None = None,
+    skeleton: bool | None = None,
+    shadows: bool = True,
+    paths: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+    **draw_kw,
+) -> np.ndarray:
+    """Render the motion from a virtual camera beside/above the hands, on a light background
+    with a ground grid, in the same (time-fading) colours as the overlay.
+
+    joints3d: (T, 2, 21, 3) or (2, 21, 3) metres, frame-0 camera, (right, left), common order.
+    valid: optional (T, 2) or (T, 2, 21) booleans.
+    vertices, faces: optional meshes (T, 2, V, 3) or (2, V, 3) metres (same frame) with faces (F, 3)
+        or a (right, left) pair, rendered with the GL renderer.
+    camera: a :func:`view_camera` (keep one fixed across a video); default framed on the data.
+    size: (width, height) when ``camera`` is None; azimuth, elevation: see :func:`view_camera`.
+    frames: optional indices of the frames to draw (colours follow the full sequence). With meshes
+        and no ``frames``, at most 6 evenly spaced frames are drawn.
+    skeleton: draw skeletons (default: when no meshes are given).
+    shadows: draw the wrists' trajectories projected on the ground plane.
+    paths: optional (N, T', 2, 3) metres, extra trajectories drawn as faint lines.
+    colors: optional (T, 2, 3) uint8 per-frame colours (default :func:`time_colors` (T, fade)).
+    Returns an (H, W, 3) uint8 image.
+    """
+    if joints3d is None and vertices is None:
+        raise HandcastError("second_view needs joints3d or vertices")
+    j = None
+    if joints3d is not None:
+        j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
+    v = _seq_vertices(vertices, None) if vertices is not None else None
+    T = j.shape[0] if j is not None else v.shape[0]
+    if v is not None and j is not None and v.shape[0] != T:
+        raise HandcastError(f"vertices have {v.shape[0]} frames but joints3d {T}")
+    hv = _hand_valid(valid if (valid is None or np.asarray(valid).ndim <= 2) else np.asarray(valid).any(-1), T)
+    if camera is None:
+        pts = j if j is not None else v
+        sel = np.where(hv[..., None, None], pts, np.nan)
+        camera = view_camera(sel, size, azimuth, elevation)
+    cam = camera
+    if colors is None:
+        colors = time_colors(T, fade)
+    colors = np.asarray(colors, np.uint8)
+    if colors.shape != (T, 2, 3):
+        raise HandcastError(f"colors must be (T, 2, 3) = ({T}, 2, 3), got {colors.shape}")
+    idx = np.arange(T) if frames is None else np.asarray(frames, int).reshape(-1)
+    img = _grid_image(cam, background) if grid else np.tile(np.asarray(background, np.uint8), (cam.height, cam.width, 1))
+
+    if shadows and j is not None:
+        wr = j[:, :, 0].copy()  # (T, 2, 3)
+        wr[~hv] = np.nan
+        wr[..., 1] = cam.ground_y
+        show = wr[: idx.max() + 1] if len(idx) else wr[:0]
+        suv, _ = project_points(show[None], cam.K, cam.world_to_cam)
+        img = _draw_paths(img, suv, width=_default_width(cam.height, cam.width) * 0.8, alpha=70)
+    if paths is not None:
+        p = np.asarray(paths, np.float64)
+        if p.ndim != 4 or p.shape[2:] != (2, 3):
+            raise HandcastError(f"paths must be (N, T, 2, 3) metres, got {p.shape}")
+        puv, _ = project_points(p, cam.K, cam.world_to_cam)
+        img = _draw_paths(img, puv, width=_default_width(cam.height, cam.width) * 0.6)
+    if v is not None:
+        midx = idx
+        if frames is None and len(idx) > 6:
+            midx = np.unique(np.round(np.linspace(0, T - 1, 6)).astype(int))
+        meshes = _hand_meshes(v[midx], faces, colors[midx], hv[midx])
+        img = _render_meshes_over(img, meshes, cam.K, cam.world_to_cam, 1.0)
+    if skeleton is None:
+        skeleton = v is None
+    if skeleton and j is not None:
+        uv, _ = project_points(j, cam.K, cam.world_to_cam)
+        ok = _valid_mask(valid, T, np.isfinite(uv).all(-1))
+        img = draw_keypoints(img, uv[idx], ok[idx], colors=colors[idx], **draw_kw)
+    return img
+
+
+# --------------------------------------------------------------------------------------------
+# Sheet
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # older Pillow
+        return ImageFont.load_default()
+
+
+def _legend_bar(width: int, height: int, title: str | None, fade: float, num_frames: int) -> np.ndarray:
+    bar = Image.new("RGB", (width, height), (255, 255, 255))
+    d = ImageDraw.Draw(bar)
+    fs = max(10, int(height * 0.38))
+    font = _font(fs)
+    x = 8
+    y = (height - fs) // 2
+    if title:
+        d.text((x, y), title, fill=(20, 20, 20), font=font)
+        x += int(d.textlength(title, font=font)) + 24
+    for hand, name in ((0, "right"), (1, "left")):
+        d.rectangle([x, y + 1, x + fs, y + fs], fill=tuple(HAND_COLORS[hand]))
+        x += fs + 5
+        d.text((x, y), name, fill=(20, 20, 20), font=font)
+        x += int(d.textlength(name, font=font)) + 16
+    label = f"t = 0 .. {num_frames - 1}"
+    d.text((x, y), label, fill=(20, 20, 20), font=font)
+    x += int(d.textlength(label, font=font)) + 8
+    cols = time_colors(max(num_frames, 2), fade)
+    gw = max(40, min(160, width - x - 10))
+    for i in range(gw):
+        c = cols[int(round(i / max(gw - 1, 1) * (len(cols) - 1))), 0]
+        d.line([(x + i, y + 1), (x + i, y + fs)], fill=tuple(int(a) for a in c))
+    return np.asarray(bar)
+
+
+def render_sheet(
+    image: np.ndarray,
+    K: np.ndarray,
+    joints3d: np.ndarray,
+    valid: np.ndarray | None = None,
+    world_to_cam: np.ndarray | None = None,
+    vertices: np.ndarray | None = None,
+    faces=None,
+    title: str | None = None,
+    out_png=None,
+    height: int = 512,
+    fade: float = 0.7,
+    paths: np.ndarray | None = None,
+    view_kw: dict | None = None,
+) -> np.ndarray:
+    """One figure: the motion over the first image (left) and a second view (right), with a
+    title / legend bar on top.
+
+    image: (H, W, 3) uint8 frame-0 image; K: (3, 3) its intrinsics; joints3d: (T, 2, 21, 3) metres,
+    frame-0 camera; valid: (T, 2) optional; world_to_cam: see :func:`overlay_motion`;
+    vertices/faces: optional meshes (first frame over the image; a few frames in the second view);
+    height: panel height in pixels; paths: optional (N, T, 2, 3) extra trajectories.
+    out_png: if given, the sheet is also written there (atomically).
+    Returns the sheet, (height + bar, W', 3) uint8.
+    """
+    im, Ks = resize_with_K(_check_image(image), K, height)
+    j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
+    left = overlay_motion(im, j, Ks, valid, world_to_cam, vertices, faces, fade=fade, paths=paths)
+    vk = dict(view_kw or {})
+    vk.setdefault("size", (height, height))
+    right = second_view(j, valid, vertices, faces, fade=fade, paths=paths, **vk)
+    if right.shape[0] != height:
+        right, _ = resize_with_K(right, np.eye(3), height)
+    gap = np.full((height, 6, 3), 255, np.uint8)
+    body = np.concatenate([left, gap, right], axis=1)
+    bar = _legend_bar(body.shape[1], max(24, height // 14), title, fade, j.shape[0])
+    sheet = np.concatenate([bar, body], axis=0)
+    if out_png is not None:
+        save_png(out_png, sheet)
+    return sheet
+
+
+def save_png(path, image: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 image as PNG atomically."""
+    from handcast.io import atomic_path
+
+    im = _check_image(image)
+    with atomic_path(path) as tmp:
+        Image.fromarray(im).save(tmp, format="PNG")
