@@ -12,7 +12,7 @@ from handcast.data.clip import FRAME_FIELDS, rebase_arrays
 from handcast.data.store import ClipStore, SplitView
 from handcast.errors import HandcastError
 
-DEFAULT_FIELDS: tuple[str, ...] = ("pose", "transl", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam")
+DEFAULT_FIELDS: tuple[str, ...] = ("pose", "transl", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
 ITEM_FIELDS: tuple[str, ...] = DEFAULT_FIELDS
 PADS: tuple[str, ...] = ("repeat_last", "zero")
 

@@ -455,7 +455,7 @@ def view_camera(
     dist = radius * margin / np.sin(half)
     eye = center + dist * d
     f = (min(W, H) / 2) / np.tan(half)
-    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1.0]])
     return ViewCamera(K, _look_at(eye, center, up), W, H, ground, center, radius)
 
 

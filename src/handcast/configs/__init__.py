@@ -1,0 +1,1 @@
+"""Packaged YAML config presets (read with handcast.train.config)."""

@@ -1,0 +1,184 @@
+"""Lifting conditioning: per-frame features of the 2D keypoint tracks and the camera, as token blocks.
+
+Four modalities, each switchable (the paper's Table 2 ablation), each a block of one token per frame
+made by its own :class:`~handcast.models.denoiser.TokenMLP`:
+
+==============  ======================================================================  ==========
+name            per-frame feature                                                       dim
+==============  ======================================================================  ==========
+``keypoints``   2D keypoints of both hands normalised to [-1, 1] by the image size,     2x21x2 + 2x21
+                zero where missing, plus the per-keypoint confidence
+``camera``      extrinsics frame-0 camera -> camera t: 6D rotation + translation (m)    9
+``plucker``     Plucker ray [unit direction, moment] of every keypoint in the frame-0   2x21x6
+                camera, zero where missing
+``kpe``         keypoint positional encoding (viewing angles, 2^0..2^(F-1)) of every    2x21x4F
+                keypoint, zero where missing
+==============  ======================================================================  ==========
+
+Nothing here knows which dataset the tracks come from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from handcast.geometry import kpe, plucker, rotmat_to_6d
+from handcast.models.denoiser import TokenMLP
+
+MODALITIES = ("keypoints", "camera", "plucker", "kpe")
+
+
+@dataclass(frozen=True)
+class LiftingConditioning:
+    """Which condition blocks the lifting model uses (all four = the paper's full model)."""
+
+    keypoints: bool = True
+    camera: bool = True
+    plucker: bool = True
+    kpe: bool = True
+    kpe_freqs: int = 4
+
+    def enabled(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if getattr(self, m))
+
+    def feature_dims(self) -> dict[str, int]:
+        dims = {"keypoints": 2 * 21 * 3, "camera": 9, "plucker": 2 * 21 * 6, "kpe": 2 * 21 * 4 * self.kpe_freqs}
+        return {m: dims[m] for m in self.enabled()}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lifting_features(
+    kp2d: torch.Tensor,
+    conf: torch.Tensor,
+    K: torch.Tensor,
+    world_to_cam: torch.Tensor,
+    image_size: torch.Tensor,
+    cond: LiftingConditioning,
+) -> dict[str, torch.Tensor]:
+    """Per-frame condition features.
+
+    Args:
+        kp2d: (B, T, 2, 21, 2) pixels in camera t, hands (right, left), common keypoint order.
+        conf: (B, T, 2, 21) confidence in [0, 1]; 0 = missing (its features are zeroed).
+        K: (B, 3, 3) intrinsics.
+        world_to_cam: (B, T, 4, 4) frame-0 camera -> camera t.
+        image_size: (B, 2) (width, height) in pixels.
+    Returns:
+        {modality: (B, T, dim)} for the enabled modalities (see the module docstring).
+    """
+    b, t = kp2d.shape[:2]
+    present = (conf > 0).to(kp2d.dtype).unsqueeze(-1)  # (B, T, 2, 21, 1)
+    uv = torch.where(present > 0, kp2d, torch.zeros_like(kp2d))  # missing keypoints may hold NaN
+    Kb = K[:, None, None, None]  # (B, 1, 1, 1, 3, 3)
+    out: dict[str, torch.Tensor] = {}
+    if cond.keypoints:
+        wh = image_size.to(kp2d.dtype)[:, None, None, None, :]
+        norm = (2.0 * uv / wh - 1.0) * present
+        out["keypoints"] = torch.cat([norm.reshape(b, t, -1), conf.reshape(b, t, -1)], dim=-1)
+    if cond.camera:
+        rot6d = rotmat_to_6d(world_to_cam[..., :3, :3])
+        out["camera"] = torch.cat([rot6d, world_to_cam[..., :3, 3]], dim=-1)
+    if cond.plucker:
+        # uv with missing keypoints replaced by the principal point so no NaN/inf enters; then zeroed
+        safe = torch.where(present > 0, uv, K[:, None, None, None, :2, 2].expand_as(uv))
+        rays = plucker(safe, Kb, world_to_cam[:, :, None, None])
+        out["plucker"] = (rays * present).reshape(b, t, -1)
+    if cond.kpe:
+        enc = kpe(uv, Kb, cond.kpe_freqs)
+        out["kpe"] = (enc * present).reshape(b, t, -1)
+    return out
+
+
+class LiftingConditioner(nn.Module):
+    """Turns the lifting features into condition tokens: one block of T tokens per enabled modality."""
+
+    def __init__(self, cond: LiftingConditioning, width: int):
+        super().__init__()
+        self.cond = cond
+        self.mlps = nn.ModuleDict({m: TokenMLP(d, width) for m, d in cond.feature_dims().items()})
+
+    def forward(
+        self, features: dict[str, torch.Tensor], frame_mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """features: {modality: (B, T, dim)}; frame_mask (B, T) bool. Returns tokens (B, M*T, width) and
+        their mask (B, M*T) (padded frames' tokens are masked out), or (None, None) with no modality."""
+        blocks = [self.mlps[m](features[m]) for m in self.cond.enabled()]
+        if not blocks:
+            return None, None
+        return torch.cat(blocks, dim=1), frame_mask.repeat(1, len(blocks))
+
+
+@dataclass(frozen=True)
+class LiftConfig:
+    """Everything that defines a lifting model (stored in its checkpoint)."""
+
+    denoiser: dict
+    conditioning: dict
+    diffusion: dict
+    p_token_dropout: float = 0.1
+    p_cond_dropout: float = 0.1
+
+
+class LiftingModel(nn.Module):
+    """Lifting model L: 2D keypoint tracks + cameras -> 3D MANO motion of both hands (frame-0 camera).
+
+    A conditional diffusion model over motion tokens (see :mod:`handcast.models.motion`) whose condition
+    is the lifting feature blocks. Batch dicts use the keys of :class:`handcast.data.ClipDataset`.
+    """
+
+    kind = "lift"
+
+    def __init__(self, config: LiftConfig):
+        super().__init__()
+        from handcast.diffusion import DiffusionConfig
+        from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
+        from handcast.models.motion import MotionCodec
+
+        self.config = config
+        self.cond = LiftingConditioning(**config.conditioning)
+        self.dcfg = DenoiserConfig(**config.denoiser)
+        self.diffusion = DiffusionConfig(**config.diffusion)
+        self.codec = MotionCodec()
+        self.conditioner = LiftingConditioner(self.cond, self.dcfg.width)
+        self.denoiser = MotionDenoiser(self.dcfg)
+
+    def condition(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        feats = lifting_features(batch["kp2d"], batch["kp2d_conf"], batch["K"], batch["world_to_cam"],
+                                 batch["image_size"], self.cond)
+        return self.conditioner(feats, batch["frame_mask"])
+
+    def denoise(self, x_t, t, tokens, token_mask, frame_mask, conditioned: bool = True) -> torch.Tensor:
+        if tokens is not None and not conditioned:
+            tokens = torch.zeros_like(tokens)
+        return self.denoiser(x_t, t, tokens, token_mask, frame_mask)
+
+    def target(self, batch: dict) -> torch.Tensor:
+        """Clean motion tokens (B, T, 198) of a batch: its MANO rotations and wrist positions."""
+        return self.codec.encode_aa(batch["pose"], batch["joints3d"][..., 0, :])
+
+    @torch.no_grad()
+    def sample(self, batch: dict, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
+               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False):
+        """Draw ``num_samples`` motions per clip. Returns rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3) m."""
+        from handcast.diffusion import sample as diffusion_sample
+
+        tokens, tmask = self.condition(batch)
+        fmask = batch["frame_mask"]
+        b, t = fmask.shape
+        s = int(num_samples)
+        rep = lambda x: None if x is None else x.repeat_interleave(s, dim=0)  # noqa: E731
+        tokens, tmask, fmask = rep(tokens), rep(tmask), rep(fmask)
+
+        def den(x_t, tt, conditioned):
+            return self.denoise(x_t, tt, tokens, tmask, fmask, conditioned)
+
+        x = diffusion_sample(den, (b * s, t, self.dcfg.motion_dim), sampler=sampler, steps=steps,
+                             guidance=guidance, config=self.diffusion, generator=generator,
+                             device=fmask.device, progress=progress)
+        rot6d, wrist = self.codec.decode(x)
+        return rot6d.reshape(b, s, *rot6d.shape[1:]), wrist.reshape(b, s, *wrist.shape[1:])

@@ -1,0 +1,190 @@
+"""Training the lifting model L with Lightning (``handcast train lift --config tiny``).
+
+Checkpoints: the final and the best weights are written as handcast safetensors checkpoints (weights +
+resolved config, see :mod:`handcast.train.checkpoint`); Lightning's own ``last.ckpt`` in the run folder
+holds the optimiser state for resuming an interrupted run (``--resume``). The same command trains on
+several GPUs or nodes with DDP (``--devices``, ``--num-nodes``, ``--strategy ddp``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from handcast.errors import HandcastError
+
+
+def build_model(model_cfg: dict):
+    from handcast.models.lifting import LiftConfig, LiftingModel
+
+    return LiftingModel(LiftConfig(**model_cfg))
+
+
+def keypoints_from_motion(hand_model, rot6d: torch.Tensor, wrist: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """Keypoints (..., T, 2, 21, 3) of motion (rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3)) with betas (..., 2, 10).
+
+    MANO transl = wrist - J0(betas) (global orientation rotates about J0)."""
+    j0 = hand_model.rest_joints(betas)[..., 0, :]  # (..., 2, 3)
+    j0 = j0.unsqueeze(-3)  # broadcast over T
+    b = betas.unsqueeze(-3).expand(*rot6d.shape[:-3], 2, 10)
+    return hand_model.keypoints(rot6d, b, wrist - j0, rep="6d", convention="flat")
+
+
+def _lightning_module():
+    import lightning as L
+
+    from handcast.diffusion import condition_dropout, diffusion_loss, make_scheduler, noisy_input
+    from handcast.models.motion import motion_mask
+
+    class LiftModule(L.LightningModule):
+        def __init__(self, cfg: dict):
+            super().__init__()
+            from handcast.hand import HandModel
+
+            self.cfg = cfg
+            self.model = build_model(cfg["model"])
+            self.hands = HandModel("auto")
+            self.scheduler_ = make_scheduler("ddpm", self.model.diffusion)
+            self.tcfg = cfg["train"]
+
+        def losses(self, batch):
+            m = self.model
+            x0 = m.target(batch)
+            mask = motion_mask(batch["hand_valid"])
+            tokens, tmask = m.condition(batch)
+            if tokens is not None:
+                tokens = condition_dropout(tokens, m.config.p_token_dropout, m.config.p_cond_dropout)
+            sched = self.scheduler_
+            sched.alphas_cumprod = sched.alphas_cumprod.to(x0.device)
+            x_t, t, _ = noisy_input(sched, x0)
+            pred = m.denoise(x_t, t, tokens, tmask, batch["frame_mask"])
+            out = {"diffusion": diffusion_loss(pred, x0, mask)}
+            w = float(self.tcfg["aux_joints"])
+            if w > 0:
+                rot6d, wrist = m.codec.decode(pred)
+                kp = keypoints_from_motion(self.hands, rot6d, wrist, batch["betas"])
+                gt = batch["joints3d"]
+                err = ((kp - kp[..., :1, :]) - (gt - gt[..., :1, :])).pow(2).sum(-1).mean(-1)  # (B, T, 2)
+                hv = batch["hand_valid"].float()
+                out["joints"] = w * (err * hv).sum() / hv.sum().clamp_min(1.0)
+            out["loss"] = sum(out.values())
+            return out
+
+        def training_step(self, batch, _):
+            out = self.losses(batch)
+            self.log_dict({f"train/{k}": v for k, v in out.items()}, prog_bar=True, batch_size=len(batch["frame_mask"]))
+            return out["loss"]
+
+        def validation_step(self, batch, _):
+            rot6d, wrist = self.model.sample(batch, 1, self.tcfg["val_sampler"], self.tcfg["val_steps"],
+                                             generator=torch.Generator(device=batch["K"].device).manual_seed(0))
+            kp = keypoints_from_motion(self.hands, rot6d[:, 0], wrist[:, 0], batch["betas"])
+            err = (kp - batch["joints3d"]).norm(dim=-1).mean(-1)  # (B, T, 2) m
+            hv = batch["hand_valid"].float()
+            m_cm = 100 * (err * hv).sum() / hv.sum().clamp_min(1.0)
+            self.log("val/M_cm", m_cm, prog_bar=True, batch_size=len(hv))
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.model.parameters(), lr=float(self.tcfg["lr"]),
+                                     weight_decay=float(self.tcfg["weight_decay"]))
+
+    return LiftModule
+
+
+def wrist_statistics(view, max_frames: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (3,) of valid wrist positions (metres, frame-0 camera) over a split."""
+    joints = np.asarray(view.frames("joints3d")[:max_frames, :, 0])  # (F, 2, 3)
+    valid = np.asarray(view.frames("valid")[:max_frames])
+    w = joints[valid]
+    if len(w) < 2:
+        raise HandcastError(f"split '{view.name}' has too few valid hands to compute statistics")
+    return w.mean(0), w.std(0)
+
+
+def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str | None = None,
+               out: str | None = None, resume: bool = False, devices: int | str = 1, accelerator: str = "cpu",
+               num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None, progress: bool = True) -> Path:
+    """Train L; returns the path of the final safetensors checkpoint (``<out>/lift.safetensors``)."""
+    import lightning as L
+
+    from handcast.data import ClipDataset, ClipStore, collate
+    from handcast.hand import HandModel
+    from handcast.train.augment import LiftAugment, LiftAugmentConfig
+    from handcast.train.checkpoint import save_checkpoint
+    from handcast.train.config import load_config, to_container
+
+    ov = list(overrides)
+    if store:
+        ov.append(f"data.store={store}")
+    if out:
+        ov.append(f"train.out={out}")
+    if max_steps:
+        ov.append(f"train.max_steps={max_steps}")
+    cfg = to_container(load_config("lift", config, ov))
+    d, t = cfg["data"], cfg["train"]
+    run = Path(t["out"])
+    if run.exists() and not resume and any(run.iterdir()):
+        raise HandcastError(f"run folder {run} is not empty (pass --resume to continue it, or another --out)")
+    run.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(t["seed"]), workers=True, verbose=False)
+
+    st = ClipStore(d["store"])
+    hands = HandModel("auto")
+
+    def rest_wrist(betas):
+        with torch.no_grad():
+            return hands.rest_joints(torch.as_tensor(betas, dtype=torch.float32))[..., 0, :].numpy()
+
+    aug = LiftAugment(LiftAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}),
+                      seed=int(t["seed"]))
+    fields = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
+    train_ds = ClipDataset(st, d["train_split"], horizon=int(d["horizon"]), fields=fields, random_crop=True,
+                           seed=int(t["seed"]), rest_wrist=rest_wrist, transform=aug)
+    val_view = st.split(d["val_split"])
+    val_idx = np.arange(min(len(val_view), int(t["val_clips"])))
+    val_ds = ClipDataset(st, d["val_split"], horizon=int(d["horizon"]), fields=fields, indices=val_idx)
+    mean, std = wrist_statistics(st.split(d["train_split"]))
+
+    module = _lightning_module()(cfg)
+    module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    nw = int(t["num_workers"])
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), shuffle=True, collate_fn=collate,
+                                           num_workers=nw, drop_last=True, persistent_workers=nw > 0)
+    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t["batch_size"]), collate_fn=collate, num_workers=0)
+
+    class _Epoch(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            aug.set_epoch(trainer.current_epoch)
+            train_ds.set_epoch(trainer.current_epoch)
+
+    ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=run, save_last=True, save_top_k=0)
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        max_steps=int(t["max_steps"]), gradient_clip_val=float(t["grad_clip"]),
+        val_check_interval=min(int(t["val_every_steps"]), int(t["max_steps"])), check_val_every_n_epoch=None,
+        callbacks=[_Epoch(), ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress,
+        logger=L.pytorch.loggers.CSVLogger(str(run), name="logs"), enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    last = run / "last.ckpt"
+    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+    final = run / "lift.safetensors"
+    if trainer.is_global_zero:
+        save_checkpoint(final, module.model, "lift", cfg["model"])
+    return final
+
+
+def load_lift(path: str | Path, device: str | torch.device = "cpu"):
+    """The lifting model of a handcast checkpoint, in eval mode on ``device``."""
+    from handcast.train.checkpoint import load_weights_strict, read_checkpoint
+
+    cfg, state, _ = read_checkpoint(path, "lift")
+    try:
+        model = build_model(cfg)
+    except TypeError as e:
+        raise HandcastError(f"{path}: checkpoint config does not match this handcast ({e})") from None
+    load_weights_strict(model, state, path)
+    return model.to(device).eval()
