@@ -645,9 +645,13 @@ def render_sheet(
     fade: float = 0.7,
     paths: np.ndarray | None = None,
     view_kw: dict | None = None,
+    num_drawn: int | None = 10,
 ) -> np.ndarray:
     """One figure: the motion over the first image (left) and a second view (right), with a
     title / legend bar on top.
+
+    num_drawn: draw at most this many evenly spaced frames (first and last included) so the figure
+    stays readable; None draws every frame.
 
     image: (H, W, 3) uint8 frame-0 image; K: (3, 3) its intrinsics; joints3d: (T, 2, 21, 3) metres,
     frame-0 camera; valid: (T, 2) optional; world_to_cam: see :func:`overlay_motion`;
@@ -658,9 +662,12 @@ def render_sheet(
     """
     im, Ks = resize_with_K(_check_image(image), K, height)
     j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
-    left = overlay_motion(im, j, Ks, valid, world_to_cam, vertices, faces, fade=fade, paths=paths)
+    T = j.shape[0]
+    drawn = None if num_drawn is None or T <= num_drawn else np.unique(np.linspace(0, T - 1, num_drawn).round().astype(int))
+    left = overlay_motion(im, j, Ks, valid, world_to_cam, vertices, faces, fade=fade, paths=paths, frames=drawn)
     vk = dict(view_kw or {})
     vk.setdefault("size", (height, height))
+    vk.setdefault("frames", drawn)
     right = second_view(j, valid, vertices, faces, fade=fade, paths=paths, **vk)
     if right.shape[0] != height:
         right, _ = resize_with_K(right, np.eye(3), height)
