@@ -62,6 +62,17 @@ def _cmd_render(args: argparse.Namespace) -> None:
         print(f"wrote {p}")
 
 
+def _cmd_train_lift(args: argparse.Namespace) -> None:
+    from handcast.train.lift import train_lift
+
+    ck = train_lift(
+        args.config, args.overrides, store=args.store, out=args.out, resume=args.resume, devices=args.devices,
+        accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=args.strategy, max_steps=args.max_steps,
+        progress=not args.quiet,
+    )
+    print(f"wrote checkpoint {ck}")
+
+
 def _cmd_mano_import(args: argparse.Namespace) -> None:
     from handcast.hand.mano_import import mano_import_main
 
@@ -126,6 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-video", action="store_true", help="write only the PNG")
     s.add_argument("--max-frames", type=int, default=None, help="render at most this many frames")
     s.set_defaults(func=_cmd_render)
+
+    s = sub.add_parser("train", help="train a model (Lightning; CPU by default, DDP with --devices/--num-nodes)")
+    tsub = s.add_subparsers(dest="model", metavar="MODEL")
+    tsub.required = True
+    t = tsub.add_parser("lift", help="the lifting model L (2D tracks + cameras -> 3D bimanual MANO motion)")
+    t.add_argument("--config", default="tiny", help="preset name (tiny, paper) or a YAML file (default: tiny)")
+    t.add_argument("--store", default=None, help="clip store to train on (overrides data.store)")
+    t.add_argument("--out", default=None, help="run folder (overrides train.out)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--max-steps", type=int, default=None, help="overrides train.max_steps")
+    t.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto (default: cpu)")
+    t.add_argument("--devices", default=1, type=lambda v: v if v == "auto" else int(v), help="devices per node")
+    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-4")
+    t.set_defaults(func=_cmd_train_lift)
 
     s = sub.add_parser("mano", help="official MANO model files")
     msub = s.add_subparsers(dest="mano_command", metavar="ACTION")

@@ -89,9 +89,13 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
     """
     from handcast.errors import HandcastError
 
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise HandcastError(f"file not found: {path}")
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try to read it as a pickle / .npy
+        raise HandcastError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}

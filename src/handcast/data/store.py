@@ -52,6 +52,10 @@ _HEADER_BYTES = 128  # reserved .npy header (multiple of 64) so streamed files c
 
 
 def _now() -> str:
+    """UTC time stamp for manifests; honours SOURCE_DATE_EPOCH so rebuilt stores can be byte-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).isoformat(timespec="seconds")
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
