@@ -85,9 +85,11 @@ class MotionDenoiser(nn.Module):
         cond: torch.Tensor | None = None,
         cond_mask: torch.Tensor | None = None,
         frame_mask: torch.Tensor | None = None,
+        frame_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x_t (B, T, D) noisy motion; t (B,) diffusion steps; cond (B, N, width) condition tokens or None;
-        cond_mask (B, N) bool, True = token present; frame_mask (B, T) bool, True = real (not padded) frame.
+        cond_mask (B, N) bool, True = token present; frame_mask (B, T) bool, True = real (not padded) frame;
+        frame_cond (B, T, width) or None: per-frame condition ADDED to the motion tokens (no extra tokens).
         Returns the x0 prediction (B, T, D). Padded frames and absent tokens are never attended to."""
         b, n_frames, _ = x_t.shape
         w = self.config.width
@@ -98,7 +100,10 @@ class MotionDenoiser(nn.Module):
             parts.append(cond)
             masks.append(cond_mask if cond_mask is not None
                          else torch.ones(cond.shape[:2], dtype=torch.bool, device=x_t.device))
-        parts.append(self.input(x_t))
+        motion = self.input(x_t)
+        if frame_cond is not None:
+            motion = motion + frame_cond
+        parts.append(motion)
         masks.append(frame_mask if frame_mask is not None
                      else torch.ones(b, n_frames, dtype=torch.bool, device=x_t.device))
         seq = torch.cat(parts, dim=1)

@@ -40,6 +40,16 @@ class LiftingConditioning:
     plucker: bool = True
     kpe: bool = True
     kpe_freqs: int = 4
+    #: how condition tokens enter the denoiser: "prepend" (paper: one block of T tokens per modality),
+    #: "fuse" (modalities summed into ONE prepended block of T tokens) or "add" (summed and added to the
+    #: motion token of the same frame; no extra tokens, the cheapest)
+    mode: str = "prepend"
+
+    def __post_init__(self):
+        if self.mode not in ("prepend", "fuse", "add"):
+            from handcast.errors import HandcastError
+
+            raise HandcastError(f"conditioning mode must be prepend, fuse or add, got '{self.mode}'")
 
     def enabled(self) -> tuple[str, ...]:
         return tuple(m for m in MODALITIES if getattr(self, m))
@@ -110,7 +120,9 @@ class LiftingConditioner(nn.Module):
         blocks = [self.mlps[m](features[m]) for m in self.cond.enabled()]
         if not blocks:
             return None, None
-        return torch.cat(blocks, dim=1), frame_mask.repeat(1, len(blocks))
+        if self.cond.mode == "prepend":
+            return torch.cat(blocks, dim=1), frame_mask.repeat(1, len(blocks))
+        return torch.stack(blocks).sum(0), frame_mask
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,8 @@ class LiftingModel(nn.Module):
     def denoise(self, x_t, t, tokens, token_mask, frame_mask, conditioned: bool = True) -> torch.Tensor:
         if tokens is not None and not conditioned:
             tokens = torch.zeros_like(tokens)
+        if self.cond.mode == "add":
+            return self.denoiser(x_t, t, None, None, frame_mask, frame_cond=tokens)
         return self.denoiser(x_t, t, tokens, token_mask, frame_mask)
 
     def target(self, batch: dict) -> torch.Tensor:
