@@ -48,6 +48,16 @@ def test_train_resume_and_load(store, tmp_path):
     assert rot6d.shape == (2, 3, 16, 2, 16, 6) and wrist.shape == (2, 3, 16, 2, 3)
     assert torch.isfinite(rot6d).all()
 
+    # imputation with this checkpoint: every clip comes back, as 'imputed', with finite 3D
+    from handcast.data import ClipStore
+    from handcast.train.lift import impute
+
+    summary = impute(ck2, store, "lab_val", tmp_path / "imp", steps=2, iterations=5, progress=False)
+    view = ClipStore(tmp_path / "imp").split("lab_val_imputed")
+    assert len(view) == 4, summary
+    clip = view.load(0)
+    assert clip.provenance == "imputed" and np.isfinite(clip.joints3d).all()
+
 
 def test_config_rejects_unknown_keys_and_presets():
     cfg = load_config("lift", "tiny", ["train.lr=0.1"])

@@ -73,6 +73,17 @@ def _cmd_train_lift(args: argparse.Namespace) -> None:
     print(f"wrote checkpoint {ck}")
 
 
+def _cmd_impute(args: argparse.Namespace) -> None:
+    import json
+
+    from handcast.train.lift import impute
+
+    summary = impute(args.ckpt, args.data, args.split, args.out, out_split=args.out_split, batch_size=args.batch_size,
+                     sampler=args.sampler, steps=args.steps, iterations=args.iterations, tol=args.tol,
+                     use_3d_labels=args.use_3d_labels, device=args.device, progress=not args.quiet)
+    print(json.dumps(summary, indent=1, default=str))
+
+
 def _cmd_mano_import(args: argparse.Namespace) -> None:
     from handcast.hand.mano_import import mano_import_main
 
@@ -154,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-4")
     t.set_defaults(func=_cmd_train_lift)
+
+    s = sub.add_parser("impute", help="turn 2D-only clips into 3D labels: lifting model L + reprojection refinement")
+    s.add_argument("--ckpt", required=True, help="lifting checkpoint (.safetensors from handcast train lift)")
+    s.add_argument("--data", required=True, help="clip store to read")
+    s.add_argument("--split", required=True, help="split of --data to impute")
+    s.add_argument("--out", required=True, help="clip store to write (created, or appended to; resumable)")
+    s.add_argument("--out-split", default=None, help="split name in --out (default: <split>_imputed)")
+    s.add_argument("--batch-size", type=int, default=64, help="clips refined together (default 64)")
+    s.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm (default ddim)")
+    s.add_argument("--steps", type=int, default=10, help="sampler steps (default 10)")
+    s.add_argument("--iterations", type=int, default=1000, help="refinement iterations (default 1000)")
+    s.add_argument("--tol", type=float, default=1e-4, help="refinement early-stop loss (default 1e-4; 0 = never)")
+    s.add_argument("--use-3d-labels", action="store_true", help="also fit 3D keypoints where a clip has them")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_impute)
 
     s = sub.add_parser("mano", help="official MANO model files")
     msub = s.add_subparsers(dest="mano_command", metavar="ACTION")
