@@ -58,6 +58,15 @@ def test_train_resume_and_load(store, tmp_path):
     clip = view.load(0)
     assert clip.provenance == "imputed" and np.isfinite(clip.joints3d).all()
 
+    # the lifting benchmark runs end to end and writes its tables
+    from handcast.eval.bench_lifting import bench_lifting
+
+    res = bench_lifting(store, {"full": str(ck2)}, splits=("lab_val",), samplers=[("ddim", 2)],
+                        out=tmp_path / "bench", optimisation=False, refine_iterations=3, progress=False)
+    assert set(res["table"]) == {"full", "full + refinement"}
+    assert all(np.isfinite(v) for v in res["table"]["full"]["lab_val"].values())
+    assert "| full |" in (tmp_path / "bench.md").read_text()
+
 
 def test_config_rejects_unknown_keys_and_presets():
     cfg = load_config("lift", "tiny", ["train.lr=0.1"])
@@ -67,3 +76,25 @@ def test_config_rejects_unknown_keys_and_presets():
         load_config("lift", "tiny", ["train.lrr=0.1"])
     with pytest.raises(HandcastError, match="unknown lift config 'huge'"):
         load_config("lift", "huge")
+
+
+def test_epochs_reach_persistent_workers(store):
+    from handcast.data import ClipDataset, collate
+    from handcast.train.augment import LiftAugment
+    from handcast.train.lift import EpochDataset, EpochSampler
+
+    fields = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
+    ds = EpochDataset(ClipDataset(store, "lab_train", horizon=8, fields=fields, random_crop=True,
+                                  rest_wrist=np.zeros((2, 3), np.float32)), LiftAugment())
+    sampler = EpochSampler(len(ds), seed=0)
+    dl = torch.utils.data.DataLoader(ds, batch_size=8, sampler=sampler, collate_fn=collate, num_workers=1,
+                                     persistent_workers=True)
+    first = next(iter(dl))
+    sampler.set_epoch(1)
+    second = next(iter(dl))
+    sampler.set_epoch(0)
+    again = next(iter(dl))
+    assert sorted(first["index"].tolist()) == sorted(second["index"].tolist()) == list(range(8))
+    order = lambda b: torch.argsort(b["index"])  # noqa: E731
+    assert not torch.allclose(first["kp2d"][order(first)], second["kp2d"][order(second)])
+    assert torch.equal(first["kp2d"], again["kp2d"])

@@ -84,6 +84,25 @@ def _cmd_impute(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=1, default=str))
 
 
+def _cmd_bench_lifting(args: argparse.Namespace) -> None:
+    import shlex
+
+    from handcast.errors import HandcastError
+    from handcast.eval.bench_lifting import bench_lifting, format_report
+
+    ckpts = {}
+    for item in args.ckpt:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise HandcastError(f"--ckpt takes NAME=PATH, got '{item}'")
+        ckpts[name] = path
+    samplers = [] if args.no_samplers else [("ddpm", 1000), ("ddim", 50), ("ddim", 10), ("dpm", 10)]
+    result = bench_lifting(args.store, ckpts, splits=tuple(args.splits), samplers=samplers,
+                           out=args.out, optimisation=not args.no_optimisation, progress=not args.quiet,
+                           command="handcast " + shlex.join(sys.argv[1:]))
+    print(format_report(result))
+
+
 def _cmd_mano_import(args: argparse.Namespace) -> None:
     from handcast.hand.mano_import import mano_import_main
 
@@ -181,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_impute)
+
+    s = sub.add_parser("bench", help="benchmarks that write results tables")
+    bsub = s.add_subparsers(dest="bench", metavar="BENCH")
+    bsub.required = True
+    b = bsub.add_parser("lifting", help="paper Tables 1-2 on the synthetic benchmark, and the sampler table")
+    b.add_argument("--store", required=True, help="synthetic clip store (handcast synth)")
+    b.add_argument("--ckpt", action="append", required=True, metavar="NAME=PATH",
+                   help="a lifting checkpoint and its row name; repeat for the ablation; the first is the main model")
+    b.add_argument("--splits", nargs="+", default=["diverse_test", "wild_test"], help="test splits")
+    b.add_argument("--out", default=None, help="write OUT.md and OUT.json (e.g. results/lifting)")
+    b.add_argument("--no-samplers", action="store_true", help="skip the sampler table")
+    b.add_argument("--no-optimisation", action="store_true", help="skip the optimisation-only baseline")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_bench_lifting)
 
     s = sub.add_parser("mano", help="official MANO model files")
     msub = s.add_subparsers(dest="mano_command", metavar="ACTION")

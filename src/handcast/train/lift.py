@@ -94,6 +94,44 @@ def _lightning_module():
     return LiftModule
 
 
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffles ``n`` items anew each epoch and yields ``epoch * n + index``, so that the epoch reaches the
+    dataset even inside persistent DataLoader workers (Lightning calls ``set_epoch`` on samplers)."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        return iter((self.epoch * self.n + order).tolist())
+
+
+class EpochDataset(torch.utils.data.Dataset):
+    """Decodes :class:`EpochSampler` indices: item ``epoch * n + i`` is item ``i`` of ``dataset`` drawn with
+    that epoch's random crop and augmentation."""
+
+    def __init__(self, dataset, augment=None):
+        self.dataset, self.augment = dataset, augment
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, k: int):
+        epoch, i = divmod(int(k), len(self.dataset))
+        self.dataset.set_epoch(epoch)
+        item = self.dataset[i]
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
+            item = self.augment(item)
+        return item
+
+
 def wrist_statistics(view, max_frames: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (3,) of valid wrist positions (metres, frame-0 camera) over a split."""
     joints = np.asarray(view.frames("joints3d")[:max_frames, :, 0])  # (F, 2, 3)
@@ -141,8 +179,8 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     aug = LiftAugment(LiftAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}),
                       seed=int(t["seed"]))
     fields = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
-    train_ds = ClipDataset(st, d["train_split"], horizon=int(d["horizon"]), fields=fields, random_crop=True,
-                           seed=int(t["seed"]), rest_wrist=rest_wrist, transform=aug)
+    train_ds = EpochDataset(ClipDataset(st, d["train_split"], horizon=int(d["horizon"]), fields=fields,
+                                        random_crop=True, seed=int(t["seed"]), rest_wrist=rest_wrist), aug)
     val_view = st.split(d["val_split"])
     val_idx = np.arange(min(len(val_view), int(t["val_clips"])))
     val_ds = ClipDataset(st, d["val_split"], horizon=int(d["horizon"]), fields=fields, indices=val_idx)
@@ -151,21 +189,17 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     module = _lightning_module()(cfg)
     module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     nw = int(t["num_workers"])
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), shuffle=True, collate_fn=collate,
-                                           num_workers=nw, drop_last=True, persistent_workers=nw > 0)
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), collate_fn=collate,
+                                           sampler=EpochSampler(len(train_ds), int(t["seed"])), num_workers=nw,
+                                           drop_last=True, persistent_workers=nw > 0)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t["batch_size"]), collate_fn=collate, num_workers=0)
-
-    class _Epoch(L.Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            aug.set_epoch(trainer.current_epoch)
-            train_ds.set_epoch(trainer.current_epoch)
 
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=run, save_last=True, save_top_k=0)
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         max_steps=int(t["max_steps"]), gradient_clip_val=float(t["grad_clip"]),
         val_check_interval=min(int(t["val_every_steps"]), int(t["max_steps"])), check_val_every_n_epoch=None,
-        callbacks=[_Epoch(), ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress,
+        callbacks=[ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress,
         logger=L.pytorch.loggers.CSVLogger(str(run), name="logs"), enable_model_summary=False,
         num_sanity_val_steps=0,
     )
