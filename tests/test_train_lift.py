@@ -98,3 +98,21 @@ def test_epochs_reach_persistent_workers(store):
     order = lambda b: torch.argsort(b["index"])  # noqa: E731
     assert not torch.allclose(first["kp2d"][order(first)], second["kp2d"][order(second)])
     assert torch.equal(first["kp2d"], again["kp2d"])
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes_writes_the_same_checkpoint_format(store, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # Lightning's DDP launcher re-runs this same command line for rank 1
+    r = subprocess.run([sys.executable, "-m", "handcast.cli", "train", "lift", "--store", str(store), "--out", str(out), "--max-steps", "2",
+                        "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--quiet", *MICRO],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "gloo" in (r.stderr + r.stdout).lower() or "distributed" in (r.stderr + r.stdout).lower()
+    model = load_lift(out / "lift.safetensors")
+    assert model.denoiser.config.width == 32

@@ -108,8 +108,10 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
     def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        return iter((self.epoch * self.n + order).tolist())
+        # advance by itself too, for wrappers (e.g. Lightning's distributed wrapper) that never call set_epoch
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return iter((epoch * self.n + order).tolist())
 
 
 class EpochDataset(torch.utils.data.Dataset):
@@ -164,7 +166,10 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     cfg = to_container(load_config("lift", config, ov))
     d, t = cfg["data"], cfg["train"]
     run = Path(t["out"])
-    if run.exists() and not resume and any(run.iterdir()):
+    import os
+
+    launched_rank = int(os.environ.get("LOCAL_RANK", "0")) + int(os.environ.get("NODE_RANK", "0"))
+    if launched_rank == 0 and run.exists() and not resume and any(run.iterdir()):
         raise HandcastError(f"run folder {run} is not empty (pass --resume to continue it, or another --out)")
     run.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(t["seed"]), workers=True, verbose=False)
