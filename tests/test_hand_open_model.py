@@ -182,4 +182,8 @@ def test_builder_reproduces_shipped_asset(tmp_path):
     with np.load(path) as a, np.load(om.asset_path()) as b:
         assert sorted(a.files) == sorted(b.files)
         for k in a.files:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+            if np.issubdtype(a[k].dtype, np.floating):
+                # float sums may differ in the last bits with the number of BLAS/OpenMP threads
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-7, atol=1e-9, err_msg=k)
+            else:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
