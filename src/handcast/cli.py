@@ -120,7 +120,7 @@ def _cmd_mano_info(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="handcast",
-        description="4D hand motion: synthetic benchmark, evaluation, rendering, hand models.",
+        description="4D hand motion: synthetic benchmark, lifting, imputation, evaluation, rendering, hand models.",
     )
     p.add_argument("--version", action="version", version=f"handcast {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
