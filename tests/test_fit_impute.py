@@ -10,23 +10,12 @@ from handcast.fit import RefineConfig
 from handcast.fit.impute import impute_split
 from handcast.fit.optimize import FitConfig, fit_tracks_initialiser
 from handcast.fit.testing import synthetic_clips
-from handcast.hand import HandModel
 
 SIZE = (96, 72)
 CFG = RefineConfig(iterations=150)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def hm():
-    return HandModel(kind="open")
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures one_thread and hm: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,9 @@ from handcast.errors import HandcastError
 from handcast.fit.kinematics import fixed_shape_keypoints
 from handcast.fit.optimize import FitConfig, _fill_missing, _viterbi, candidate_rotations, fit_tracks, initialise
 from handcast.fit.testing import synthetic_tracks
-from handcast.hand import HandModel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def hm():
-    return HandModel(kind="open")
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures one_thread and hm: tests/conftest.py
 
 
 def _err(hm, d, pose, transl):

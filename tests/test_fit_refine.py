@@ -12,17 +12,7 @@ from handcast.fit.testing import synthetic_tracks
 from handcast.hand import HandModel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def hm():
-    return HandModel(kind="open")
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures one_thread and hm: tests/conftest.py
 
 
 @pytest.fixture(scope="module")
