@@ -284,34 +284,6 @@ class Clip:
         return out
 
 
-# ---------------------------------------------------------------------- rotation helpers
-def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
-    """(..., 3) axis-angle (radians) -> (..., 3, 3) rotation matrices, float64 (Rodrigues)."""
-    v = np.asarray(v, dtype=np.float64)
-    theta = np.linalg.norm(v, axis=-1, keepdims=True)[..., None]  # (...,1,1)
-    x, y, z = v[..., 0], v[..., 1], v[..., 2]
-    zero = np.zeros_like(x)
-    Kx = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=-1).reshape(v.shape[:-1] + (3, 3))
-    small = theta < 1e-8
-    th = np.where(small, 1.0, theta)
-    a = np.where(small, 1.0 - theta**2 / 6.0, np.sin(th) / th)
-    b = np.where(small, 0.5 - theta**2 / 24.0, (1.0 - np.cos(th)) / th**2)
-    return np.eye(3) + a * Kx + b * (Kx @ Kx)
-
-
-def _matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle (radians), float64 (angle in [0, pi])."""
-    from scipy.spatial.transform import Rotation
-
-    R = np.asarray(R, dtype=np.float64)
-    flat = R.reshape(-1, 3, 3)
-    out = np.full((flat.shape[0], 3), np.nan)
-    ok = np.isfinite(flat).all(axis=(1, 2))
-    if ok.any():
-        out[ok] = Rotation.from_matrix(flat[ok]).as_rotvec()
-    return out.reshape(R.shape[:-2] + (3,))
-
-
 def rebase_arrays(arrays: dict[str, np.ndarray], rest_wrist: np.ndarray | None) -> None:
     """Re-express per-frame arrays (in place, in the dict) in the camera of their first frame.
 
@@ -337,8 +309,10 @@ def rebase_arrays(arrays: dict[str, np.ndarray], rest_wrist: np.ndarray | None) 
         J0 = np.asarray(rest_wrist, dtype=np.float64).reshape(2, 3)
         if "pose" in arrays:
             pose = arrays["pose"].astype(np.float64)
-            Rg = _rotvec_to_matrix(pose[:, :, 0])  # (T,2,3,3)
-            pose[:, :, 0] = _matrix_to_rotvec(R @ Rg)
+            from handcast.geometry import aa_to_rotmat, rotmat_to_aa
+
+            Rg = aa_to_rotmat(pose[:, :, 0])  # (T,2,3,3)
+            pose[:, :, 0] = rotmat_to_aa(R @ Rg)
             arrays["pose"] = pose.astype(np.float32)
         if "transl" in arrays:
             tr = arrays["transl"].astype(np.float64)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from handcast.data.clip import Clip, _rotvec_to_matrix
+from handcast.data.clip import Clip
+from handcast.geometry import aa_to_rotmat
 
 
 def project(K: np.ndarray, world_to_cam: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -73,7 +74,7 @@ def random_clip(
     rv -= rv[0]
     tr -= tr[0]
     W = np.tile(np.eye(4), (T, 1, 1))
-    W[:, :3, :3] = _rotvec_to_matrix(rv)
+    W[:, :3, :3] = aa_to_rotmat(np.asarray(rv, np.float64))
     W[:, :3, 3] = tr
     W[0] = np.eye(4)
     # hands

@@ -46,8 +46,8 @@ def split_inputs(store: ClipStore, split: str) -> dict[str, torch.Tensor]:
         m = len(a["kp2d"])
         kp[i, :m], conf[i, :m], w2c[i, :m] = a["kp2d"], a["kp2d_conf"], a["world_to_cam"]
     frame_mask = np.arange(t)[None] < lengths[:, None]
-    out = dict(kp2d=kp, kp2d_conf=conf, world_to_cam=w2c, K=np.asarray(view.clip_field("K"), np.float32),
-               image_size=np.asarray(view.clip_field("image_size"), np.int64), frame_mask=frame_mask,
+    out = dict(kp2d=kp, kp2d_conf=conf, world_to_cam=w2c, K=np.array(view.clip_field("K"), np.float32),  # copies: memmaps are read-only
+               image_size=np.array(view.clip_field("image_size"), np.int64), frame_mask=frame_mask,
                hand_obs=((conf > 0).sum(-1) >= 3) & frame_mask[..., None], betas=np.zeros((n, 2, 10), np.float32))
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
 

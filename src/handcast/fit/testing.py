@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from handcast.data.clip import _matrix_to_rotvec, _rotvec_to_matrix
+from handcast.geometry import aa_to_rotmat, rotmat_to_aa
 
 
 def _smooth(rng: np.random.Generator, shape: tuple, T: int, amp: float, freq=(0.2, 1.0), fps: float = 30.0):
@@ -65,9 +65,9 @@ def synthetic_tracks(hand_model, B: int, T: int, seed: int = 0, dtype: torch.dty
             fing = base[None] + _smooth(rng, (15, 3), T, 0.25)
             pose[b, :, hh, 1:] = np.clip(fing, lo[hh], hi[hh])
             # global orientation: random, then a slow wobble (composed rotation vectors)
-            R0 = _rotvec_to_matrix(rng.normal(0, 1, 3) * rng.uniform(0.5, math.pi) / 1.7)
-            wob = _rotvec_to_matrix(_smooth(rng, (3,), T, 0.4))
-            pose[b, :, hh, 0] = _matrix_to_rotvec(wob @ R0)
+            R0 = aa_to_rotmat(rng.normal(0, 1, 3) * rng.uniform(0.5, math.pi) / 1.7)
+            wob = aa_to_rotmat(_smooth(rng, (3,), T, 0.4))
+            pose[b, :, hh, 0] = rotmat_to_aa(wob @ R0)
             side = 1.0 if hh == 0 else -1.0
             wrist = np.array([side * rng.uniform(0.04, 0.12), rng.uniform(-0.02, 0.08), rng.uniform(0.35, 0.55)])
             wrist = wrist[None] + _smooth(rng, (3,), T, 0.06)
@@ -76,7 +76,7 @@ def synthetic_tracks(hand_model, B: int, T: int, seed: int = 0, dtype: torch.dty
         tr = _smooth(rng, (3,), T, 0.04)
         rv -= rv[:1]
         tr -= tr[:1]
-        W[b, :, :3, :3] = _rotvec_to_matrix(rv)
+        W[b, :, :3, :3] = aa_to_rotmat(rv)
         W[b, :, :3, 3] = tr
         W[b, 0] = np.eye(4)
     valid = rng.random((B, T, 2)) >= p_invalid

@@ -112,24 +112,17 @@ def model_to_hand(x_m: np.ndarray) -> np.ndarray:
 
 
 def rodrigues(aa: np.ndarray) -> np.ndarray:
-    """Axis-angle (..., 3) -> rotation matrices (..., 3, 3) (numpy, exact at 0)."""
-    aa = np.asarray(aa, dtype=np.float64)
-    th = np.linalg.norm(aa, axis=-1, keepdims=True)
-    k = np.where(th > 1e-12, aa / np.maximum(th, 1e-12), 0.0)
-    K = np.zeros(aa.shape[:-1] + (3, 3))
-    K[..., 0, 1], K[..., 0, 2] = -k[..., 2], k[..., 1]
-    K[..., 1, 0], K[..., 1, 2] = k[..., 2], -k[..., 0]
-    K[..., 2, 0], K[..., 2, 1] = -k[..., 1], k[..., 0]
-    s, c = np.sin(th)[..., None], np.cos(th)[..., None]
-    return np.eye(3) + s * K + (1 - c) * (K @ K)
+    """Axis-angle (..., 3) -> rotation matrices (..., 3, 3), float64 (handcast.geometry.aa_to_rotmat)."""
+    from handcast.geometry import aa_to_rotmat
+
+    return aa_to_rotmat(np.asarray(aa, dtype=np.float64))
 
 
 def rotmat_to_aa(R: np.ndarray) -> np.ndarray:
-    """Rotation matrices (..., 3, 3) -> axis-angle (..., 3), angles in [0, pi)."""
-    from scipy.spatial.transform import Rotation
+    """Rotation matrices (..., 3, 3) -> axis-angle (..., 3), float64 (handcast.geometry.rotmat_to_aa)."""
+    from handcast.geometry import rotmat_to_aa as _to_aa
 
-    shp = R.shape[:-2]
-    return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec().reshape(shp + (3,))
+    return _to_aa(np.asarray(R, dtype=np.float64))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -68,6 +68,8 @@ def project_points(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray |
     (identity). Returns (uv (..., 2) pixels, z (...) camera depth in metres). Points with z <= 0
     get NaN pixels.
     """
+    from handcast.geometry import project, transform_points
+
     p = np.asarray(points, np.float64)
     K = np.asarray(K, np.float64)
     if K.shape != (3, 3):
@@ -76,14 +78,8 @@ def project_points(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray |
         T = np.asarray(world_to_cam, np.float64)
         if T.shape != (4, 4):
             raise HandcastError(f"world_to_cam must be (4, 4), got {T.shape}")
-        p = p @ T[:3, :3].T + T[:3, 3]
-    z = p[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = p[..., 0] / z
-        y = p[..., 1] / z
-    uv = np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], axis=-1)
-    uv[~(z > 1e-6)] = np.nan
-    return uv, z
+        p = transform_points(T, p)
+    return project(p, K), p[..., 2]
 
 
 def resize_with_K(image: np.ndarray, K: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,9 +158,15 @@ def _skeleton_ops(kp, ok, colors, outline, alpha=255):
     return ops
 
 
+def _to_canvas(uv, ss: int):
+    """Image pixels (OpenCV centres at integers) -> coordinates on a canvas supersampled ``ss`` times
+    (PIL draws pixel centres at integers too). Works on (2,) points and (..., 2) arrays."""
+    return (np.asarray(uv, np.float64) + 0.5) * ss - 0.5
+
+
 def _run_ops(draw, ss, ops, width, radius):
     def P(p):
-        return ((p[0] + 0.5) * ss - 0.5, (p[1] + 0.5) * ss - 0.5)
+        return tuple(_to_canvas(p, ss).tolist())
 
     lw = max(1, int(round(width * ss)))
     r = radius * ss
@@ -238,7 +240,7 @@ def _draw_paths(image: np.ndarray, paths_uv: np.ndarray, width: float, alpha: in
                 seg = []
                 for p in pts:
                     if np.isfinite(p).all():
-                        seg.append(((p[0] + 0.5) * ss - 0.5, (p[1] + 0.5) * ss - 0.5))
+                        seg.append(tuple(_to_canvas(p, ss).tolist()))
                     else:
                         if len(seg) > 1:
                             draw.line(seg, fill=col, width=lw, joint="curve")
@@ -405,19 +407,15 @@ class ViewCamera:
 
 
 def _look_at(eye, target, up) -> np.ndarray:
-    """(4, 4) world -> OpenCV camera at ``eye`` looking at ``target`` (image up ~ ``up``)."""
+    """(4, 4) world -> OpenCV camera at ``eye`` looking at ``target`` (image up ~ ``up``); an ``up``
+    parallel to the view falls back to one that is not."""
+    from handcast.geometry import look_at
+
     eye, target, up = (np.asarray(a, np.float64) for a in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    if np.linalg.norm(x) < 1e-9:
-        x = np.cross(z, np.array([1.0, 0.0, 0.0]))
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, y, z])
-    T[:3, 3] = -T[:3, :3] @ eye
-    return T
+    z = (target - eye) / np.linalg.norm(target - eye)
+    if np.linalg.norm(np.cross(z, up)) < 1e-9:
+        up = np.cross(np.array([1.0, 0.0, 0.0]), z)  # makes cross(z, up) point along +x as before
+    return look_at(eye, target, up)
 
 
 def view_camera(
@@ -496,8 +494,8 @@ def _grid_image_uncached(cam: ViewCamera, background, spacing: float | None) -> 
     a_pts, b_pts, seg_cols = uv[li, ki], uv[li, ki + 1], cols[li, ki]
 
     def fn(draw, ss):
-        A = ((a_pts + 0.5) * ss - 0.5).tolist()
-        B = ((b_pts + 0.5) * ss - 0.5).tolist()
+        A = _to_canvas(a_pts, ss).tolist()
+        B = _to_canvas(b_pts, ss).tolist()
         C = [tuple(c) + (255,) for c in seg_cols.tolist()]
         for a, b, c in zip(A, B, C):
             draw.line([tuple(a), tuple(b)], fill=c, width=ss)

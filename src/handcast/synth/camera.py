@@ -72,11 +72,10 @@ def project_np(points_cam: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.nd
     """Pinhole projection of camera-frame points (..., 3) -> (pixels (..., 2), depth z (...)).
 
     Points with z <= 1e-6 get pixel coordinates computed with z clamped (callers mask them)."""
-    z = points_cam[..., 2]
-    zc = np.maximum(z, 1e-6)
-    u = K[0, 0] * points_cam[..., 0] / zc + K[0, 1] * points_cam[..., 1] / zc + K[0, 2]
-    v = K[1, 1] * points_cam[..., 1] / zc + K[1, 2]
-    return np.stack([u, v], axis=-1), z
+    from handcast.geometry import project
+
+    p = np.asarray(points_cam, np.float64)
+    return project(p, np.asarray(K, np.float64), behind="clamp"), p[..., 2]
 
 
 def _sample_rig_once(rng: np.random.Generator, dom: DomainSpec, image_size: tuple[int, int]) -> CameraRig:

@@ -8,6 +8,7 @@ several GPUs or nodes with DDP (``--devices``, ``--num-nodes``, ``--strategy ddp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -57,9 +58,7 @@ def _lightning_module():
             tokens, tmask = m.condition(batch)
             if tokens is not None:
                 tokens = condition_dropout(tokens, m.config.p_token_dropout, m.config.p_cond_dropout)
-            sched = self.scheduler_
-            sched.alphas_cumprod = sched.alphas_cumprod.to(x0.device)
-            x_t, t, _ = noisy_input(sched, x0)
+            x_t, t, _ = noisy_input(self.scheduler_, x0)  # diffusers moves its tables to x0's device
             pred = m.denoise(x_t, t, tokens, tmask, batch["frame_mask"])
             out = {"diffusion": diffusion_loss(pred, x0, mask)}
             w = float(self.tcfg["aux_joints"])
@@ -166,8 +165,6 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     cfg = to_container(load_config("lift", config, ov))
     d, t = cfg["data"], cfg["train"]
     run = Path(t["out"])
-    import os
-
     launched_rank = int(os.environ.get("LOCAL_RANK", "0")) + int(os.environ.get("NODE_RANK", "0"))
     if launched_rank == 0 and run.exists() and not resume and any(run.iterdir()):
         raise HandcastError(f"run folder {run} is not empty (pass --resume to continue it, or another --out)")
