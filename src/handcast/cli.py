@@ -29,6 +29,23 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     print(f"wrote synthetic benchmark '{args.preset}' to {path}")
 
 
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from handcast.data.prepare import prepare
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HandcastError(f"--option takes KEY=VALUE, got '{item}'")
+        options[key] = value
+    for key in ("hand_model", "mano_dir", "clip_len"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    summary = prepare(args.dataset, args.root, args.out, split=args.split, progress=not args.quiet,
+                      overwrite=args.overwrite, **options)
+    print(summary.format())
+
+
 def _cmd_export_gt(args: argparse.Namespace) -> None:
     from handcast.eval.export import export_ground_truth
 
@@ -73,6 +90,17 @@ def _cmd_train_lift(args: argparse.Namespace) -> None:
     print(f"wrote checkpoint {ck}")
 
 
+def _cmd_train_forecast(args: argparse.Namespace) -> None:
+    from handcast.train.forecast import train_forecast
+
+    ck = train_forecast(
+        args.config, args.overrides, store=args.store, out=args.out, resume=args.resume, devices=args.devices,
+        accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=args.strategy, max_steps=args.max_steps,
+        init_backbone=args.init_backbone, progress=not args.quiet,
+    )
+    print(f"wrote checkpoint {ck}")
+
+
 def _cmd_impute(args: argparse.Namespace) -> None:
     import json
 
@@ -87,20 +115,50 @@ def _cmd_impute(args: argparse.Namespace) -> None:
 def _cmd_bench_lifting(args: argparse.Namespace) -> None:
     import shlex
 
-    from handcast.errors import HandcastError
     from handcast.eval.bench_lifting import bench_lifting, format_report
 
-    ckpts = {}
-    for item in args.ckpt:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise HandcastError(f"--ckpt takes NAME=PATH, got '{item}'")
-        ckpts[name] = path
+    ckpts = _named_paths(args.ckpt, "--ckpt")
     samplers = [] if args.no_samplers else [("ddpm", 1000), ("ddim", 50), ("ddim", 10), ("dpm", 10)]
     result = bench_lifting(args.store, ckpts, splits=tuple(args.splits), samplers=samplers,
                            out=args.out, optimisation=not args.no_optimisation, progress=not args.quiet,
                            command="handcast " + shlex.join(sys.argv[1:]))
     print(format_report(result))
+
+
+def _named_paths(items: Sequence[str], flag: str) -> dict[str, str]:
+    from handcast.errors import HandcastError
+
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise HandcastError(f"{flag} takes NAME=PATH, got '{item}'")
+        out[name] = path
+    return out
+
+
+def _cmd_bench_forecasting(args: argparse.Namespace) -> None:
+    import shlex
+
+    from handcast.eval.bench_forecasting import bench_forecasting, format_report
+
+    result = bench_forecasting(args.store, _named_paths(args.ckpt, "--ckpt"), splits=tuple(args.splits),
+                               samples=args.samples, sampler=args.sampler, steps=args.steps, out=args.out,
+                               progress=not args.quiet, command="handcast " + shlex.join(sys.argv[1:]))
+    print(format_report(result))
+
+
+def _cmd_forecast(args: argparse.Namespace) -> None:
+    from handcast.infer.forecast import run_forecast
+
+    res = run_forecast(args.image, args.out, ckpt=args.ckpt, samples=args.samples, frames=args.frames,
+                       keypoints=args.keypoints, detect=not args.no_detect, fov=args.fov, intrinsics=args.intrinsics,
+                       sampler=args.sampler, steps=args.steps, seed=args.seed, video=not args.no_video)
+    for m in res["messages"]:
+        print(m)
+    print(f"model {res['model']}; input hands: {res['hands']} (keypoints from {res['keypoints']})")
+    for p in res["outputs"]:
+        print(f"wrote {p}")
 
 
 def _cmd_mano_import(args: argparse.Namespace) -> None:
@@ -115,6 +173,20 @@ def _cmd_mano_info(args: argparse.Namespace) -> None:
     from handcast.hand import describe_installed_models
 
     print(describe_installed_models())
+
+
+def _train_arguments(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--config", default="tiny", help="preset name (tiny, paper) or a YAML file (default: tiny)")
+    t.add_argument("--store", default=None, help="clip store to train on (overrides data.store)")
+    t.add_argument("--out", default=None, help="run folder (overrides train.out)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--max-steps", type=int, default=None, help="overrides train.max_steps")
+    t.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto (default: cpu)")
+    t.add_argument("--devices", default=1, type=lambda v: v if v == "auto" else int(v), help="devices per node")
+    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-4")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("prepare", help="convert a public dataset (ARCTIC, H2O, HOT3D, DexYCB, ...) into a clip store")
+    s.add_argument("dataset", help="arctic, h2o, h2o3d, hot3d, dexycb, assemblyhands, holoassist, egoexo4d, "
+                   "freihand or ho3d (docs/datasets.md)")
+    s.add_argument("--root", required=True, help="the dataset's download folder")
+    s.add_argument("--out", required=True, help="clip store folder to write")
+    s.add_argument("--split", default=None, help="convert only this split (default: every split found)")
+    s.add_argument("--hand-model", dest="hand_model", default=None, help="auto, mano, open or none")
+    s.add_argument("--mano-dir", dest="mano_dir", default=None, help="folder of the imported MANO files")
+    s.add_argument("--clip-len", dest="clip_len", default=None, help="cut sequences into clips of this many frames")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dataset option (docs/datasets.md); repeatable")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_prepare)
 
     s = sub.add_parser("export-gt", help="write a ground-truth file of one split of a clip store")
     s.add_argument("--store", required=True, help="clip store folder")
@@ -172,18 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = s.add_subparsers(dest="model", metavar="MODEL")
     tsub.required = True
     t = tsub.add_parser("lift", help="the lifting model L (2D tracks + cameras -> 3D bimanual MANO motion)")
-    t.add_argument("--config", default="tiny", help="preset name (tiny, paper) or a YAML file (default: tiny)")
-    t.add_argument("--store", default=None, help="clip store to train on (overrides data.store)")
-    t.add_argument("--out", default=None, help="run folder (overrides train.out)")
-    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    t.add_argument("--max-steps", type=int, default=None, help="overrides train.max_steps")
-    t.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto (default: cpu)")
-    t.add_argument("--devices", default=1, type=lambda v: v if v == "auto" else int(v), help="devices per node")
-    t.add_argument("--num-nodes", type=int, default=1)
-    t.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-4")
+    _train_arguments(t)
     t.set_defaults(func=_cmd_train_lift)
+    t = tsub.add_parser("forecast", help="the forecasting model F (one image -> futures of both hands) or a "
+                        "regressor baseline (model.head=regression)")
+    _train_arguments(t)
+    t.add_argument("--init-backbone", default=None, metavar="PATH",
+                   help="initialise the ViT from a HaMeR checkpoint (.ckpt or .safetensors, 'backbone.' entries)")
+    t.set_defaults(func=_cmd_train_forecast)
 
     s = sub.add_parser("impute", help="turn 2D-only clips into 3D labels: lifting model L + reprojection refinement")
     s.add_argument("--ckpt", required=True, help="lifting checkpoint (.safetensors from handcast train lift)")
@@ -214,6 +297,34 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-optimisation", action="store_true", help="skip the optimisation-only baseline")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_bench_lifting)
+    b = bsub.add_parser("forecasting", help="paper Tables 3-5 on the synthetic benchmark and the horizon plot")
+    b.add_argument("--store", required=True, help="synthetic clip store (handcast synth)")
+    b.add_argument("--ckpt", action="append", required=True, metavar="NAME=PATH",
+                   help="a forecasting checkpoint and its row name; repeat for every row")
+    b.add_argument("--splits", nargs="+", default=["lab_test", "diverse_test", "wild_test"], help="test splits")
+    b.add_argument("--samples", type=int, default=5, help="samples per input (default 5)")
+    b.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm (default ddim)")
+    b.add_argument("--steps", type=int, default=10, help="sampler steps (default 10)")
+    b.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT_horizon.png")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_bench_forecasting)
+
+    s = sub.add_parser("forecast", help="forecast both hands' future 3D motion from one image (PNG, MP4, npz)")
+    s.add_argument("image", help="input image (JPEG, PNG, ...)")
+    s.add_argument("--out", default="forecast_out", help="output folder (default: forecast_out)")
+    s.add_argument("--samples", type=int, default=5, help="futures to sample (default 5)")
+    s.add_argument("--frames", type=int, default=64, help="frames to forecast at 30 fps (default 64)")
+    s.add_argument("--ckpt", default=None, help="forecasting checkpoint (default: the shipped tiny models)")
+    s.add_argument("--keypoints", default=None, metavar="KP.json",
+                   help="2D keypoints of the image's hands from any detector (format: docs/forecasting.md)")
+    s.add_argument("--no-detect", action="store_true", help="do not run the mediapipe detector")
+    s.add_argument("--fov", type=float, default=None, help="horizontal field of view in degrees (default 60)")
+    s.add_argument("--intrinsics", default=None, metavar="K.json", help="3x3 intrinsics matrix as JSON (pixels)")
+    s.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm (default ddim)")
+    s.add_argument("--steps", type=int, default=10, help="sampler steps (default 10)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-video", action="store_true", help="write only the PNG and the npz")
+    s.set_defaults(func=_cmd_forecast)
 
     s = sub.add_parser("mano", help="official MANO model files")
     msub = s.add_subparsers(dest="mano_command", metavar="ACTION")

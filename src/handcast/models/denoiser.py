@@ -86,11 +86,13 @@ class MotionDenoiser(nn.Module):
         cond_mask: torch.Tensor | None = None,
         frame_mask: torch.Tensor | None = None,
         frame_cond: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        return_hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x_t (B, T, D) noisy motion; t (B,) diffusion steps; cond (B, N, width) condition tokens or None;
         cond_mask (B, N) bool, True = token present; frame_mask (B, T) bool, True = real (not padded) frame;
         frame_cond (B, T, width) or None: per-frame condition ADDED to the motion tokens (no extra tokens).
-        Returns the x0 prediction (B, T, D). Padded frames and absent tokens are never attended to."""
+        Returns the x0 prediction (B, T, D) (and, with ``return_hidden``, the motion tokens' last hidden
+        states (B, T, width) for auxiliary heads). Padded frames and absent tokens are never attended to."""
         b, n_frames, _ = x_t.shape
         w = self.config.width
         time_tok = self.time_mlp(sinusoidal(t, w)).unsqueeze(1)
@@ -110,5 +112,6 @@ class MotionDenoiser(nn.Module):
         pos = sinusoidal(torch.arange(seq.shape[1], device=seq.device), w)
         seq = seq + pos.to(seq.dtype)
         keep = torch.cat(masks, dim=1)
-        out = self.encoder(seq, src_key_padding_mask=~keep)
-        return self.output(out[:, -n_frames:])
+        hidden = self.encoder(seq, src_key_padding_mask=~keep)[:, -n_frames:]
+        out = self.output(hidden)
+        return (out, hidden) if return_hidden else out

@@ -60,3 +60,13 @@ def motion_mask(hand_valid: torch.Tensor) -> torch.Tensor:
     out = torch.cat([rot, tr], dim=-1)
     assert out.shape[-1] == MOTION_DIM
     return out
+
+
+def keypoints_from_motion(hand_model, rot6d: torch.Tensor, wrist: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """Keypoints (..., T, 2, 21, 3) metres of motion (rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3) m) with
+    betas (..., 2, 10), through the hand model's keypoints-only path (differentiable).
+
+    MANO transl = wrist - J0(betas) (global orientation rotates about J0)."""
+    j0 = hand_model.rest_joints(betas)[..., 0, :].unsqueeze(-3)  # (..., 1, 2, 3), broadcast over T
+    b = betas.unsqueeze(-3).expand(*rot6d.shape[:-3], 2, betas.shape[-1])
+    return hand_model.keypoints(rot6d, b, wrist - j0, rep="6d", convention="flat")

@@ -8,7 +8,6 @@ several GPUs or nodes with DDP (``--devices``, ``--num-nodes``, ``--strategy ddp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -16,22 +15,13 @@ import numpy as np
 import torch
 
 from handcast.errors import HandcastError
+from handcast.models.motion import keypoints_from_motion
 
 
 def build_model(model_cfg: dict):
     from handcast.models.lifting import LiftConfig, LiftingModel
 
     return LiftingModel(LiftConfig(**model_cfg))
-
-
-def keypoints_from_motion(hand_model, rot6d: torch.Tensor, wrist: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-    """Keypoints (..., T, 2, 21, 3) of motion (rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3)) with betas (..., 2, 10).
-
-    MANO transl = wrist - J0(betas) (global orientation rotates about J0)."""
-    j0 = hand_model.rest_joints(betas)[..., 0, :]  # (..., 2, 3)
-    j0 = j0.unsqueeze(-3)  # broadcast over T
-    b = betas.unsqueeze(-3).expand(*rot6d.shape[:-3], 2, 10)
-    return hand_model.keypoints(rot6d, b, wrist - j0, rep="6d", convention="flat")
 
 
 def _lightning_module():
@@ -147,13 +137,11 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
                out: str | None = None, resume: bool = False, devices: int | str = 1, accelerator: str = "cpu",
                num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None, progress: bool = True) -> Path:
     """Train L; returns the path of the final safetensors checkpoint (``<out>/lift.safetensors``)."""
-    import lightning as L
-
     from handcast.data import ClipDataset, ClipStore, collate
     from handcast.hand import HandModel
     from handcast.train.augment import LiftAugment, LiftAugmentConfig
-    from handcast.train.checkpoint import save_checkpoint
     from handcast.train.config import load_config, to_container
+    from handcast.train.runner import fit, prepare_run
 
     ov = list(overrides)
     if store:
@@ -164,12 +152,7 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
         ov.append(f"train.max_steps={max_steps}")
     cfg = to_container(load_config("lift", config, ov))
     d, t = cfg["data"], cfg["train"]
-    run = Path(t["out"])
-    launched_rank = int(os.environ.get("LOCAL_RANK", "0")) + int(os.environ.get("NODE_RANK", "0"))
-    if launched_rank == 0 and run.exists() and not resume and any(run.iterdir()):
-        raise HandcastError(f"run folder {run} is not empty (pass --resume to continue it, or another --out)")
-    run.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(int(t["seed"]), workers=True, verbose=False)
+    run = prepare_run(t["out"], resume, int(t["seed"]))
 
     st = ClipStore(d["store"])
     hands = HandModel("auto")
@@ -196,21 +179,8 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
                                            drop_last=True, persistent_workers=nw > 0)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t["batch_size"]), collate_fn=collate, num_workers=0)
 
-    ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=run, save_last=True, save_top_k=0)
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-        max_steps=int(t["max_steps"]), gradient_clip_val=float(t["grad_clip"]),
-        val_check_interval=min(int(t["val_every_steps"]), int(t["max_steps"])), check_val_every_n_epoch=None,
-        callbacks=[ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress,
-        logger=L.pytorch.loggers.CSVLogger(str(run), name="logs"), enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    last = run / "last.ckpt"
-    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
-    final = run / "lift.safetensors"
-    if trainer.is_global_zero:
-        save_checkpoint(final, module.model, "lift", cfg["model"])
-    return final
+    return fit(module, train_dl, val_dl, run, t, "lift", cfg["model"], resume=resume, devices=devices,
+               accelerator=accelerator, num_nodes=num_nodes, strategy=strategy, progress=progress)
 
 
 def load_lift(path: str | Path, device: str | torch.device = "cpu"):

@@ -1,0 +1,90 @@
+"""2D hand keypoints a user brings from any detector (the ``--keypoints KP.json`` file).
+
+Format (JSON)::
+
+    {"hands": [
+        {"handedness": "right", "keypoints": [[u, v], ... 21 pairs], "confidence": [c, ... 21]},
+        {"handedness": "left",  "keypoints": [[u, v], ...]}
+    ]}
+
+``keypoints`` are pixels of the image the file goes with (OpenCV convention: pixel centres at integers),
+in the common 21-keypoint order (wrist, thumb, index, middle, ring, pinky; base to tip); ``null`` marks a
+missing keypoint. ``confidence`` is optional (default 1 for present keypoints). At most one hand per
+handedness. A bare list of hands is accepted too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from handcast.conventions import HANDS, NUM_KEYPOINTS
+from handcast.errors import HandcastError
+
+
+def parse_keypoints(data, source: str = "keypoints") -> tuple[np.ndarray, np.ndarray]:
+    """Parsed keypoints -> (uv float32 (2, 21, 2) pixels, NaN where missing; conf float32 (2, 21), 0 where
+    missing), hands (right, left)."""
+    hands = data.get("hands") if isinstance(data, dict) else data
+    if not isinstance(hands, list):
+        raise HandcastError(f"{source}: expected {{\"hands\": [...]}} or a list of hands")
+    uv = np.full((2, NUM_KEYPOINTS, 2), np.nan, np.float32)
+    conf = np.zeros((2, NUM_KEYPOINTS), np.float32)
+    seen = set()
+    for i, h in enumerate(hands):
+        if not isinstance(h, dict):
+            raise HandcastError(f"{source}: hand {i} is not an object with 'handedness' and 'keypoints'")
+        side = str(h.get("handedness", "")).lower()
+        if side not in HANDS:
+            raise HandcastError(f"{source}: hand {i} has handedness {h.get('handedness')!r}, expected 'right' or 'left'")
+        if side in seen:
+            raise HandcastError(f"{source}: two hands are labelled '{side}'")
+        seen.add(side)
+        kp = h.get("keypoints")
+        if not isinstance(kp, list) or len(kp) != NUM_KEYPOINTS:
+            raise HandcastError(f"{source}: hand {i} ({side}) needs 21 keypoints, got "
+                                f"{len(kp) if isinstance(kp, list) else type(kp).__name__}")
+        c = h.get("confidence", [1.0] * NUM_KEYPOINTS)
+        if not isinstance(c, list) or len(c) != NUM_KEYPOINTS:
+            raise HandcastError(f"{source}: hand {i} ({side}) confidence must be a list of 21 numbers")
+        k = HANDS.index(side)
+        for j, (p, cj) in enumerate(zip(kp, c)):
+            if p is None:
+                continue
+            try:
+                u, v = (float(x) for x in p)
+                cj = float(cj if cj is not None else 0.0)
+            except (TypeError, ValueError):
+                raise HandcastError(f"{source}: hand {i} ({side}) keypoint {j} is not a pair of numbers") from None
+            if not (np.isfinite(u) and np.isfinite(v) and np.isfinite(cj)):
+                raise HandcastError(f"{source}: hand {i} ({side}) keypoint {j} is not finite")
+            if cj > 0:
+                uv[k, j] = (u, v)
+                conf[k, j] = min(max(cj, 0.0), 1.0)
+    return uv, conf
+
+
+def read_keypoints(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a keypoints file (module docstring) -> (uv (2, 21, 2) px, conf (2, 21))."""
+    p = Path(path)
+    if not p.is_file():
+        raise HandcastError(f"keypoints file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HandcastError(f"{p}: not a JSON keypoints file ({e})") from None
+    return parse_keypoints(data, str(p))
+
+
+def keypoints_json(uv: np.ndarray, conf: np.ndarray) -> dict:
+    """The inverse of :func:`parse_keypoints`: arrays (2, 21, 2), (2, 21) -> the file's JSON object."""
+    hands = []
+    for k, side in enumerate(HANDS):
+        if (conf[k] > 0).any():
+            hands.append({"handedness": side,
+                          "keypoints": [[float(u), float(v)] if c > 0 else None for (u, v), c in zip(uv[k], conf[k])],
+                          "confidence": [float(c) for c in conf[k]]})
+    return {"hands": hands}

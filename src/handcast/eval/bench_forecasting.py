@@ -1,0 +1,185 @@
+"""The forecasting benchmark (``handcast bench forecasting``): paper Tables 3-5 on the synthetic benchmark.
+
+Rows: the static-pose baseline (the input frame's ground-truth pose held still), and every given
+forecasting checkpoint (F trained on lab 3D labels, F with imputed labels, the transformer regressors,
+F with a 2D regression or 2D diffusion head, the keypoint-conditioned F). Columns: M, M-G, M-F, MR in cm
+on ``lab_test`` (in domain), ``diverse_test`` and ``wild_test`` (zero-shot), best-of-N and mean-of-N
+(N = ``samples``; a regressor's N outputs are identical, so both equal its single-output error).
+Table 4: diversity (MANO parameter space, random pairs across the split) against ground truth's, and
+multimodality (spread of the N samples of one input; ground truth's from its several futures per image).
+The error over the horizon is drawn as a PNG.
+
+Protocol: each model sees only the input frame (its image and/or its 2D keypoints, the intrinsics);
+the hand shape (betas) is the ground truth's (the paper: "mean shape, or ground-truth betas where
+known"), so M measures motion, not shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handcast.data.store import ClipStore
+from handcast.eval.evaluate import GroundTruth, Predictions, evaluate
+from handcast.eval.export import ground_truth_arrays
+from handcast.io import atomic_path
+
+METRICS = ("M", "M-G", "M-F", "MR")
+SPLITS = ("lab_test", "diverse_test", "wild_test")
+
+
+@torch.no_grad()
+def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5, sampler: str = "ddim",
+                   steps: int = 10, seed: int = 0, batch_size: int = 16, progress: bool = False) -> dict:
+    """Predictions of ``model`` for every clip of a split: {clip_ids, joints (N, S, T, 2, 21, 3) m,
+    pose6d (N, S, T, 2, 16, 6), transl (N, S, T, 2, 3) wrist m, seconds_per_clip}; T = the longest clip."""
+    from tqdm.auto import tqdm
+
+    from handcast.data import collate
+    from handcast.models.motion import keypoints_from_motion
+    from handcast.train.forecast import forecast_dataset
+
+    view = store.split(split)
+    horizon = int(np.max(view.lengths))
+    ds = forecast_dataset(store, split, horizon, needs_image=model.config.image is not None)
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
+    g = torch.Generator().manual_seed(seed)
+    joints, pose6d, transl, ids = [], [], [], []
+    t0 = time.perf_counter()
+    for batch in tqdm(dl, desc=f"forecast {split}", disable=not progress, leave=False):
+        rot6d, wrist = model.sample(batch, samples, sampler, steps, generator=g)
+        betas = batch["betas"][:, None].expand(-1, rot6d.shape[1], 2, batch["betas"].shape[-1])
+        joints.append(keypoints_from_motion(hands, rot6d, wrist, betas).numpy())
+        pose6d.append(rot6d.numpy())
+        transl.append(wrist.numpy())
+        ids += list(batch["clip_id"])
+    dt = (time.perf_counter() - t0) / max(len(ids), 1)
+    return dict(clip_ids=np.asarray(ids, dtype=str), joints=np.concatenate(joints).astype(np.float32),
+                pose6d=np.concatenate(pose6d).astype(np.float32), transl=np.concatenate(transl).astype(np.float32),
+                seconds_per_clip=dt)
+
+
+def _gt(arrays: dict) -> GroundTruth:
+    return GroundTruth(arrays["clip_ids"], arrays["joints"], arrays["valid"], arrays["pose6d"], arrays["transl"],
+                       arrays["group_ids"])
+
+
+def _summary(res: dict) -> dict:
+    return {
+        "best_of_n": {k: res["best_of_n"][k] for k in METRICS},
+        "mean_of_n": {k: res["mean_of_n"][k] for k in METRICS},
+        "diversity": res["diversity"],
+        "multimodality": res["multimodality"],
+        "horizon_M": list(map(float, res["horizon_M"])),
+    }
+
+
+def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, samples: int = 5,
+                      sampler: str = "ddim", steps: int = 10, static: bool = True, out: str | Path | None = None,
+                      progress: bool = True, command: str = "") -> dict:
+    """Run the benchmark; returns {"table": {row: {split: summary}}, "seconds_per_clip": ...} and writes
+    ``<out>.md``, ``<out>.json`` and ``<out>_horizon.png`` when ``out`` is given."""
+    from tqdm.auto import tqdm
+
+    from handcast.eval.baselines import static_pose
+    from handcast.hand import HandModel
+    from handcast.train.forecast import load_forecast
+
+    st = ClipStore(store)
+    hands = HandModel("auto")
+    models = {name: load_forecast(p) for name, p in ckpts.items()}
+    rows: dict[str, dict] = {}
+    secs: dict[str, dict] = {}
+    gts = {s: ground_truth_arrays(st, s) for s in splits}
+    work = [(s, r) for s in splits for r in (["static pose (GT input frame)"] if static else []) + list(models)]
+    for split, row in tqdm(work, desc="bench forecasting", disable=not progress):
+        gt = gts[split]
+        if row in models:
+            pred = forecast_split(models[row], hands, st, split, samples, sampler, steps)
+            secs.setdefault(row, {})[split] = pred.pop("seconds_per_clip")
+        else:
+            pred = static_pose(gt)
+        t = gt["joints"].shape[1]
+        p = Predictions(pred["clip_ids"], pred["joints"][:, :, :t], pred["pose6d"][:, :, :t], pred["transl"][:, :, :t])
+        rows.setdefault(row, {})[split] = _summary(evaluate(p, _gt(gt)))
+    result = {"table": rows, "seconds_per_clip": secs, "splits": list(splits), "samples": samples,
+              "sampler": f"{sampler}-{steps}", "checkpoints": {k: str(v) for k, v in ckpts.items()},
+              "command": command}
+    if out is not None:
+        write_report(result, Path(out))
+    return result
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def format_report(result: dict) -> str:
+    splits, n = result["splits"], result["samples"]
+    lines = ["# Forecasting benchmark (paper Tables 3-5, synthetic)", ""]
+    if result.get("command"):
+        lines += ["Made by:", "", "```bash", result["command"], "```", ""]
+    lines += [f"Errors in cm over the whole horizon; {n} samples per input ({result['sampler']}); best-of-{n} is the",
+              "reference code's protocol, mean-of-{n} the average sample. Regressors give one output (both equal).",
+              "Inputs: the first frame only (image and/or its 2D keypoints); hand shape = ground truth's.", ""]
+    for proto, label in (("best_of_n", f"best-of-{n}"), ("mean_of_n", f"mean-of-{n}")):
+        lines += [f"## Table 3 ({label})", ""]
+        lines += ["| method | " + " | ".join(f"{s} {m}" for s in splits for m in METRICS) + " |",
+                  "|" + "---|" * (1 + len(splits) * len(METRICS))]
+        for row, by in result["table"].items():
+            cells = [_f(by[s][proto][m]) if s in by else "-" for s in splits for m in METRICS]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Table 4 (diversity and multimodality, MANO parameter space)", "",
+              "| method | " + " | ".join(f"{s} diversity | {s} multimodality" for s in splits) + " |",
+              "|" + "---|" * (1 + 2 * len(splits))]
+    first = next(iter(result["table"].values()))
+    gt_cells = []
+    for s in splits:
+        gt_cells += [_f(first[s]["diversity"]["gt"]), _f(first[s]["multimodality"]["gt"])]
+    lines.append("| ground truth | " + " | ".join(gt_cells) + " |")
+    for row, by in result["table"].items():
+        cells = []
+        for s in splits:
+            cells += [_f(by[s]["diversity"]["pred"]), _f(by[s]["multimodality"]["pred"])]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if result["seconds_per_clip"]:
+        lines += ["", f"Seconds per input ({n} samples, batched, 2 CPU cores): " + ", ".join(
+            f"{r} {np.mean(list(v.values())):.3f}" for r, v in result["seconds_per_clip"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot_horizon(result: dict, path: Path) -> None:
+    """Best-of-N M (cm) against the forecast time (frames) per method, one panel per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = result["splits"]
+    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), sharey=True, squeeze=False)
+    for ax, s in zip(axes[0], splits):
+        for row, by in result["table"].items():
+            if s in by:
+                ax.plot(by[s]["horizon_M"], label=row, lw=1.5)
+        ax.set_title(s)
+        ax.set_xlabel("frame (30 fps)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"M, best-of-{result['samples']} (cm)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_report(result: dict, out: Path) -> None:
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(format_report(result))
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    plot_horizon(result, out.with_name(out.name + "_horizon.png"))

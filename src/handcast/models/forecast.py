@@ -1,0 +1,238 @@
+"""Forecasting model F: one image (and/or its 2D hand keypoints) -> many futures of both hands.
+
+The lifting model's denoiser with a different condition: [timestep token, condition tokens, motion
+tokens], where the condition tokens are
+
+* ``image``: the input image, letterboxed, through a ViT (ViTPose/HaMeR parameter names; 256 x 192 input
+  and 192 patch tokens at the paper size, 128 x 96 and 48 tokens in the tiny config), each patch token
+  through a 3-layer MLP to the denoiser width (the paper's F);
+* ``keypoints``: the input frame's 2D keypoints, one token per hand: normalised pixels, confidence,
+  KPE of every keypoint, handedness one-hot and presence (the keypoint-conditioned variant, which runs
+  on real photos through any 2D detector because it never sees pixels);
+
+either or both. The output is always both hands' motion tokens (:mod:`handcast.models.motion`) in the
+camera frame of the input image (frame 0).
+
+Heads (``ForecastConfig.head``): ``diffusion`` (F) or ``regression`` (the transformer-regressor baseline:
+the same network with no noisy input, one deterministic output). Auxiliary 2D heads
+(``ForecastConfig.aux2d``), the paper's Table 5 alternatives for using 2D-only data: ``regression`` (a
+linear head on the motion tokens' hidden states predicts each frame's normalised 2D keypoints) or
+``diffusion`` (the diffused token carries the 84 normalised 2D keypoint coordinates of the frame too; on
+2D-only clips only that part is supervised).
+
+Nothing here knows which dataset a batch comes from: a batch says per clip whether its 3D labels may
+be used (``has3d``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from handcast.conventions import MOTION_DIM, NUM_KEYPOINTS
+from handcast.errors import HandcastError
+from handcast.geometry import kpe
+from handcast.models.denoiser import TokenMLP
+
+#: ViT input (height, width) in pixels, as HaMeR's backbone
+INPUT_HW = (256, 192)
+KP2D_DIM = 2 * NUM_KEYPOINTS * 2  # 84: both hands' normalised (u, v)
+HEADS = ("diffusion", "regression")
+AUX2D = ("none", "regression", "diffusion")
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """Everything that defines a forecasting model (stored in its checkpoint)."""
+
+    denoiser: dict
+    diffusion: dict
+    #: ViTConfig fields of the image encoder, or None for a model without image tokens
+    image: dict | None = None
+    #: condition on the input frame's 2D keypoints (one token per hand)
+    keypoints: bool = False
+    kpe_freqs: int = 4
+    head: str = "diffusion"
+    aux2d: str = "none"
+    p_token_dropout: float = 0.1
+    p_cond_dropout: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.image is None and not self.keypoints:
+            raise HandcastError("a forecasting model needs image tokens, keypoint tokens or both")
+        if self.head not in HEADS:
+            raise HandcastError(f"forecast head must be one of {', '.join(HEADS)}, got '{self.head}'")
+        if self.aux2d not in AUX2D:
+            raise HandcastError(f"forecast aux2d must be one of {', '.join(AUX2D)}, got '{self.aux2d}'")
+        if self.head == "regression" and self.aux2d == "diffusion":
+            raise HandcastError("aux2d 'diffusion' needs the diffusion head")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def letterbox(images: torch.Tensor, size: tuple[int, int] = INPUT_HW) -> torch.Tensor:
+    """Fit whole images (B, 3, H, W) in [0, 1] into ``size`` (h, w) without distortion, centred, black bars;
+    returns the ImageNet-normalised input (B, 3, h, w)."""
+    from handcast.data.images import IMAGE_MEAN, IMAGE_STD
+
+    h, w = images.shape[-2:]
+    th, tw = size
+    s = min(th / h, tw / w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    x = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    x = F.pad(x, (left, tw - nw - left, top, th - nh - top), value=0.0)
+    mean = torch.as_tensor(IMAGE_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(IMAGE_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def keypoint_features(kp2d: torch.Tensor, conf: torch.Tensor, K: torch.Tensor, image_size: torch.Tensor,
+                      kpe_freqs: int = 4) -> torch.Tensor:
+    """Per-hand features of the input frame's 2D keypoints.
+
+    Args:
+        kp2d: (B, 2, 21, 2) pixels, hands (right, left), common order; may be NaN where conf is 0.
+        conf: (B, 2, 21) confidence in [0, 1]; 0 = missing.
+        K: (B, 3, 3) intrinsics; image_size: (B, 2) (width, height) pixels.
+    Returns:
+        (B, 2, 21*2 + 21 + 21*4F + 3): normalised uv in [-1, 1], confidence, KPE, handedness one-hot
+        and presence (>= 3 keypoints detected); all zero for an absent hand except its handedness.
+    """
+    b = kp2d.shape[0]
+    present_kp = (conf > 0).to(kp2d.dtype).unsqueeze(-1)
+    uv = torch.where(present_kp > 0, kp2d, torch.zeros_like(kp2d))
+    wh = image_size.to(kp2d.dtype)[:, None, None, :]
+    norm = (2.0 * uv / wh - 1.0) * present_kp
+    safe = torch.where(present_kp > 0, uv, K[:, None, None, :2, 2].expand_as(uv))
+    enc = kpe(safe, K[:, None, None], kpe_freqs) * present_kp
+    hand = (conf > 0).sum(-1) >= 3  # (B, 2)
+    handed = torch.eye(2, dtype=kp2d.dtype, device=kp2d.device).expand(b, 2, 2)
+    feats = torch.cat([norm.flatten(-2), conf, enc.flatten(-2), handed, hand.to(kp2d.dtype).unsqueeze(-1)], -1)
+    return feats * torch.cat([hand.to(kp2d.dtype).unsqueeze(-1).expand(b, 2, feats.shape[-1] - 3),
+                              torch.ones(b, 2, 3, dtype=kp2d.dtype, device=kp2d.device)], -1)
+
+
+def keypoint_feature_dim(kpe_freqs: int) -> int:
+    return NUM_KEYPOINTS * 2 + NUM_KEYPOINTS + NUM_KEYPOINTS * 4 * kpe_freqs + 3
+
+
+def normalised_kp2d(kp2d: torch.Tensor, conf: torch.Tensor, image_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, 2, 21, 2) pixels -> ((B, T, 84) in [-1, 1] with 0 where missing, (B, T, 84) float mask)."""
+    present = (conf > 0).to(kp2d.dtype).unsqueeze(-1)
+    uv = torch.where(present > 0, kp2d, torch.zeros_like(kp2d))
+    wh = image_size.to(kp2d.dtype)[:, None, None, None, :]
+    norm = (2.0 * uv / wh - 1.0) * present
+    b, t = kp2d.shape[:2]
+    return norm.reshape(b, t, KP2D_DIM), present.expand_as(uv).reshape(b, t, KP2D_DIM)
+
+
+class ForecastModel(nn.Module):
+    """Forecasting model F (or the regressor baseline): input frame -> both hands' future motion.
+
+    Batch dicts use the keys of :class:`handcast.data.ClipDataset` (``image`` (B, 3, H, W) in [0, 1] for
+    image models; ``kp2d``/``kp2d_conf`` of frame 0, ``K``, ``image_size`` for keypoint models; ``frame_mask``
+    (B, T) for the horizon). Only frame 0 of the inputs is ever read.
+    """
+
+    kind = "forecast"
+
+    def __init__(self, config: ForecastConfig):
+        super().__init__()
+        from handcast.diffusion import DiffusionConfig
+        from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
+        from handcast.models.motion import MotionCodec
+
+        self.config = config
+        extra = KP2D_DIM if config.aux2d == "diffusion" else 0
+        self.dcfg = DenoiserConfig(**{**config.denoiser, "motion_dim": MOTION_DIM + extra})
+        self.diffusion = DiffusionConfig(**config.diffusion)
+        self.codec = MotionCodec()
+        w = self.dcfg.width
+        if config.image is not None:
+            from handcast.models.vit import ViT, ViTConfig
+
+            self.backbone = ViT(ViTConfig(**config.image))
+            self.image_mlp = TokenMLP(self.backbone.config.embed_dim, w)
+        if config.keypoints:
+            self.keypoint_mlp = TokenMLP(keypoint_feature_dim(config.kpe_freqs), w)
+        self.denoiser = MotionDenoiser(self.dcfg)
+        if config.aux2d == "regression":
+            self.head2d = nn.Linear(w, KP2D_DIM)
+
+    # ------------------------------------------------------------------ conditioning
+    def condition(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Condition tokens (B, N, width) and their mask (B, N) from the input frame."""
+        blocks, masks = [], []
+        if self.config.image is not None:
+            x = letterbox(batch["image"], self.backbone.config.img_size)
+            tok = self.image_mlp(self.backbone(x))
+            blocks.append(tok)
+            masks.append(torch.ones(tok.shape[:2], dtype=torch.bool, device=tok.device))
+        if self.config.keypoints:
+            feats = keypoint_features(batch["kp2d"][:, 0], batch["kp2d_conf"][:, 0], batch["K"], batch["image_size"],
+                                      self.config.kpe_freqs)
+            tok = self.keypoint_mlp(feats)
+            blocks.append(tok)
+            masks.append(torch.ones(tok.shape[:2], dtype=torch.bool, device=tok.device))
+        return torch.cat(blocks, 1), torch.cat(masks, 1)
+
+    def denoise(self, x_t, t, tokens, token_mask, frame_mask, conditioned: bool = True, return_hidden: bool = False):
+        if not conditioned:
+            tokens = torch.zeros_like(tokens)
+        return self.denoiser(x_t, t, tokens, token_mask, frame_mask, return_hidden=return_hidden)
+
+    def regress(self, tokens, token_mask, frame_mask, return_hidden: bool = False):
+        """The regressor's one output: the network with zero motion input at step 0."""
+        b, t = frame_mask.shape
+        x = torch.zeros(b, t, self.dcfg.motion_dim, device=tokens.device, dtype=tokens.dtype)
+        step = torch.zeros(b, dtype=torch.long, device=tokens.device)
+        return self.denoiser(x, step, tokens, token_mask, frame_mask, return_hidden=return_hidden)
+
+    # ------------------------------------------------------------------ targets
+    def target(self, batch: dict) -> torch.Tensor:
+        """Clean tokens (B, T, D): motion (198) [+ normalised 2D keypoints (84) with aux2d diffusion]."""
+        x = self.codec.encode_aa(batch["pose"], batch["joints3d"][..., 0, :])
+        if self.config.aux2d == "diffusion":
+            kp, _ = normalised_kp2d(batch["kp2d"], batch["kp2d_conf"], batch["image_size"])
+            x = torch.cat([x, kp], -1)
+        return x
+
+    def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (..., T, D) -> rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3) metres."""
+        return self.codec.decode(x[..., :MOTION_DIM])
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def sample(self, batch: dict, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
+               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False):
+        """``num_samples`` futures per input. Returns rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3) m.
+
+        The condition is encoded once per input and shared by its samples, which are denoised together
+        in one batch. The regressor returns its single output S times."""
+        from handcast.diffusion import sample as diffusion_sample
+
+        tokens, tmask = self.condition(batch)
+        fmask = batch["frame_mask"]
+        b, t = fmask.shape
+        s = int(num_samples)
+        if self.config.head == "regression":
+            x = self.regress(tokens, tmask, fmask)
+            rot6d, wrist = self.decode(x)
+            rep = lambda a: a.unsqueeze(1).expand(b, s, *a.shape[1:])  # noqa: E731
+            return rep(rot6d), rep(wrist)
+        rep = lambda a: a.repeat_interleave(s, dim=0)  # noqa: E731
+        tokens, tmask, fmask = rep(tokens), rep(tmask), rep(fmask)
+
+        def den(x_t, tt, conditioned):
+            return self.denoise(x_t, tt, tokens, tmask, fmask, conditioned)
+
+        x = diffusion_sample(den, (b * s, t, self.dcfg.motion_dim), sampler=sampler, steps=steps, guidance=guidance,
+                             config=self.diffusion, generator=generator, device=fmask.device, progress=progress)
+        rot6d, wrist = self.decode(x)
+        return rot6d.reshape(b, s, *rot6d.shape[1:]), wrist.reshape(b, s, *wrist.shape[1:])

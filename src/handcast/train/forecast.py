@@ -1,0 +1,249 @@
+"""Training the forecasting model F and its regressor baselines (``handcast train forecast --config tiny``).
+
+Training sources are (store, split) pairs: lab clips (provenance "gt") and imputed clips ("imputed")
+give 3D labels; "2d-only" clips give only their 2D keypoint tracks (used by the 2D heads and the
+reprojection loss; their 3D fields are never read as labels). A hand absent from the input frame has its
+3D losses masked for the whole clip (the model still outputs both hands). Checkpoints, resuming and DDP
+as for the lifting model (:mod:`handcast.train.runner`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from handcast.errors import HandcastError
+from handcast.models.motion import keypoints_from_motion
+
+
+def build_model(model_cfg: dict):
+    from handcast.models.forecast import ForecastConfig, ForecastModel
+
+    return ForecastModel(ForecastConfig(**model_cfg))
+
+
+@dataclass(frozen=True)
+class ForecastAugmentConfig:
+    """Input-frame augmentation: pixel noise (std, [0, 1] units), brightness/contrast jitter (relative),
+    2D keypoint jitter (pixels, std) and drop rate of input keypoints. Targets are never changed."""
+
+    pixel_noise: float = 0.03
+    color_jitter: float = 0.2
+    kp_jitter_px: float = 1.5
+    kp_drop: float = 0.05
+
+
+def augment_batch(batch: dict, cfg: ForecastAugmentConfig, generator: torch.Generator | None = None) -> dict:
+    """Augment the input frame of a training batch in place of copies (image (B, 3, H, W) and frame-0 kp2d)."""
+    out = dict(batch)
+    if "image" in batch and isinstance(batch["image"], torch.Tensor):
+        img = batch["image"]
+        b = img.shape[0]
+        g = lambda *s: torch.rand(*s, generator=generator, device=img.device)  # noqa: E731
+        gain = 1.0 + cfg.color_jitter * (2 * g(b, 1, 1, 1) - 1)
+        bias = 0.5 * cfg.color_jitter * (2 * g(b, 1, 1, 1) - 1)
+        noise = cfg.pixel_noise * torch.randn(img.shape, generator=generator, device=img.device)
+        out["image"] = (img * gain + bias + noise).clamp(0.0, 1.0)
+    kp, conf = batch["kp2d"].clone(), batch["kp2d_conf"].clone()
+    if cfg.kp_jitter_px > 0:
+        kp[:, 0] += cfg.kp_jitter_px * torch.randn(kp[:, 0].shape, generator=generator, device=kp.device)
+    if cfg.kp_drop > 0:
+        drop = torch.rand(conf[:, 0].shape, generator=generator, device=conf.device) < cfg.kp_drop
+        conf[:, 0] = torch.where(drop, torch.zeros_like(conf[:, 0]), conf[:, 0])
+    out["kp2d"], out["kp2d_conf"] = kp, conf
+    return out
+
+
+def label_masks(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(has3d (B,) bool: the clip's 3D labels may be used, hand_mask (B, T, 2) bool: 3D-supervised (frame, hand))."""
+    has3d = torch.tensor([p in ("gt", "imputed") for p in batch["provenance"]], device=batch["frame_mask"].device)
+    present0 = batch["hand_valid"][:, 0]  # (B, 2): hand in the input image
+    return has3d, batch["hand_valid"] & present0[:, None, :] & has3d[:, None, None]
+
+
+def reprojection_error(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Mean squared 2D error, in normalised image units ([-1, 1] across the image), of keypoints (B, T, 2, 21, 3)
+    in the frame-0 camera against the observed 2D tracks (camera t), over detected keypoints of hands present
+    in the input frame."""
+    from handcast.geometry import project, transform_points
+
+    cam = transform_points(batch["world_to_cam"][:, :, None, None], kp3d)
+    uv = project(cam, batch["K"][:, None, None, None], behind="clamp")
+    wh = batch["image_size"].to(uv.dtype)[:, None, None, None, :]
+    w = (batch["kp2d_conf"] > 0) & batch["frame_mask"][:, :, None, None] & batch["hand_valid"][:, :1, :, None]
+    obs = torch.where(w.unsqueeze(-1), batch["kp2d"], torch.zeros_like(batch["kp2d"]))
+    err = ((2 * (uv - obs) / wh) ** 2).sum(-1)
+    w = w.to(err.dtype)
+    return (err * w).sum() / w.sum().clamp_min(1.0)
+
+
+def _lightning_module():
+    import lightning as L
+
+    from handcast.diffusion import condition_dropout, diffusion_loss, make_scheduler, noisy_input
+    from handcast.conventions import MOTION_DIM
+    from handcast.models.forecast import KP2D_DIM, normalised_kp2d
+    from handcast.models.motion import motion_mask
+
+    class ForecastModule(L.LightningModule):
+        def __init__(self, cfg: dict):
+            super().__init__()
+            from handcast.hand import HandModel
+
+            self.cfg = cfg
+            self.model = build_model(cfg["model"])
+            self.hands = HandModel("auto")
+            self.scheduler_ = make_scheduler("ddpm", self.model.diffusion)
+            self.tcfg = cfg["train"]
+            self.aug = ForecastAugmentConfig(**cfg["data"]["augment"])
+
+        def losses(self, batch):
+            m, c = self.model, self.model.config
+            has3d, hv = label_masks(batch)
+            mask = motion_mask(hv)
+            x0 = m.target(batch)
+            # unsupervised entries (2D-only clips' hidden 3D, hands absent from the input frame) are zeroed, so
+            # they reach the network neither through the loss nor through the noisy input
+            x0 = torch.cat([x0[..., :MOTION_DIM] * mask, x0[..., MOTION_DIM:]], -1)
+            kp_norm, kp_mask = normalised_kp2d(batch["kp2d"], batch["kp2d_conf"], batch["image_size"])
+            kp_mask = kp_mask * batch["frame_mask"][..., None].to(kp_mask.dtype)
+            if c.aux2d == "diffusion":
+                mask = torch.cat([mask, kp_mask], -1)
+            tokens, tmask = m.condition(batch)
+            tokens = condition_dropout(tokens, c.p_token_dropout, c.p_cond_dropout)
+            if c.head == "regression":
+                pred, hidden = m.regress(tokens, tmask, batch["frame_mask"], return_hidden=True)
+            else:
+                x_t, t, _ = noisy_input(self.scheduler_, x0)
+                pred, hidden = m.denoise(x_t, t, tokens, tmask, batch["frame_mask"], return_hidden=True)
+            out = {"motion": diffusion_loss(pred, x0, mask)}
+            w, wr = float(self.tcfg["aux_joints"]), float(self.tcfg["reproj"])
+            if w > 0 or wr > 0:
+                rot6d, wrist = m.decode(pred)
+                kp = keypoints_from_motion(self.hands, rot6d, wrist, batch["betas"])
+                if w > 0:
+                    gt = batch["joints3d"]
+                    err = ((kp - kp[..., :1, :]) - (gt - gt[..., :1, :])).pow(2).sum(-1).mean(-1)  # (B, T, 2)
+                    hvf = hv.to(err.dtype)
+                    out["joints"] = w * (err * hvf).sum() / hvf.sum().clamp_min(1.0)
+                if wr > 0:
+                    out["reproj"] = wr * reprojection_error(kp, batch)
+            if c.aux2d == "regression":
+                e = (m.head2d(hidden) - kp_norm).pow(2) * kp_mask
+                out["kp2d"] = float(self.tcfg["w2d"]) * e.sum() / kp_mask.sum().clamp_min(1.0)
+            elif c.aux2d == "diffusion":
+                out["kp2d"] = float(self.tcfg["w2d"]) * diffusion_loss(pred[..., -KP2D_DIM:], x0[..., -KP2D_DIM:], kp_mask)
+            out["loss"] = sum(out.values())
+            return out
+
+        def training_step(self, batch, _):
+            out = self.losses(augment_batch(batch, self.aug))
+            self.log_dict({f"train/{k}": v for k, v in out.items()}, prog_bar=True, batch_size=len(batch["frame_mask"]))
+            return out["loss"]
+
+        def validation_step(self, batch, _):
+            g = torch.Generator(device=batch["K"].device).manual_seed(0)
+            rot6d, wrist = self.model.sample(batch, 1, self.tcfg["val_sampler"], self.tcfg["val_steps"], generator=g)
+            kp = keypoints_from_motion(self.hands, rot6d[:, 0], wrist[:, 0], batch["betas"])
+            err = (kp - batch["joints3d"]).norm(dim=-1).mean(-1)  # (B, T, 2) m
+            _, hv = label_masks(batch)
+            hvf = hv.float()
+            self.log("val/M_cm", 100 * (err * hvf).sum() / hvf.sum().clamp_min(1.0), prog_bar=True, batch_size=len(hv))
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.model.parameters(), lr=float(self.tcfg["lr"]),
+                                     weight_decay=float(self.tcfg["weight_decay"]))
+
+    return ForecastModule
+
+
+FIELDS = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
+
+
+def forecast_dataset(store, split: str, horizon: int, needs_image: bool, indices=None):
+    """Items of the first ``horizon`` frames of each clip of a split (the input image is frame 0)."""
+    from handcast.data import ClipDataset
+
+    return ClipDataset(store, split, horizon=horizon, fields=FIELDS, load_image=needs_image, indices=indices)
+
+
+def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: str | None = None,
+                   out: str | None = None, resume: bool = False, devices: int | str = 1, accelerator: str = "cpu",
+                   num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None,
+                   init_backbone: str | None = None, progress: bool = True) -> Path:
+    """Train F (or a regressor baseline); returns the final checkpoint ``<out>/forecast.safetensors``."""
+    from handcast.data import ClipStore, collate
+    from handcast.train.config import load_config, to_container
+    from handcast.train.lift import wrist_statistics
+    from handcast.train.runner import fit, prepare_run
+
+    ov = list(overrides)
+    for key, val in (("data.store", store), ("train.out", out), ("train.max_steps", max_steps),
+                     ("train.init_backbone", init_backbone)):
+        if val:
+            ov.append(f"{key}={val}")
+    cfg = to_container(load_config("forecast", config, ov))
+    d, t, mc = cfg["data"], cfg["train"], cfg["model"]
+    needs_image = mc.get("image") is not None
+    if not d["train"]:
+        raise HandcastError("forecast config: data.train lists no training sources")
+    stores: dict[str, ClipStore] = {}
+
+    def open_store(path):
+        path = str(path or d["store"])
+        if path not in stores:
+            stores[path] = ClipStore(path)
+        return stores[path]
+
+    parts, stats_views = [], []
+    for src in d["train"]:
+        st = open_store(src.get("store"))
+        parts.append(forecast_dataset(st, src["split"], int(d["horizon"]), needs_image))
+        view = st.split(src["split"])
+        if any(p in ("gt", "imputed") for p in view.clip_field("provenance")):
+            stats_views.append(view)
+    if not stats_views:
+        raise HandcastError("forecast training needs at least one source with 3D labels (provenance gt or imputed)")
+    run = prepare_run(t["out"], resume, int(t["seed"]))
+    train_ds = torch.utils.data.ConcatDataset(parts)
+    val_view = open_store(None).split(d["val_split"])
+    val_ds = forecast_dataset(open_store(None), d["val_split"], int(d["horizon"]), needs_image,
+                              indices=np.arange(min(len(val_view), int(t["val_clips"]))))
+    stats = [wrist_statistics(v) for v in stats_views]
+    mean = np.mean([s[0] for s in stats], 0)
+    std = np.mean([s[1] for s in stats], 0)
+
+    module = _lightning_module()(cfg)
+    module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    if t.get("init_backbone"):
+        if not needs_image:
+            raise HandcastError("--init-backbone given but this model has no image encoder (model.image is null)")
+        from handcast.models.vit import load_backbone
+
+        load_backbone(module.model.backbone, t["init_backbone"])
+    nw = int(t["num_workers"])
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), collate_fn=collate,
+                                           sampler=torch.utils.data.RandomSampler(
+                                               train_ds, generator=torch.Generator().manual_seed(int(t["seed"]))),
+                                           num_workers=nw,
+                                           drop_last=True, persistent_workers=nw > 0)
+    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t["batch_size"]), collate_fn=collate, num_workers=0)
+    return fit(module, train_dl, val_dl, run, t, "forecast", mc, resume=resume, devices=devices,
+               accelerator=accelerator, num_nodes=num_nodes, strategy=strategy, progress=progress)
+
+
+def load_forecast(path: str | Path, device: str | torch.device = "cpu"):
+    """The forecasting model of a handcast checkpoint, in eval mode on ``device``."""
+    from handcast.train.checkpoint import load_weights_strict, read_checkpoint
+
+    cfg, state, _ = read_checkpoint(path, "forecast")
+    try:
+        model = build_model(cfg)
+    except TypeError as e:
+        raise HandcastError(f"{path}: checkpoint config does not match this handcast ({e})") from None
+    load_weights_strict(model, state, path)
+    return model.to(device).eval()

@@ -1,0 +1,51 @@
+"""What every ``handcast train ...`` command shares: the run folder, the Lightning trainer, resuming.
+
+A run folder holds Lightning's ``last.ckpt`` (weights + optimiser state, for ``--resume``), CSV logs and,
+at the end, the handcast safetensors checkpoint ``<kind>.safetensors`` (weights + resolved config).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from handcast.errors import HandcastError
+
+
+def prepare_run(out: str | Path, resume: bool, seed: int) -> Path:
+    """Create the run folder (refusing a non-empty one unless resuming) and seed every generator."""
+    import lightning as L
+
+    run = Path(out)
+    launched_rank = int(os.environ.get("LOCAL_RANK", "0")) + int(os.environ.get("NODE_RANK", "0"))
+    if launched_rank == 0 and run.exists() and not resume and any(run.iterdir()):
+        raise HandcastError(f"run folder {run} is not empty (pass --resume to continue it, or another --out)")
+    run.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(seed), workers=True, verbose=False)
+    return run
+
+
+def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str, model_cfg: dict, resume: bool = False,
+        devices: int | str = 1, accelerator: str = "cpu", num_nodes: int = 1, strategy: str = "auto",
+        progress: bool = True) -> Path:
+    """Train ``module`` (whose ``.model`` is saved) with the ``train`` config section ``t``; returns the
+    path of the final handcast checkpoint ``<run>/<kind>.safetensors``."""
+    import lightning as L
+
+    from handcast.train.checkpoint import save_checkpoint
+
+    ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=run, save_last=True, save_top_k=0)
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        max_steps=int(t["max_steps"]), gradient_clip_val=float(t["grad_clip"]),
+        val_check_interval=min(int(t["val_every_steps"]), int(t["max_steps"])), check_val_every_n_epoch=None,
+        callbacks=[ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress,
+        logger=L.pytorch.loggers.CSVLogger(str(run), name="logs"), enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    last = run / "last.ckpt"
+    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+    final = run / f"{kind}.safetensors"
+    if trainer.is_global_zero:
+        save_checkpoint(final, module.model, kind, model_cfg)
+    return final

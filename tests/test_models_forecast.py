@@ -1,0 +1,178 @@
+"""Forecasting model F: conditioning, heads, label masking, sampling; the keypoints file."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from handcast.errors import HandcastError
+from handcast.models.forecast import (
+    ForecastConfig,
+    ForecastModel,
+    keypoint_feature_dim,
+    keypoint_features,
+    letterbox,
+)
+
+DEN = {"width": 32, "layers": 1, "heads": 2, "ff_width": 64, "dropout": 0.0}
+DIF = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "sample"}
+VIT = {"img_size": [64, 48], "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0,
+       "drop_path_rate": 0.0, "patch_padding": 2}
+
+
+def cfg(**kw):
+    base = dict(denoiser=DEN, diffusion=DIF, image=VIT, keypoints=False)
+    base.update(kw)
+    return ForecastConfig(**base)
+
+
+def batch(b=2, t=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kp = torch.rand(b, t, 2, 21, 2, generator=g) * 200 + 28
+    conf = torch.ones(b, t, 2, 21)
+    pose = 0.3 * torch.randn(b, t, 2, 16, 3, generator=g)
+    joints = torch.randn(b, t, 2, 21, 3, generator=g) * 0.05 + torch.tensor([0.0, 0.0, 0.5])
+    return {
+        "image": torch.rand(b, 3, 256, 256, generator=g), "kp2d": kp, "kp2d_conf": conf,
+        "K": torch.tensor([[200.0, 0, 127.5], [0, 200, 127.5], [0, 0, 1]]).expand(b, 3, 3),
+        "image_size": torch.tensor([[256, 256]] * b), "world_to_cam": torch.eye(4).expand(b, t, 4, 4),
+        "frame_mask": torch.ones(b, t, dtype=torch.bool), "hand_valid": torch.ones(b, t, 2, dtype=torch.bool),
+        "pose": pose, "joints3d": joints, "betas": torch.zeros(b, 2, 10), "provenance": ["gt"] * b,
+    }
+
+
+def test_config_errors():
+    with pytest.raises(HandcastError, match="image tokens, keypoint tokens"):
+        cfg(image=None, keypoints=False)
+    with pytest.raises(HandcastError, match="head"):
+        cfg(head="gan")
+    with pytest.raises(HandcastError, match="needs the diffusion head"):
+        cfg(head="regression", aux2d="diffusion")
+
+
+def test_letterbox_keeps_aspect_and_pads_black():
+    from handcast.data.images import IMAGE_MEAN, IMAGE_STD
+
+    img = torch.ones(1, 3, 100, 100)  # white square into 256 x 192: a 192 x 192 square, bars above/below
+    x = letterbox(img, (256, 192))
+    assert x.shape == (1, 3, 256, 192)
+    white = (1 - torch.tensor(IMAGE_MEAN)) / torch.tensor(IMAGE_STD)
+    black = -torch.tensor(IMAGE_MEAN) / torch.tensor(IMAGE_STD)
+    assert torch.allclose(x[0, :, 128, 96], white, atol=1e-4)
+    assert torch.allclose(x[0, :, 10, 96], black, atol=1e-4) and torch.allclose(x[0, :, 245, 96], black, atol=1e-4)
+    rows_white = (x[0, 0, :, 96] - white[0]).abs() < 1e-3
+    assert rows_white.sum() == 192
+
+
+def test_keypoint_features_absent_hand_and_nan_safe():
+    kp = torch.full((1, 2, 21, 2), float("nan"))
+    kp[0, 0] = torch.rand(21, 2) * 100
+    conf = torch.zeros(1, 2, 21)
+    conf[0, 0] = 1.0
+    K = torch.tensor([[[100.0, 0, 50], [0, 100, 50], [0, 0, 1]]])
+    f = keypoint_features(kp, conf, K, torch.tensor([[100, 100]]), 4)
+    assert f.shape == (1, 2, keypoint_feature_dim(4)) and torch.isfinite(f).all()
+    # the absent left hand carries only its handedness one-hot (0, 1) and presence 0
+    assert f[0, 1, :-3].abs().sum() == 0 and f[0, 1, -3:].tolist() == [0.0, 1.0, 0.0]
+    assert f[0, 0, -3:].tolist() == [1.0, 0.0, 1.0]
+    # normalised pixels: u = 0 -> -1, u = 100 -> +1
+    kp[0, 0, 0] = torch.tensor([0.0, 100.0])
+    f = keypoint_features(kp, conf, K, torch.tensor([[100, 100]]), 4)
+    assert f[0, 0, :2].tolist() == [-1.0, 1.0]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(image=None, keypoints=True), dict(keypoints=True),
+                                dict(aux2d="diffusion"), dict(aux2d="regression")])
+def test_sample_shapes_and_seed(kw, one_thread):
+    torch.manual_seed(0)
+    m = ForecastModel(cfg(**kw)).eval()
+    b = batch()
+    r1, w1 = m.sample(b, 3, "ddim", 2, generator=torch.Generator().manual_seed(1))
+    r2, w2 = m.sample(b, 3, "ddim", 2, generator=torch.Generator().manual_seed(1))
+    assert r1.shape == (2, 3, 8, 2, 16, 6) and w1.shape == (2, 3, 8, 2, 3)
+    assert torch.equal(r1, r2) and torch.equal(w1, w2)
+    assert not torch.allclose(r1[:, 0], r1[:, 1])  # samples differ
+
+
+def test_regressor_gives_one_output_repeated(one_thread):
+    m = ForecastModel(cfg(head="regression")).eval()
+    r, w = m.sample(batch(), 4)
+    assert r.shape[1] == 4 and torch.equal(r[:, 0], r[:, 3]) and torch.equal(w[:, 0], w[:, 2])
+
+
+def _losses(cfgkw, b, seed=0, train=None):
+    from handcast.train.forecast import _lightning_module
+
+    torch.manual_seed(0)
+    c = {"model": cfg(**cfgkw).to_dict(),
+         "train": {"aux_joints": 100.0, "reproj": 1.0, "w2d": 1.0, "val_sampler": "ddim", "val_steps": 2, **(train or {})},
+         "data": {"augment": {"pixel_noise": 0.0, "color_jitter": 0.0, "kp_jitter_px": 0.0, "kp_drop": 0.0}}}
+    module = _lightning_module()(c)
+    module.model.denoiser.eval()  # no dropout
+    module.model.config = ForecastConfig(**{**c["model"], "p_token_dropout": 0.0})
+    torch.manual_seed(seed)
+    return module.losses(b)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(head="regression"), dict(aux2d="diffusion")])
+def test_hidden_3d_of_2d_only_clips_never_enters_the_loss(kw, one_thread):
+    b = batch()
+    b["provenance"] = ["gt", "2d-only"]
+    out = _losses(kw, b)
+    b2 = dict(b)
+    b2["pose"] = b["pose"].clone()
+    b2["joints3d"] = b["joints3d"].clone()
+    b2["pose"][1] += 1.0
+    b2["joints3d"][1] += 0.3
+    out2 = _losses(kw, b2)
+    assert torch.allclose(out["motion"], out2["motion"]) and torch.allclose(out["joints"], out2["joints"])
+    # ... while a labelled clip's 3D does
+    b3 = dict(b)
+    b3["pose"] = b["pose"].clone()
+    b3["pose"][0] += 1.0
+    assert not torch.allclose(_losses(kw, b3)["motion"], out["motion"])
+
+
+def test_hand_absent_from_input_frame_is_not_supervised(one_thread):
+    b = batch()
+    b["hand_valid"] = b["hand_valid"].clone()
+    b["hand_valid"][:, 0, 1] = False  # left hand not in the input image
+    out = _losses({}, b)
+    b2 = dict(b)
+    b2["pose"] = b["pose"].clone()
+    b2["pose"][:, 1:, 1] += 1.0  # its future changes
+    assert torch.allclose(_losses({}, b2)["motion"], out["motion"])
+
+
+def test_reprojection_error_is_zero_for_consistent_tracks():
+    from handcast.geometry import project
+    from handcast.train.forecast import reprojection_error
+
+    b = batch()
+    b["kp2d"] = project(b["joints3d"], b["K"][:, None, None, None])
+    assert reprojection_error(b["joints3d"], b).item() < 1e-10
+    assert reprojection_error(b["joints3d"] + 0.01, b).item() > 1e-4
+
+
+def test_keypoints_file_round_trip_and_errors(tmp_path):
+    from handcast.data.keypoints import keypoints_json, read_keypoints
+
+    uv = np.random.default_rng(0).uniform(0, 100, (2, 21, 2)).astype(np.float32)
+    conf = np.ones((2, 21), np.float32)
+    conf[1] = 0  # no left hand
+    conf[0, 5] = 0  # one missing keypoint
+    p = tmp_path / "kp.json"
+    p.write_text(json.dumps(keypoints_json(uv, conf)))
+    uv2, conf2 = read_keypoints(p)
+    assert np.array_equal(conf2, conf)
+    assert np.allclose(uv2[conf > 0], uv[conf > 0]) and np.isnan(uv2[conf == 0]).all()
+    for bad, msg in [("{", "not a JSON"), ('{"hands": [{"handedness": "up", "keypoints": []}]}', "handedness"),
+                     ('{"hands": [{"handedness": "right", "keypoints": [[1, 2]]}]}', "needs 21"),
+                     ('[{"handedness": "left", "keypoints": ' + json.dumps([[1, 2]] * 21) + '},'
+                      '{"handedness": "left", "keypoints": ' + json.dumps([[1, 2]] * 21) + '}]', "two hands")]:
+        p.write_text(bad)
+        with pytest.raises(HandcastError, match=msg):
+            read_keypoints(p)
+    with pytest.raises(HandcastError, match="not found"):
+        read_keypoints(tmp_path / "none.json")
