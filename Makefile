@@ -16,18 +16,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned, so nothing pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,detect]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# Headless OpenGL (EGL on Mesa llvmpipe) for rendering; installed only when missing.
+# Headless OpenGL (EGL on Mesa llvmpipe) for rendering, and headless Chromium for the HTML viewer's test;
+# installed only when missing.
+APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 system-deps:
-	@if ! ldconfig -p | grep -q 'libEGL.so.1' || ! ldconfig -p | grep -q 'libEGL_mesa'; then \
-		echo "installing EGL/Mesa (Debian packages libegl1 libegl-mesa0 libgl1-mesa-dri)"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
-		else sudo apt-get update -qq && sudo apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; fi; \
-	fi
+	@pkgs=""; \
+	if ! ldconfig -p | grep -q 'libEGL.so.1' || ! ldconfig -p | grep -q 'libEGL_mesa'; then pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri"; fi; \
+	if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then pkgs="$$pkgs chromium chromium-driver"; fi; \
+	if [ -n "$$pkgs" ]; then echo "installing Debian packages:$$pkgs"; \
+		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq $$pkgs >/dev/null; fi
 
 # The main job: build the tiny synthetic benchmark, score the static-pose baseline, render one clip.
 demo: $(STAMP)

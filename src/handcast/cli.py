@@ -161,6 +161,30 @@ def _cmd_forecast(args: argparse.Namespace) -> None:
         print(f"wrote {p}")
 
 
+def _cmd_view(args: argparse.Namespace) -> None:
+    from handcast.render.viewer import write_viewer
+
+    path = write_viewer(args.result, args.out, title=args.title, clip=args.clip)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _cmd_export_meshes(args: argparse.Namespace) -> None:
+    from handcast.render.export import export_meshes
+
+    paths = export_meshes(args.result, args.out, fmt=args.format, sample=args.sample, clip=args.clip)
+    print(f"wrote {len(paths)} meshes to {args.out}")
+
+
+def _cmd_detect(args: argparse.Namespace) -> None:
+    from handcast.detect import detect_video
+
+    tracks = detect_video(args.video, mirrored=args.mirrored, progress=not args.quiet, max_frames=args.max_frames)
+    tracks.save(args.out)
+    found = tracks.hand_valid.any(0)
+    print(f"wrote {args.out}: {len(tracks.hand_valid)} frames; right hand in {int(tracks.hand_valid[:, 0].sum())}, "
+          f"left hand in {int(tracks.hand_valid[:, 1].sum())}" + ("" if found.any() else " (no hand anywhere)"))
+
+
 def _cmd_mano_import(args: argparse.Namespace) -> None:
     from handcast.hand.mano_import import mano_import_main
 
@@ -325,6 +349,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-video", action="store_true", help="write only the PNG and the npz")
     s.set_defaults(func=_cmd_forecast)
+
+    s = sub.add_parser("view", help="a self-contained interactive 3D HTML page of a result (forecast, lift, pose)")
+    s.add_argument("result", help="result .npz (handcast forecast / lift / pose, a prediction or ground-truth file)")
+    s.add_argument("--out", required=True, help="output .html")
+    s.add_argument("--title", default=None, help="page title")
+    s.add_argument("--clip", type=int, default=0, help="which clip of a prediction / ground-truth file")
+    s.set_defaults(func=_cmd_view)
+
+    s = sub.add_parser("export-meshes", help="one mesh per frame (OBJ, PLY or GLB) of a result's hands")
+    s.add_argument("result", help="result .npz with MANO parameters or vertices")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--format", default="obj", choices=("obj", "ply", "glb"))
+    s.add_argument("--sample", type=int, default=0, help="which sample of a multi-sample result")
+    s.add_argument("--clip", type=int, default=0, help="which clip of a prediction / ground-truth file")
+    s.set_defaults(func=_cmd_export_meshes)
+
+    s = sub.add_parser("detect", help="2D hand tracks of a video with mediapipe (extra 'detect'): a tracks .npz")
+    s.add_argument("video", help="input video")
+    s.add_argument("--out", required=True, help="output tracks .npz (the handcast lift tracks format)")
+    s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view)")
+    s.add_argument("--max-frames", type=int, default=None, help="detect at most this many frames")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_detect)
 
     s = sub.add_parser("mano", help="official MANO model files")
     msub = s.add_subparsers(dest="mano_command", metavar="ACTION")

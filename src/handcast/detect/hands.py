@@ -1,0 +1,255 @@
+"""mediapipe hands (the legacy ``solutions.hands`` graph of mediapipe 0.10.14) behind a numpy API.
+
+Handedness. mediapipe's handedness classifier assumes a mirrored (selfie) image: on an ordinary
+photo its label "Left" belongs to a right hand. With ``mirrored=False`` (the default, ordinary
+photos and videos) handcast swaps the labels; with ``mirrored=True`` it keeps them.
+
+Two detections with the same label. mediapipe reports for each hand the probability ``p`` of its
+label. handcast gives the two detections of a frame the one-to-one assignment to (right, left)
+with the larger likelihood ``P(A is h_A) * P(B is h_B)``, i.e. the more confident detection keeps
+its label and the other becomes the other hand (its ``score`` is then ``1 - p``). In a video, when
+both carry the same label and the previous frame had hands, the assignment that keeps each hand
+closest to where it was (mean keypoint distance) wins instead. mediapipe finds at most 2 hands.
+
+Keypoints. mediapipe's landmark order is the common 21-keypoint order. Its normalised image
+coordinates span the image (0 = left edge, 1 = right edge); handcast converts them to pixel
+coordinates with pixel centres on integers: ``u = x W - 0.5``, ``v = y H - 0.5``. There is no
+per-keypoint confidence (``visibility`` and ``presence`` are always 0 in this graph), so each
+keypoint carries its hand's handedness probability.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from handcast.conventions import LEFT, NUM_KEYPOINTS, RIGHT
+from handcast.detect.types import HandDetections, Tracks
+from handcast.errors import HandcastError
+
+__all__ = ["HandDetector", "detect_image", "detect_video", "INSTALL_HINT"]
+
+INSTALL_HINT = "pip install handcast[detect]"
+MEDIAPIPE_VERSION = "0.10.14"
+
+_STATIC_CACHE: dict[tuple[float, int], "HandDetector"] = {}
+
+
+def _hands_module():
+    """mediapipe's legacy hands solution, imported on first use."""
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ log lines (set before its import)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import mediapipe as mp
+    except ImportError as e:
+        raise HandcastError(f"hand detection needs mediapipe {MEDIAPIPE_VERSION}, which is not installed ({e}); "
+                            f"install it with `{INSTALL_HINT}`") from None
+    except Exception as e:  # a broken install (binary incompatibility ...)
+        raise HandcastError(f"mediapipe failed to import ({type(e).__name__}: {e}); reinstall it with "
+                            f"`{INSTALL_HINT}`") from None
+    try:
+        from mediapipe.python.solutions import hands
+    except Exception as e:
+        raise HandcastError(f"mediapipe {getattr(mp, '__version__', '?')} has no legacy solutions.hands ({e}); "
+                            f"handcast needs mediapipe=={MEDIAPIPE_VERSION}: `{INSTALL_HINT}`") from None
+    return hands
+
+
+def _check_image(image) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise HandcastError(f"image must be an (H, W, 3) uint8 RGB array, got {a.shape} {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+class HandDetector:
+    """A mediapipe hands graph kept open for many images (``video=False``) or the frames of one
+    video in order (``video=True``: detection, then tracking from frame to frame).
+
+    min_confidence: palm detection threshold in [0, 1]; min_tracking_confidence: below it the
+    video graph re-runs palm detection; model_complexity: 0 (lite) or 1 (full landmark model).
+    Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, *, video: bool = False, mirrored: bool = False, min_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5, model_complexity: int = 1):
+        for name, v in (("min_confidence", min_confidence), ("min_tracking_confidence", min_tracking_confidence)):
+            if not 0.0 <= float(v) <= 1.0:
+                raise HandcastError(f"{name} must be in [0, 1], got {v}")
+        if model_complexity not in (0, 1):
+            raise HandcastError(f"model_complexity must be 0 or 1, got {model_complexity}")
+        hands = _hands_module()
+        self.video = bool(video)
+        self.mirrored = bool(mirrored)
+        self._graph = hands.Hands(static_image_mode=not self.video, max_num_hands=2,
+                                  model_complexity=int(model_complexity),
+                                  min_detection_confidence=float(min_confidence),
+                                  min_tracking_confidence=float(min_tracking_confidence))
+        self._prev: np.ndarray | None = None  # (2, 21, 2) previous frame's keypoints (video)
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    def __enter__(self) -> "HandDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self, image: np.ndarray):
+        if self._graph is None:
+            raise HandcastError("this HandDetector was closed")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protobuf deprecation warnings from inside mediapipe
+            return self._graph.process(image)
+
+    def detect(self, image: np.ndarray, mirrored: bool | None = None) -> HandDetections:
+        """Detect up to two hands in an (H, W, 3) uint8 RGB image -> :class:`HandDetections`.
+
+        mirrored: override the detector's setting for this image (see the module docstring).
+        In video mode, call it on consecutive frames of one video.
+        """
+        image = _check_image(image)
+        H, W = image.shape[:2]
+        mirrored = self.mirrored if mirrored is None else bool(mirrored)
+        res = self._run(image)
+        out = HandDetections.empty((W, H))
+        found = []  # (uv (21, 2), probability that it is a RIGHT hand)
+        for lms, handed in zip(res.multi_hand_landmarks or (), res.multi_handedness or ()):
+            uv = np.array([[p.x * W - 0.5, p.y * H - 0.5] for p in lms.landmark], np.float64)
+            if uv.shape != (NUM_KEYPOINTS, 2) or not np.isfinite(uv).all():
+                continue
+            c = handed.classification[0]
+            p = float(np.clip(c.score, 0.0, 1.0))
+            # mediapipe labels as if the image were mirrored
+            says_right = (c.label == "Right") if mirrored else (c.label == "Left")
+            found.append((uv, p if says_right else 1.0 - p))
+        found.sort(key=lambda d: -abs(d[1] - 0.5))  # most decided first
+        found = found[:2]
+        slots = self._assign(found)
+        for (uv, pr), h in zip(found, slots):
+            out.uv[h] = uv
+            out.present[h] = True
+            out.score[h] = pr if h == RIGHT else 1.0 - pr
+            out.confidence[h] = out.score[h]
+        if self.video:
+            if out.present.any():
+                prev = self._prev if self._prev is not None else np.full((2, NUM_KEYPOINTS, 2), np.nan)
+                self._prev = np.where(out.present[:, None, None], out.uv, prev)
+        return out
+
+    def _assign(self, found) -> list[int]:
+        if not found:
+            return []
+        if len(found) == 1:
+            return [RIGHT if found[0][1] >= 0.5 else LEFT]
+        (uva, pa), (uvb, pb) = found
+        same_label = (pa >= 0.5) == (pb >= 0.5)
+        if self.video and same_label and self._prev is not None:
+            def cost(ha: int, hb: int) -> float:
+                c = 0.0
+                for uv, h in ((uva, ha), (uvb, hb)):
+                    if np.isfinite(self._prev[h]).all():
+                        c += float(np.linalg.norm(uv - self._prev[h], axis=-1).mean())
+                return c
+            return [RIGHT, LEFT] if cost(RIGHT, LEFT) <= cost(LEFT, RIGHT) else [LEFT, RIGHT]
+        return [RIGHT, LEFT] if pa * (1.0 - pb) >= (1.0 - pa) * pb else [LEFT, RIGHT]
+
+
+def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: float = 0.5,
+                 model_complexity: int = 1) -> HandDetections:
+    """Detect up to two hands in one image.
+
+    image: uint8 (H, W, 3) RGB. mirrored: False for ordinary photos (handedness as seen by the
+    camera), True for selfie-style flipped images. min_confidence: palm detection threshold.
+    Returns :class:`HandDetections`: ``uv`` float32 (2, 21, 2) pixels, hands (right, left),
+    common keypoint order, NaN where absent; ``present`` (2,); ``score`` (2,); ``confidence``
+    (2, 21). The static-image graph is created on the first call and reused (per threshold).
+    Raises HandcastError if mediapipe is not installed (``pip install handcast[detect]``) or the
+    image is not (H, W, 3) uint8.
+    """
+    image = _check_image(image)
+    key = (float(min_confidence), int(model_complexity))
+    det = _STATIC_CACHE.get(key)
+    if det is None:
+        det = HandDetector(video=False, min_confidence=min_confidence, model_complexity=model_complexity)
+        _STATIC_CACHE[key] = det
+    return det.detect(image, mirrored=mirrored)
+
+
+def _frames_source(path_or_frames, fps, max_frames):
+    """-> (iterator of frames, fps, count or None)."""
+    if isinstance(path_or_frames, (str, os.PathLike)):
+        from handcast.detect.video import read_video
+
+        frames, vfps, _, count = read_video(Path(path_or_frames), max_frames=max_frames)
+        return frames, float(fps) if fps is not None else vfps, count
+    if isinstance(path_or_frames, np.ndarray):
+        if path_or_frames.ndim != 4:
+            raise HandcastError(f"frames must be a video path, a (T, H, W, 3) uint8 array or a sequence of "
+                                f"(H, W, 3) arrays, got an array of shape {path_or_frames.shape}")
+        arr = path_or_frames if max_frames is None else path_or_frames[: int(max_frames)]
+        return iter(arr), float(fps) if fps is not None else 30.0, len(arr)
+    if isinstance(path_or_frames, Iterable):
+        it = iter(path_or_frames)
+        if max_frames is not None:
+            import itertools
+
+            it = itertools.islice(it, int(max_frames))
+        count = len(path_or_frames) if hasattr(path_or_frames, "__len__") else None
+        if count is not None and max_frames is not None:
+            count = min(count, int(max_frames))
+        return it, float(fps) if fps is not None else 30.0, count
+    raise HandcastError(f"detect_video needs a video path or frames, got {type(path_or_frames).__name__}")
+
+
+def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = True, min_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5, model_complexity: int = 1, fps: float | None = None,
+                 max_frames: int | None = None) -> Tracks:
+    """Detect and track both hands through a video -> :class:`Tracks`.
+
+    path_or_frames: a video file (decoded with PyAV), a uint8 (T, H, W, 3) RGB array, or an
+    iterable of (H, W, 3) uint8 RGB frames of one size. Frames are processed in order by
+    mediapipe's video graph (tracking between frames). Identity is by handedness (corrected for
+    ``mirrored``, see the module docstring); frames where a hand is not found have
+    ``hand_valid`` false, NaN ``uv`` and 0 ``confidence``. fps: frames per second (default: the
+    video's, or 30 for frames). max_frames: only the first frames. progress: a tqdm bar on stderr.
+    A video where no hand is ever found gives tracks with ``hand_valid`` all false.
+    Raises HandcastError for an unreadable, undecodable or empty video, bad frames, or a missing
+    mediapipe.
+    """
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise HandcastError(f"fps must be positive, got {fps}")
+    if max_frames is not None and int(max_frames) < 1:
+        raise HandcastError(f"max_frames must be at least 1, got {max_frames}")
+    _hands_module()  # fail early, before decoding, if mediapipe is missing
+    frames, fps_used, count = _frames_source(path_or_frames, fps, max_frames)
+    from tqdm import tqdm
+
+    uv, valid, conf, score = [], [], [], []
+    size = None
+    with HandDetector(video=True, mirrored=mirrored, min_confidence=min_confidence,
+                      min_tracking_confidence=min_tracking_confidence, model_complexity=model_complexity) as det:
+        for frame in tqdm(frames, total=count, disable=not progress, unit="frame", desc="detecting hands",
+                          leave=False):
+            frame = _check_image(frame)
+            if size is None:
+                size = (int(frame.shape[1]), int(frame.shape[0]))
+            elif (frame.shape[1], frame.shape[0]) != size:
+                raise HandcastError(f"all frames must have the same size: frame {len(uv)} is "
+                                    f"{frame.shape[1]}x{frame.shape[0]}, the first {size[0]}x{size[1]}")
+            d = det.detect(frame)
+            uv.append(d.uv)
+            valid.append(d.present)
+            conf.append(d.confidence)
+            score.append(d.score)
+    if not uv:
+        raise HandcastError("the video has no frames")
+    return Tracks(uv=np.stack(uv).astype(np.float32), hand_valid=np.stack(valid), confidence=np.stack(conf),
+                  score=np.stack(score), fps=float(fps_used), image_size=size, mirrored=bool(mirrored))
