@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 HANDCAST := $(VENV)/bin/handcast
 STAMP := $(VENV)/.installed
 DEMO := out/demo
+EX := src/handcast/assets/examples
 JOBS ?= auto
 
 .PHONY: demo test test-fast bench-synth install clean system-deps
@@ -31,13 +32,17 @@ system-deps:
 	if [ -n "$$pkgs" ]; then echo "installing Debian packages:$$pkgs"; \
 		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq $$pkgs >/dev/null; fi
 
-# The main job: build the tiny synthetic benchmark, score the static-pose baseline, render one clip.
+# The main job: build the tiny synthetic benchmark, score the static-pose baseline, render one clip, and
+# forecast with the shipped tiny models: the image model on a synthetic scene, the keypoint model on a real photo.
 demo: $(STAMP)
 	$(HANDCAST) synth --preset tiny --out $(DEMO)/store --overwrite
 	$(HANDCAST) export-gt --store $(DEMO)/store --split lab_test --out $(DEMO)/gt_lab_test.npz
 	$(HANDCAST) baseline static --store $(DEMO)/store --split lab_test --out $(DEMO)/pred_static.npz
 	$(HANDCAST) evaluate --pred $(DEMO)/pred_static.npz --gt $(DEMO)/gt_lab_test.npz --json $(DEMO)/static_lab_test.json
 	$(HANDCAST) render --store $(DEMO)/store --split lab_test --clip 0 --out $(DEMO)/render
+	$(HANDCAST) forecast $(EX)/synthetic_scene.png --intrinsics $(EX)/synthetic_scene.K.json --no-detect --out $(DEMO)/forecast_synthetic
+	$(HANDCAST) forecast $(EX)/real_hand.jpg --keypoints $(EX)/real_hand.keypoints.json --out $(DEMO)/forecast_real
+	$(HANDCAST) view $(DEMO)/forecast_real/forecast.npz --out $(DEMO)/forecast_real/view.html
 	@echo "demo outputs in $(DEMO)/"
 
 test: $(STAMP)

@@ -184,7 +184,9 @@ def render_prediction(
         if v.ndim == 3:
             v = v[int(sample)]
     js = j[int(sample)]
-    paths = j[:, :, :, 0, :] if (show_samples and S > 1) else None  # (S, T, 2, 3) wrists
+    paths = j[:, :, :, 0, :].copy() if (show_samples and S > 1) else None  # (S, T, 2, 3) wrists
+    if paths is not None and v is not None and v.shape == paths.shape[1:3]:
+        paths[:, ~v] = np.nan  # a hand's path only where it is valid (NaN breaks the line)
     if title is None:
         title = f"sample {int(sample) % S} of {S}" if S > 1 else None
     sheet = render_sheet(image, K, js, v, title=title, out_png=out_png, height=height, paths=paths)
