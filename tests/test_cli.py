@@ -29,6 +29,12 @@ def test_help_lists_subcommands():
     (["evaluate", "--pred", "{tmp}/bad_shape.npz", "--gt", "{tmp}/gt.npz"], "expected (N, S, T, 2, 21, 3)"),
     (["export-gt", "--store", "{tmp}/no_store", "--split", "x", "--out", "{tmp}/o.npz"], "no_store"),
     (["mano", "import", "{tmp}/R.pkl", "{tmp}/L.pkl", "--out", "{tmp}/mano"], "R.pkl"),
+    (["prepare", "nodataset", "--root", "{tmp}", "--out", "{tmp}/st"], "unknown dataset 'nodataset'"),
+    (["prepare", "arctic", "--root", "{tmp}/absent", "--out", "{tmp}/st"], "root not found"),
+    (["prepare", "freihand", "--root", "{tmp}", "--out", "{tmp}/st", "--option", "nokey"], "KEY=VALUE"),
+    (["view", "{tmp}/corrupt.npz", "--out", "{tmp}/v.html"], "corrupt.npz"),
+    (["train", "forecast", "--store", "{tmp}/no_store", "--out", "{tmp}/run"], "no_store"),
+    (["bench", "forecasting", "--store", "{tmp}/no_store", "--ckpt", "F"], "NAME=PATH"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, needle):
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip file")
