@@ -185,6 +185,24 @@ def _cmd_detect(args: argparse.Namespace) -> None:
           f"left hand in {int(tracks.hand_valid[:, 1].sum())}" + ("" if found.any() else " (no hand anywhere)"))
 
 
+def _cmd_lift(args: argparse.Namespace) -> None:
+    from handcast.infer.lift import run_lift
+
+    res = run_lift(args.source, args.out, ckpt=args.ckpt, fov=args.fov, intrinsics=args.intrinsics, window=args.window,
+                   overlap=args.overlap, refine_iterations=args.refine_iterations, smooth=args.smooth,
+                   video=not args.no_video, max_frames=args.max_frames, progress=not args.quiet, sampler=args.sampler,
+                   steps=args.steps, seed=args.seed, mirrored=args.mirrored)
+    for m in res["messages"]:
+        print(m)
+    m = res["metrics"]
+    print(f"{res['frames']} frames ({res['windows']} windows of L); right hand in {res['hands_observed']['right']}, "
+          f"left hand in {res['hands_observed']['left']} frames; K from {res['intrinsics']}")
+    print(f"reprojection error {m['reproj_error_px']:.2f} px; 2D acceleration {m['accel2d_raw_px']:.2f} (input) -> "
+          f"{m['accel2d_result_px']:.2f} px/frame^2; 3D acceleration {m['accel3d_mm']:.2f} mm/frame^2")
+    for p in res["outputs"]:
+        print(f"wrote {p}")
+
+
 def _cmd_mano_import(args: argparse.Namespace) -> None:
     from handcast.hand.mano_import import mano_import_main
 
@@ -349,6 +367,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-video", action="store_true", help="write only the PNG and the npz")
     s.set_defaults(func=_cmd_forecast)
+
+    s = sub.add_parser("lift", help="3D motion of both hands from a video or a 2D tracks file (npz + overlay MP4)")
+    s.add_argument("source", metavar="VIDEO|TRACKS.npz",
+                   help="a video (mediapipe detection, extra 'detect') or a tracks .npz (docs/lift_video.md)")
+    s.add_argument("--out", default="lift_out", help="output folder (default: lift_out)")
+    s.add_argument("--fov", type=float, default=None,
+                   help="horizontal field of view in degrees (default: the tracks file's K, else 60)")
+    s.add_argument("--intrinsics", default=None, metavar="K.json", help="3x3 intrinsics matrix as JSON (pixels)")
+    s.add_argument("--ckpt", default=None, help="lifting checkpoint (default: the shipped tiny model)")
+    s.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    s.add_argument("--no-video", action="store_true", help="write only the npz files")
+    s.add_argument("--window", type=int, default=None, help="frames per lifting window (default 64)")
+    s.add_argument("--overlap", type=int, default=16, help="frames shared by consecutive windows (default 16)")
+    s.add_argument("--refine-iterations", type=int, default=500, help="refinement iterations (default 500; 0 = L only)")
+    s.add_argument("--smooth", type=float, default=3.0, help="weight of the joint-acceleration term (default 3)")
+    s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view)")
+    s.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm (default ddim)")
+    s.add_argument("--steps", type=int, default=10, help="sampler steps (default 10)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_lift)
 
     s = sub.add_parser("view", help="a self-contained interactive 3D HTML page of a result (forecast, lift, pose)")
     s.add_argument("result", help="result .npz (handcast forecast / lift / pose, a prediction or ground-truth file)")

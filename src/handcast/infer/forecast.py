@@ -40,7 +40,7 @@ def shipped_checkpoint(kind: str) -> Path:
     return Path(str(p))
 
 
-def _intrinsics(image_size: tuple[int, int], fov: float | None, intrinsics: str | os.PathLike | None) -> np.ndarray:
+def resolve_intrinsics(image_size: tuple[int, int], fov: float | None, intrinsics: str | os.PathLike | None) -> np.ndarray:
     import json
 
     from handcast.geometry import check_intrinsics, fov_intrinsics
@@ -137,7 +137,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
 
     img = load_image(image)
     h, w = img.shape[:2]
-    K = _intrinsics((w, h), fov, intrinsics)
+    K = resolve_intrinsics((w, h), fov, intrinsics)
     uv, conf, source = input_keypoints(img, keypoints, detect)
     present = (conf > 0).sum(-1) >= 3
     messages = []
