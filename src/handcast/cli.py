@@ -203,6 +203,35 @@ def _cmd_lift(args: argparse.Namespace) -> None:
         print(f"wrote {p}")
 
 
+def _cmd_train_pose(args: argparse.Namespace) -> None:
+    from handcast.train.pose import train_pose
+
+    for k, p in train_pose(args.config, args.overrides, crops=args.crops, out=args.out, stages=args.stages,
+                           resume=args.resume, device=args.device, progress=not args.quiet).items():
+        print(f"wrote {k} checkpoint {p}")
+
+
+def _cmd_bench_pose(args: argparse.Namespace) -> None:
+    import shlex
+
+    from handcast.eval.bench_pose import bench_pose, format_report
+
+    r = bench_pose(args.ckpt, regressor=args.regressor, crops=args.crops, split=args.split, num_samples=args.samples,
+                   sampler=args.sampler, steps=args.steps, steps_table=args.steps_table, keypoints=args.keypoints,
+                   tau=args.tau, seed=args.seed, max_items=args.max_items, out=args.out, device=args.device,
+                   progress=not args.quiet, command="handcast " + shlex.join(sys.argv[1:]))
+    print(format_report(r))
+
+
+def _cmd_pose(args: argparse.Namespace) -> None:
+    from handcast.models.cascade.inference import run_pose
+
+    out = run_pose(args.image, args.out, keypoints=args.keypoints, ckpt=args.ckpt, num_samples=args.samples,
+                   sampler=args.sampler, steps=args.steps, aggregation=args.aggregation, focal=args.focal,
+                   seed=args.seed, overwrite=args.overwrite, device=args.device, mesh_format=args.mesh_format)
+    print(f"wrote {out}")
+
+
 def _cmd_mano_import(args: argparse.Namespace) -> None:
     from handcast.hand.mano_import import mano_import_main
 
@@ -310,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initialise the ViT from a HaMeR checkpoint (.ckpt or .safetensors, 'backbone.' entries)")
     t.set_defaults(func=_cmd_train_forecast)
 
+    t = tsub.add_parser("pose", help="the cascaded diffusion hand pose estimator and its regressor baseline")
+    t.add_argument("--config", default="tiny", help="preset name (tiny, paper) or a YAML file (default: tiny)")
+    t.add_argument("--crops", default=None, help="crop set folder (overrides data.crops; built when missing)")
+    t.add_argument("--out", default=None, help="run folder (overrides train.out)")
+    t.add_argument("--stages", nargs="+", choices=["ae", "joint", "mesh", "regressor"], default=None,
+                   help="train only these stages (default: all)")
+    t.add_argument("--resume", action="store_true", help="continue a run folder, skipping finished stages")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    t.set_defaults(func=_cmd_train_pose)
+
     s = sub.add_parser("impute", help="turn 2D-only clips into 3D labels: lifting model L + reprojection refinement")
     s.add_argument("--ckpt", required=True, help="lifting checkpoint (.safetensors from handcast train lift)")
     s.add_argument("--data", required=True, help="clip store to read")
@@ -350,6 +391,41 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT_horizon.png")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_bench_forecasting)
+
+    b = bsub.add_parser("pose", help="regressor vs joint diffusion vs the cascade's aggregations; the DDIM steps table")
+    b.add_argument("--ckpt", required=True, help="cascade checkpoint or run folder (e.g. runs/pose/tiny)")
+    b.add_argument("--regressor", default=None, help="regressor checkpoint (default: regressor.safetensors beside --ckpt)")
+    b.add_argument("--crops", default="out/pose_crops_tiny", help="crop set folder (default out/pose_crops_tiny)")
+    b.add_argument("--split", default="test")
+    b.add_argument("--samples", type=int, default=5, help="hypotheses per hand (default 5)")
+    b.add_argument("--sampler", default="ddim")
+    b.add_argument("--steps", type=int, default=1, help="sampler steps of the main table (default 1)")
+    b.add_argument("--steps-table", type=int, nargs="+", default=[1, 2, 5, 10])
+    b.add_argument("--keypoints", choices=["det", "gt"], default="det", help="detector-like or exact 2D input")
+    b.add_argument("--tau", type=float, default=4.0, help="pixel scale of the 2D-consistency weights")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--max-items", type=int, default=None)
+    b.add_argument("--out", default=None, help="write OUT.md and OUT.json (e.g. results/pose_tiny)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_bench_pose)
+
+    s = sub.add_parser("pose", help="3D hand pose and mesh of every hand in one image (cascaded diffusion)")
+    s.add_argument("image", help="input image")
+    s.add_argument("--out", default=None, help="output folder (default <image stem>_pose)")
+    s.add_argument("--keypoints", default=None, metavar="KP.json",
+                   help="2D keypoints of the hands (docs/pose.md); default: the mediapipe detector")
+    s.add_argument("--ckpt", default=None, help="pose checkpoint or run folder (default: the shipped tiny model)")
+    s.add_argument("--samples", type=int, default=5, help="hypotheses per hand (default 5)")
+    s.add_argument("--sampler", default="ddim")
+    s.add_argument("--steps", type=int, default=1, help="sampler steps (default 1: one-step DDIM)")
+    s.add_argument("--aggregation", choices=["single", "mean", "median", "reproj"], default="median")
+    s.add_argument("--focal", type=float, default=None, help="focal length in pixels (default max(W, H))")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--mesh-format", choices=["ply", "obj"], default="ply")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=_cmd_pose)
 
     s = sub.add_parser("forecast", help="forecast both hands' future 3D motion from one image (PNG, MP4, npz)")
     s.add_argument("image", help="input image (JPEG, PNG, ...)")

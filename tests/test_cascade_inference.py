@@ -1,0 +1,166 @@
+"""Whole-image inference and the ``handcast pose`` function (handcast.models.cascade.inference)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from handcast.errors import HandcastError
+from handcast.models.cascade.testing import small_cascade
+
+W, H = 320, 240
+K = np.array([[300.0, 0.0, (W - 1) / 2], [0.0, 300.0, (H - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def model(hm):
+    return small_cascade(hm, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ckpt(model, tmp_path_factory):
+    from handcast.models.cascade.model import save_cascade
+
+    return save_cascade(tmp_path_factory.mktemp("pose") / "pose.safetensors", model)
+
+
+def _scene(seed=0):
+    """A textured image and the keypoints of one hand near the image's left side."""
+    rng = np.random.default_rng(seed)
+    img = (rng.random((H, W, 3)) * 255).astype(np.uint8)
+    P = rng.normal(0, 0.03, (21, 3)) + np.array([-0.08, 0.02, 0.5])
+    uvw = P @ K.T
+    return img, uvw[:, :2] / uvw[:, 2:]
+
+
+def test_left_hand_estimate_is_the_mirror_of_the_right_hand_estimate(model):
+    """A left hand in an image is processed as the mirrored right hand of the mirrored image: the two
+    estimates must be exact mirror images (same seed)."""
+    from handcast.models.cascade.inference import estimate_pose
+
+    img, uv = _scene(0)
+    kp_r = np.full((2, 21, 2), np.nan)
+    kp_r[0] = uv
+    conf_r = np.zeros((2, 21))
+    conf_r[0] = 1
+    mirrored = img[:, ::-1].copy()
+    kp_l = np.full((2, 21, 2), np.nan)
+    kp_l[1] = np.stack([W - 1 - uv[:, 0], uv[:, 1]], -1)
+    conf_l = conf_r[::-1].copy()
+    a = estimate_pose(img, model, (kp_r, conf_r), K=K, num_samples=3, seed=5)
+    b = estimate_pose(mirrored, model, (kp_l, conf_l), K=K, num_samples=3, seed=5)
+    assert list(a.handedness) == ["right"] and list(b.handedness) == ["left"]
+    flip = np.array([-1.0, 1.0, 1.0])
+    np.testing.assert_allclose(b.joints, a.joints * flip, atol=2e-4)
+    np.testing.assert_allclose(b.vertices, a.vertices * flip, atol=2e-4)
+    np.testing.assert_allclose(b.root, a.root * flip, atol=2e-4)
+    assert b.faces[0].tolist() == model.hands.faces(1).tolist()
+
+
+def test_estimate_pose_outputs_and_root(model):
+    from handcast.models.cascade.inference import estimate_pose
+
+    img, uv = _scene(1)
+    kp = np.stack([uv, uv + np.array([120.0, 0.0])])
+    res = estimate_pose(img, model, (kp, None), K=K, num_samples=4, steps=2, aggregation="reproj")
+    V = model.hands.num_vertices
+    assert res.num_hands == 2 and list(res.handedness) == ["right", "left"]
+    assert res.joints.shape == (2, 21, 3) and res.vertices.shape == (2, V, 3)
+    assert res.joint_samples.shape == (2, 4, 21, 3) and res.vertex_samples.shape == (2, 4, V, 3)
+    np.testing.assert_allclose(res.joints[:, 0], 0.0, atol=1e-6)
+    assert np.isfinite(res.root).all() and np.all(res.root[:, 2] >= 0.05)
+    assert not res.focal_assumed
+    np.testing.assert_allclose(res.K, K)
+
+
+def test_bad_inputs(model):
+    from handcast.models.cascade.inference import estimate_pose
+
+    img, uv = _scene(2)
+    kp = np.full((2, 21, 2), np.nan)
+    with pytest.raises(HandcastError, match="no hand with at least"):
+        estimate_pose(img, model, (kp, None), K=K)
+    with pytest.raises(HandcastError, match=r"\(2, 21, 2\)"):
+        estimate_pose(img, model, (uv, None), K=K)
+    with pytest.raises(HandcastError, match="uint8"):
+        estimate_pose(img.astype(np.float32), model, (np.stack([uv, uv]), None), K=K)
+    with pytest.raises(HandcastError, match="unknown aggregation"):
+        estimate_pose(img, model, (np.stack([uv, uv]), None), K=K, aggregation="best")
+
+
+def _write_inputs(tmp_path, hands=("right",)):
+    from PIL import Image
+
+    img, uv = _scene(3)
+    Image.fromarray(img).save(tmp_path / "img.png")
+    kp = {"hands": [{"handedness": h, "keypoints": (uv + 100 * i).tolist()} for i, h in enumerate(hands)]}
+    (tmp_path / "kp.json").write_text(json.dumps(kp))
+    return tmp_path / "img.png", tmp_path / "kp.json"
+
+
+def test_run_pose_writes_every_output(ckpt, tmp_path):
+    from handcast.io import load_npz
+    from handcast.models.cascade.inference import run_pose
+
+    img, kp = _write_inputs(tmp_path, ("left",))
+    out = run_pose(img, tmp_path / "out", keypoints=kp, ckpt=ckpt.parent, num_samples=3)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["keypoints.json", "mesh.ply", "overlay.png", "pose.npz", "spread.png"]
+    d = load_npz(out / "pose.npz", required=("joints", "vertices", "handedness", "joint_samples", "root", "K"))
+    assert d["joints"].shape == (1, 21, 3) and d["joint_samples"].shape == (1, 3, 21, 3)
+    assert d["handedness"].tolist() == ["left"] and bool(d["focal_assumed"])
+    np.testing.assert_allclose(d["K"][0, 0], max(W, H))
+    import trimesh
+
+    mesh = trimesh.load(out / "mesh.ply", process=False)
+    np.testing.assert_allclose(np.asarray(mesh.vertices), d["vertices"][0] + d["root"][0], atol=1e-5)
+    used = json.loads((out / "keypoints.json").read_text())
+    assert [h["handedness"] for h in used["hands"]] == ["left"]
+
+
+def test_run_pose_bad_inputs_leave_nothing_behind(ckpt, tmp_path):
+    from handcast.models.cascade.inference import run_pose
+
+    img, kp = _write_inputs(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(HandcastError, match="image not found"):
+        run_pose(tmp_path / "missing.png", out, keypoints=kp, ckpt=ckpt)
+    (tmp_path / "empty.json").write_text(json.dumps({"hands": []}))
+    with pytest.raises(HandcastError, match="no hand"):
+        run_pose(img, out, keypoints=tmp_path / "empty.json", ckpt=ckpt)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(HandcastError, match="not a JSON keypoints file"):
+        run_pose(img, out, keypoints=tmp_path / "bad.json", ckpt=ckpt)
+    with pytest.raises(HandcastError, match="checkpoint not found"):
+        run_pose(img, out, keypoints=kp, ckpt=tmp_path / "nope.safetensors")
+    with pytest.raises(HandcastError, match="mesh format"):
+        run_pose(img, out, keypoints=kp, ckpt=ckpt, mesh_format="stl")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    out.mkdir()
+    with pytest.raises(HandcastError, match="already exists"):
+        run_pose(img, out, keypoints=kp, ckpt=ckpt)
+
+
+def test_without_keypoints_the_detector_is_used_and_its_failure_is_explained(model, monkeypatch):
+    import handcast.detect as detect
+    from handcast.detect import HandDetections
+    from handcast.models.cascade.inference import estimate_pose
+
+    img, uv = _scene(4)
+
+    def missing(image, *a, **k):
+        raise HandcastError("hand detection needs mediapipe, which is not installed")
+
+    monkeypatch.setattr(detect, "detect_image", missing)
+    with pytest.raises(HandcastError, match="--keypoints"):
+        estimate_pose(img, model, None, K=K)
+
+    def found(image, *a, **k):  # a detector that sees one left hand
+        d = HandDetections.empty((W, H))
+        d.uv[1], d.present[1], d.score[1], d.confidence[1] = uv, True, 0.9, 0.9
+        return d
+
+    monkeypatch.setattr(detect, "detect_image", found)
+    res = estimate_pose(img, model, None, K=K, num_samples=2)
+    assert list(res.handedness) == ["left"]
+    np.testing.assert_allclose(res.kp2d_conf, 0.9, rtol=1e-6)

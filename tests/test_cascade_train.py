@@ -1,0 +1,64 @@
+"""Training driver of the pose estimator (handcast.train.pose): stages, resume, outputs, benchmark on a smoke run."""
+
+import json
+
+import pytest
+
+from handcast.errors import HandcastError
+
+SMALL = [
+    "model.hand_model=open",
+    "model.backbone.embed_dim=32", "model.backbone.depth=1", "model.backbone.num_heads=2",
+    "model.condition.pool=[2,2]",
+    "model.joint.width=32", "model.joint.layers=1", "model.joint.heads=2", "model.joint.ff_width=64",
+    "model.ae.pca_components=16", "model.ae.latent_dim=10", "model.ae.hidden=64",
+    "model.mesh.width=32", "model.mesh.layers=1", "model.mesh.heads=2", "model.mesh.ff_width=64",
+    "model.regressor.width=32", "model.regressor.layers=1", "model.regressor.heads=2", "model.regressor.ff_width=64",
+    "train.ae.steps=30", "train.ae.meshes=200", "train.joint.steps=3", "train.joint.batch_size=4",
+    "train.hyps.samples=2", "train.mesh.steps=3", "train.mesh.batch_size=4",
+    "train.regressor.steps=3", "train.regressor.batch_size=4",
+]
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    from handcast.data.crops import build_crops
+
+    return build_crops(tmp_path_factory.mktemp("crops") / "smoke", "smoke", seed=5, progress=False)
+
+
+def test_stages_resume_and_benchmark(crops, tmp_path):
+    from handcast.eval.bench_pose import bench_pose, format_report
+    from handcast.models.cascade.model import load_cascade
+    from handcast.train.pose import train_pose
+
+    run = tmp_path / "run"
+    paths = train_pose("tiny", SMALL, crops=str(crops), out=str(run), stages=["ae", "joint"], progress=False)
+    assert set(paths) == {"pose"}
+    assert load_cascade(paths["pose"], require_complete=False).trained_stages == ("ae", "joint")
+    with pytest.raises(HandcastError, match="not empty"):
+        train_pose("tiny", SMALL, crops=str(crops), out=str(run), progress=False)
+    paths = train_pose("tiny", SMALL, crops=str(crops), out=str(run), resume=True, progress=False)
+    assert set(paths) == {"pose", "regressor"}
+    assert set(load_cascade(paths["pose"]).trained_stages) == {"ae", "joint", "mesh"}
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["ae", "joint", "mesh", "regressor"]
+    assert (run / "hyps.npz").is_file() and (run / "config.yaml").is_file()
+
+    r = bench_pose(run, crops=crops, steps_table=(1,), fit_iterations=5, progress=False, out=tmp_path / "bench")
+    assert {"regressor", "joint+fit", "cascade-median", "cascade-reproj", "oracle"} <= set(r["table"])
+    # the oracle picks, per hand, the hypothesis nearest the ground truth: never worse than hypothesis 0
+    assert r["table"]["oracle"]["PA-MPVPE"] <= r["table"]["cascade-single"]["PA-MPVPE"] + 1e-9
+    assert "## Steps table" in format_report(r) and (tmp_path / "bench.md").is_file()
+    assert json.loads((tmp_path / "bench.json").read_text())["items"] == r["items"]
+
+
+def test_stage_order_and_crop_set_mismatch_are_errors(crops, tmp_path):
+    from handcast.train.pose import train_pose
+
+    with pytest.raises(HandcastError, match="needs the stage"):
+        train_pose("tiny", SMALL, crops=str(crops), out=str(tmp_path / "a"), stages=["mesh"], progress=False)
+    ov = [o for o in SMALL if not o.startswith("model.hand_model")] + ["model.hand_model=mano"]
+    with pytest.raises(HandcastError, match="built with the 'open' hand model"):
+        train_pose("tiny", ov, crops=str(crops), out=str(tmp_path / "b"), progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before writing anything
