@@ -465,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_lift)
 
-    s = sub.add_parser("view", help="a self-contained interactive 3D HTML page of a result (forecast, lift, pose)")
-    s.add_argument("result", help="result .npz (handcast forecast / lift / pose, a prediction or ground-truth file)")
+    s = sub.add_parser("view", help="a self-contained interactive 3D HTML page of a forecast or lift result")
+    s.add_argument("result", help="result .npz (handcast forecast or lift, a prediction or ground-truth file)")
     s.add_argument("--out", required=True, help="output .html")
     s.add_argument("--title", default=None, help="page title")
     s.add_argument("--clip", type=int, default=0, help="which clip of a prediction / ground-truth file")
