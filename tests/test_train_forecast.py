@@ -82,10 +82,14 @@ def test_training_needs_3d_labels_and_known_splits(store, tmp_path):
 def test_bench_forecasting_rows_and_files(store, ckpt, tmp_path):
     from handcast.eval.bench_forecasting import bench_forecasting
 
-    res = bench_forecasting(store, {"F": str(ckpt)}, splits=("lab_test",), samples=2, steps=2,
+    res = bench_forecasting(store, {"F": str(ckpt)}, splits=("lab_test",), samples=2, steps=2, pose_ckpt="shipped",
                             out=tmp_path / "fc", progress=False)
     rows = res["table"]
-    assert set(rows) == {"static pose (GT input frame)", "F"}
+    assert set(rows) == {"static pose (GT input frame)", "static pose (pose estimator)", "F"}
+    est = rows["static pose (pose estimator)"]["lab_test"]
+    # the estimator's static row has no MANO parameters (no diversity) and is worse than the GT input pose
+    assert est["diversity"]["pred"] is None
+    assert est["horizon_M"][0] > rows["static pose (GT input frame)"]["lab_test"]["horizon_M"][0] + 0.1
     f = rows["F"]["lab_test"]
     assert f["best_of_n"]["M"] <= f["mean_of_n"]["M"] + 1e-9  # best-of-N never worse than the mean sample
     # the static baseline is deterministic: best-of-N equals mean-of-N

@@ -144,6 +144,7 @@ def _cmd_bench_forecasting(args: argparse.Namespace) -> None:
 
     result = bench_forecasting(args.store, _named_paths(args.ckpt, "--ckpt"), splits=tuple(args.splits),
                                samples=args.samples, sampler=args.sampler, steps=args.steps, out=args.out,
+                               pose_ckpt=args.pose_ckpt,
                                progress=not args.quiet, command="handcast " + shlex.join(sys.argv[1:]))
     print(format_report(result))
 
@@ -388,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--samples", type=int, default=5, help="samples per input (default 5)")
     b.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm (default ddim)")
     b.add_argument("--steps", type=int, default=10, help="sampler steps (default 10)")
+    b.add_argument("--pose-ckpt", default=None, metavar="PATH|shipped",
+                   help="add the static-pose row from this single-image pose estimator (handcast train pose)")
     b.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT_horizon.png")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_bench_forecasting)

@@ -11,6 +11,58 @@ from handcast.eval.evaluate import write_predictions
 from handcast.eval.export import ground_truth_arrays
 
 
+def _fill_absent(joints0: np.ndarray, present: np.ndarray) -> None:
+    """A hand absent from the input frame goes to the mean frame-0 joints of that hand where present."""
+    for h in range(2):
+        absent = ~present[:, h]
+        if absent.any():
+            joints0[absent, h] = joints0[present[:, h], h].mean(0) if present[:, h].any() else np.array([0.0, 0.0, 0.5])
+
+
+def estimated_static_pose(store: ClipStore | str | Path, split: str, pose_ckpt: str | Path | None = None,
+                          horizon: int | None = None) -> dict[str, np.ndarray]:
+    """The static-pose baseline from the single-image pose estimator instead of the ground truth.
+
+    For each clip, the cascaded pose estimator (:mod:`handcast.models.cascade`) sees only the input frame: its
+    image, its 2D keypoints (the stored track's frame 0) and the intrinsics; its hands (wrist-relative joints +
+    the wrist placed from the 2D keypoints) are held still for the whole horizon. Clips sharing a first frame
+    (a ``group_id``) are estimated once. Returns ``clip_ids``, ``joints`` (N, 1, H, 2, 21, 3) m, ``transl``
+    (N, 1, H, 2, 3) wrist; no ``pose6d`` (the estimator returns joints and meshes)."""
+    from handcast.errors import HandcastError
+    from handcast.models.cascade.inference import estimate_pose, resolve_checkpoint
+    from handcast.models.cascade.model import load_cascade
+
+    st = store if isinstance(store, ClipStore) else ClipStore(store)
+    view = st.split(split)
+    model = load_cascade(resolve_checkpoint(pose_ckpt))
+    n = len(view)
+    joints0 = np.zeros((n, 2, 21, 3), np.float32)
+    present = np.zeros((n, 2), bool)
+    groups = [str(g) for g in view.clip_field("group_id")]
+    done: dict[str, int] = {}
+    for i in range(n):
+        if groups[i] in done:
+            j = done[groups[i]]
+            joints0[i], present[i] = joints0[j], present[j]
+            continue
+        done[groups[i]] = i
+        a = view.read(i, fields=("kp2d", "kp2d_conf", "K"), stop=1)
+        conf = a["kp2d_conf"][0]
+        uv = np.where(conf[..., None] > 0, a["kp2d"][0], np.nan)
+        try:
+            res = estimate_pose(view.image(i), model, keypoints=(uv, conf), K=a["K"])
+        except HandcastError:  # no hand with enough keypoints in the input frame
+            continue
+        for k, hand in enumerate(res.hand):
+            joints0[i, int(hand)] = res.joints[k] + res.root[k]
+            present[i, int(hand)] = True
+    _fill_absent(joints0, present)
+    h = int(horizon or np.max(view.lengths))
+    rep = lambda x: np.repeat(x[:, None, None], h, axis=2)  # noqa: E731
+    return dict(clip_ids=np.asarray(view.clip_ids, dtype=str), joints=rep(joints0), pose6d=None,
+                transl=rep(joints0[:, :, 0]))
+
+
 def static_pose(gt: dict[str, np.ndarray], horizon: int | None = None) -> dict[str, np.ndarray]:
     """The static-pose baseline: each hand's frame-0 joints and pose held still for the whole horizon.
 

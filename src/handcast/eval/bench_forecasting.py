@@ -1,6 +1,7 @@
 """The forecasting benchmark (``handcast bench forecasting``): paper Tables 3-5 on the synthetic benchmark.
 
-Rows: the static-pose baseline (the input frame's ground-truth pose held still), and every given
+Rows: the static-pose baseline (the input frame's ground-truth pose held still; optionally also the pose
+estimator's input-frame hands held still), and every given
 forecasting checkpoint (F trained on lab 3D labels, F with imputed labels, the transformer regressors,
 F with a 2D regression or 2D diffusion head, the keypoint-conditioned F). Columns: M, M-G, M-F, MR in cm
 on ``lab_test`` (in domain), ``diverse_test`` and ``wild_test`` (zero-shot), best-of-N and mean-of-N
@@ -78,14 +79,18 @@ def _summary(res: dict) -> dict:
     }
 
 
+ESTIMATED_STATIC = "static pose (pose estimator)"
+
+
 def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, samples: int = 5,
-                      sampler: str = "ddim", steps: int = 10, static: bool = True, out: str | Path | None = None,
-                      progress: bool = True, command: str = "") -> dict:
+                      sampler: str = "ddim", steps: int = 10, static: bool = True, pose_ckpt: str | None = None,
+                      out: str | Path | None = None, progress: bool = True, command: str = "") -> dict:
     """Run the benchmark; returns {"table": {row: {split: summary}}, "seconds_per_clip": ...} and writes
-    ``<out>.md``, ``<out>.json`` and ``<out>_horizon.png`` when ``out`` is given."""
+    ``<out>.md``, ``<out>.json`` and ``<out>_horizon.png`` when ``out`` is given. With ``pose_ckpt`` (a pose
+    cascade checkpoint, or "shipped") a second static row holds the pose estimator's input-frame hands still."""
     from tqdm.auto import tqdm
 
-    from handcast.eval.baselines import static_pose
+    from handcast.eval.baselines import estimated_static_pose, static_pose
     from handcast.hand import HandModel
     from handcast.train.forecast import load_forecast
 
@@ -95,16 +100,20 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
     rows: dict[str, dict] = {}
     secs: dict[str, dict] = {}
     gts = {s: ground_truth_arrays(st, s) for s in splits}
-    work = [(s, r) for s in splits for r in (["static pose (GT input frame)"] if static else []) + list(models)]
+    statics = (["static pose (GT input frame)"] if static else []) + ([ESTIMATED_STATIC] if pose_ckpt else [])
+    work = [(s, r) for s in splits for r in statics + list(models)]
     for split, row in tqdm(work, desc="bench forecasting", disable=not progress):
         gt = gts[split]
         if row in models:
             pred = forecast_split(models[row], hands, st, split, samples, sampler, steps)
             secs.setdefault(row, {})[split] = pred.pop("seconds_per_clip")
+        elif row == ESTIMATED_STATIC:
+            pred = estimated_static_pose(st, split, None if pose_ckpt == "shipped" else pose_ckpt)
         else:
             pred = static_pose(gt)
         t = gt["joints"].shape[1]
-        p = Predictions(pred["clip_ids"], pred["joints"][:, :, :t], pred["pose6d"][:, :, :t], pred["transl"][:, :, :t])
+        cut = lambda a: None if a is None else a[:, :, :t]  # noqa: E731
+        p = Predictions(pred["clip_ids"], cut(pred["joints"]), cut(pred["pose6d"]), cut(pred["transl"]))
         rows.setdefault(row, {})[split] = _summary(evaluate(p, _gt(gt)))
     result = {"table": rows, "seconds_per_clip": secs, "splits": list(splits), "samples": samples,
               "sampler": f"{sampler}-{steps}", "checkpoints": {k: str(v) for k, v in ckpts.items()},
