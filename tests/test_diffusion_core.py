@@ -80,3 +80,26 @@ def test_condition_dropout_rates():
 def test_config_defaults_are_motion_settings():
     c = DiffusionConfig()
     assert (c.num_train_timesteps, c.beta_schedule, c.prediction_type) == (1000, "squaredcos_cap_v2", "sample")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers vs numpy 2 in DPM-Solver
+@pytest.mark.parametrize("sampler,steps", [("ddim", 1), ("ddim", 4), ("dpm", 3), ("ddpm", 5)])
+def test_cached_scheduler_gives_what_a_fresh_one_gives(sampler, steps):
+    """sample() reuses one scheduler per thread; every call equals a loop over a freshly built scheduler."""
+    from handcast.diffusion import make_scheduler, sample
+
+    w = torch.randn(3, 3)
+
+    def denoise(x, t, conditioned=True):
+        return torch.tanh(x @ w) * (1 + t[:, None, None] / 1000)
+
+    g = torch.Generator().manual_seed(0)
+    sch = make_scheduler(sampler)
+    sch.set_timesteps(steps)
+    x = torch.randn((2, 5, 3), generator=g) * sch.init_noise_sigma
+    kw = {"generator": g} if sampler in ("ddpm", "ddim") else {}
+    for t in sch.timesteps:
+        x = sch.step(denoise(x, torch.full((2,), int(t))), t, x, **kw).prev_sample
+    for _ in range(2):  # the cached scheduler is reusable
+        b = sample(denoise, (2, 5, 3), sampler, steps, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(x, b, rtol=0, atol=0)

@@ -2,10 +2,10 @@
 condition dropout and classifier-free guidance."""
 
 from handcast.diffusion.schedule import SAMPLERS, DiffusionConfig, make_scheduler
-from handcast.diffusion.sampling import sample
+from handcast.diffusion.sampling import cached_scheduler, sample
 from handcast.diffusion.training import condition_dropout, diffusion_loss, noisy_input
 
 __all__ = [
-    "SAMPLERS", "DiffusionConfig", "make_scheduler", "sample", "condition_dropout", "diffusion_loss",
+    "SAMPLERS", "DiffusionConfig", "make_scheduler", "cached_scheduler", "sample", "condition_dropout", "diffusion_loss",
     "noisy_input",
 ]

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from handcast.diffusion import DiffusionConfig, condition_dropout, diffusion_loss, noisy_input
+from handcast.diffusion import sample as diffusion_sample
 from handcast.models.cascade.condition import PoseCondition
-from handcast.models.cascade.sampling import sample_x0
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
 
 
@@ -93,10 +93,10 @@ class JointDiffusion(nn.Module):
         tokens = tokens.repeat_interleave(s, 0)
         joint = joint.repeat_interleave(s, 0)
 
-        def denoise(x, t):
+        def denoise(x, t, _conditioned):  # no classifier-free guidance here
             return self.denoise(x, t, (tokens, joint))
 
-        x = sample_x0(denoise, (b * s, 21, 3), sampler=sampler, steps=steps, config=self.diffusion,
-                      generator=generator, device=kp2d.device, dtype=kp2d.dtype)
+        x = diffusion_sample(denoise, (b * s, 21, 3), sampler=sampler, steps=steps, config=self.diffusion,
+                             generator=generator, device=kp2d.device, dtype=kp2d.dtype)
         j = x.reshape(b, s, 21, 3) * self.config.joint_scale
         return j - j[..., :1, :]

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from handcast.diffusion import DiffusionConfig, condition_dropout, diffusion_loss, noisy_input
+from handcast.diffusion import sample as diffusion_sample
 from handcast.errors import HandcastError
 from handcast.models.cascade.condition import PoseCondition
-from handcast.models.cascade.sampling import sample_x0
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
 
 
@@ -95,9 +95,9 @@ class MeshLatentDiffusion(nn.Module):
         """One normalised latent (B, latent_size) per joint hypothesis joints (B, 21, 3)."""
         cond = self.condition(feats, kp2d, conf, K_crop, joints)
 
-        def denoise(x, t):
+        def denoise(x, t, _conditioned):  # no classifier-free guidance here
             return self.denoise(x, t, cond)
 
-        x = sample_x0(denoise, (joints.shape[0], self.num_tokens, self.config.token_dim), sampler=sampler,
-                      steps=steps, config=self.diffusion, generator=generator, device=joints.device, dtype=joints.dtype)
+        x = diffusion_sample(denoise, (joints.shape[0], self.num_tokens, self.config.token_dim), sampler=sampler,
+                             steps=steps, config=self.diffusion, generator=generator, device=joints.device, dtype=joints.dtype)
         return self.from_tokens(x)
