@@ -11,12 +11,13 @@ from handcast.eval.evaluate import write_predictions
 from handcast.eval.export import ground_truth_arrays
 
 
-def _fill_absent(joints0: np.ndarray, present: np.ndarray) -> None:
-    """A hand absent from the input frame goes to the mean frame-0 joints of that hand where present."""
+def _fill_absent(x: np.ndarray, present: np.ndarray, default: np.ndarray) -> None:
+    """In place: entries x (N, 2, ...) of a hand absent from the input frame (present (N, 2) False) become the
+    mean of that hand's entries where present, or ``default`` if it is never present."""
     for h in range(2):
         absent = ~present[:, h]
         if absent.any():
-            joints0[absent, h] = joints0[present[:, h], h].mean(0) if present[:, h].any() else np.array([0.0, 0.0, 0.5])
+            x[absent, h] = x[present[:, h], h].mean(0) if present[:, h].any() else default
 
 
 def estimated_static_pose(store: ClipStore | str | Path, split: str, pose_ckpt: str | Path | None = None,
@@ -56,7 +57,7 @@ def estimated_static_pose(store: ClipStore | str | Path, split: str, pose_ckpt: 
         for k, hand in enumerate(res.hand):
             joints0[i, int(hand)] = res.joints[k] + res.root[k]
             present[i, int(hand)] = True
-    _fill_absent(joints0, present)
+    _fill_absent(joints0, present, np.array([0.0, 0.0, 0.5], np.float32))
     h = int(horizon or np.max(view.lengths))
     rep = lambda x: np.repeat(x[:, None, None], h, axis=2)  # noqa: E731
     return dict(clip_ids=np.asarray(view.clip_ids, dtype=str), joints=rep(joints0), pose6d=None,
@@ -74,16 +75,8 @@ def static_pose(gt: dict[str, np.ndarray], horizon: int | None = None) -> dict[s
     joints0 = gt["joints"][:, 0].copy()  # (N, 2, 21, 3)
     pose0 = gt["pose6d"][:, 0].copy()
     present = gt["valid"][:, 0]  # (N, 2)
-    identity6d = np.tile(np.array([1, 0, 0, 1, 0, 0], np.float32), (16, 1))
-    for h in range(2):
-        absent = ~present[:, h]
-        if absent.any():
-            if present[:, h].any():
-                joints0[absent, h] = joints0[present[:, h], h].mean(0)
-                pose0[absent, h] = pose0[present[:, h], h].mean(0)
-            else:
-                joints0[absent, h] = np.array([0.0, 0.0, 0.5], np.float32)
-                pose0[absent, h] = identity6d
+    _fill_absent(joints0, present, np.array([0.0, 0.0, 0.5], np.float32))
+    _fill_absent(pose0, present, np.tile(np.array([1, 0, 0, 1, 0, 0], np.float32), (16, 1)))
     h = int(horizon or gt["joints"].shape[1])
     rep = lambda x: np.repeat(x[:, None, None], h, axis=2)  # noqa: E731  (N, ...) -> (N, 1, H, ...)
     return dict(clip_ids=gt["clip_ids"], joints=rep(joints0), pose6d=rep(pose0), transl=rep(joints0[:, :, 0]))

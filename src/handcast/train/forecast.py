@@ -38,7 +38,7 @@ class ForecastAugmentConfig:
 
 
 def augment_batch(batch: dict, cfg: ForecastAugmentConfig, generator: torch.Generator | None = None) -> dict:
-    """Augment the input frame of a training batch in place of copies (image (B, 3, H, W) and frame-0 kp2d)."""
+    """A copy of a training batch with its input frame augmented (image (B, 3, H, W) and frame-0 kp2d)."""
     out = dict(batch)
     if "image" in batch and isinstance(batch["image"], torch.Tensor):
         img = batch["image"]
@@ -82,23 +82,15 @@ def reprojection_error(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
 
 
 def _lightning_module():
-    import lightning as L
-
-    from handcast.diffusion import condition_dropout, diffusion_loss, make_scheduler, noisy_input
     from handcast.conventions import MOTION_DIM
+    from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
     from handcast.models.forecast import KP2D_DIM, normalised_kp2d
     from handcast.models.motion import motion_mask
+    from handcast.train.runner import motion_module_base
 
-    class ForecastModule(L.LightningModule):
+    class ForecastModule(motion_module_base()):
         def __init__(self, cfg: dict):
-            super().__init__()
-            from handcast.hand import HandModel
-
-            self.cfg = cfg
-            self.model = build_model(cfg["model"])
-            self.hands = HandModel("auto")
-            self.scheduler_ = make_scheduler("ddpm", self.model.diffusion)
-            self.tcfg = cfg["train"]
+            super().__init__(cfg, build_model)
             self.aug = ForecastAugmentConfig(**cfg["data"]["augment"])
 
         def losses(self, batch):
@@ -153,10 +145,6 @@ def _lightning_module():
             _, hv = label_masks(batch)
             hvf = hv.float()
             self.log("val/M_cm", 100 * (err * hvf).sum() / hvf.sum().clamp_min(1.0), prog_bar=True, batch_size=len(hv))
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.model.parameters(), lr=float(self.tcfg["lr"]),
-                                     weight_decay=float(self.tcfg["weight_decay"]))
 
     return ForecastModule
 

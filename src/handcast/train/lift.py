@@ -25,21 +25,13 @@ def build_model(model_cfg: dict):
 
 
 def _lightning_module():
-    import lightning as L
-
-    from handcast.diffusion import condition_dropout, diffusion_loss, make_scheduler, noisy_input
+    from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
     from handcast.models.motion import motion_mask
+    from handcast.train.runner import motion_module_base
 
-    class LiftModule(L.LightningModule):
+    class LiftModule(motion_module_base()):
         def __init__(self, cfg: dict):
-            super().__init__()
-            from handcast.hand import HandModel
-
-            self.cfg = cfg
-            self.model = build_model(cfg["model"])
-            self.hands = HandModel("auto")
-            self.scheduler_ = make_scheduler("ddpm", self.model.diffusion)
-            self.tcfg = cfg["train"]
+            super().__init__(cfg, build_model)
 
         def losses(self, batch):
             m = self.model
@@ -75,10 +67,6 @@ def _lightning_module():
             hv = batch["hand_valid"].float()
             m_cm = 100 * (err * hv).sum() / hv.sum().clamp_min(1.0)
             self.log("val/M_cm", m_cm, prog_bar=True, batch_size=len(hv))
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.model.parameters(), lr=float(self.tcfg["lr"]),
-                                     weight_decay=float(self.tcfg["weight_decay"]))
 
     return LiftModule
 

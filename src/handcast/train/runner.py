@@ -12,6 +12,33 @@ from pathlib import Path
 from handcast.errors import HandcastError
 
 
+def motion_module_base():
+    """The LightningModule base of the motion diffusion models (lift, forecast): holds the model built from
+    ``cfg["model"]`` by the subclass's ``build_model``, the hand model, the training (DDPM) scheduler and the
+    ``train`` section; AdamW from ``train.lr`` / ``train.weight_decay``. Subclasses add the losses and steps."""
+    import lightning as L
+    import torch
+
+    from handcast.diffusion import make_scheduler
+
+    class MotionDiffusionModule(L.LightningModule):
+        def __init__(self, cfg: dict, build_model):
+            super().__init__()
+            from handcast.hand import HandModel
+
+            self.cfg = cfg
+            self.model = build_model(cfg["model"])
+            self.hands = HandModel("auto")
+            self.scheduler_ = make_scheduler("ddpm", self.model.diffusion)
+            self.tcfg = cfg["train"]
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.model.parameters(), lr=float(self.tcfg["lr"]),
+                                     weight_decay=float(self.tcfg["weight_decay"]))
+
+    return MotionDiffusionModule
+
+
 def prepare_run(out: str | Path, resume: bool, seed: int) -> Path:
     """Create the run folder (refusing a non-empty one unless resuming) and seed every generator."""
     import lightning as L
