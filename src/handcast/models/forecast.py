@@ -26,7 +26,7 @@ be used (``has3d``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -59,7 +59,6 @@ class ForecastConfig:
     aux2d: str = "none"
     p_token_dropout: float = 0.1
     p_cond_dropout: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.image is None and not self.keypoints:
