@@ -20,7 +20,6 @@ image-only F when no hand is found (it still runs, and says so).
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +28,6 @@ import torch
 from handcast.errors import HandcastError
 
 SHIPPED = {"image": "forecast_image_tiny.safetensors", "keypoints": "forecast_keypoints_tiny.safetensors"}
-
-
-def shipped_checkpoint(kind: str) -> Path:
-    """Path of a tiny checkpoint shipped inside the package (``image`` or ``keypoints``)."""
-    p = resources.files("handcast") / "assets" / "checkpoints" / SHIPPED[kind]
-    if not p.is_file():
-        raise HandcastError(f"the shipped {kind} checkpoint is missing from this installation ({p}); "
-                            "pass --ckpt with a checkpoint from handcast train forecast")
-    return Path(str(p))
 
 
 def resolve_intrinsics(image_size: tuple[int, int], fov: float | None, intrinsics: str | os.PathLike | None) -> np.ndarray:
@@ -133,6 +123,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
     from handcast.data.images import load_image
     from handcast.io import save_npz
     from handcast.render.api import render_prediction
+    from handcast.train.checkpoint import shipped_checkpoint
     from handcast.train.forecast import load_forecast
 
     img = load_image(image)
@@ -146,7 +137,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
         if kind == "image":
             messages.append("no hands found in the input (no --keypoints and the detector found none or is not "
                             "installed): running the image-only model")
-        ckpt = shipped_checkpoint(kind)
+        ckpt = shipped_checkpoint(SHIPPED[kind], "handcast train forecast")
     model = load_forecast(ckpt)
     if model.config.image is None and not present.any():
         raise HandcastError(f"{ckpt} is a keypoint-conditioned model and no hand was found in {image} "

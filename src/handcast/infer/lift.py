@@ -32,7 +32,6 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +55,9 @@ TRACKS_SUFFIXES = (".npz",)
 
 def shipped_lift_checkpoint() -> Path:
     """Path of the tiny lifting checkpoint shipped inside the package."""
-    p = resources.files("handcast") / "assets" / "checkpoints" / SHIPPED_LIFT
-    if not p.is_file():
-        raise HandcastError(f"the shipped lifting checkpoint is missing from this installation ({p}); "
-                            "pass --ckpt with a checkpoint from handcast train lift")
-    return Path(str(p))
+    from handcast.train.checkpoint import shipped_checkpoint
+
+    return shipped_checkpoint(SHIPPED_LIFT, "handcast train lift")
 
 
 # ----------------------------------------------------------------------------------------------

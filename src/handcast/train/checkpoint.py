@@ -28,6 +28,18 @@ from handcast.io import atomic_path
 FORMAT_VERSION = "1"
 
 
+def shipped_checkpoint(filename: str, train_hint: str) -> Path:
+    """Path of a tiny checkpoint shipped inside the package (``handcast/assets/checkpoints/<filename>``);
+    a one-line error naming ``train_hint`` (how to make one) if this installation lacks it."""
+    from importlib import resources
+
+    p = Path(str(resources.files("handcast") / "assets" / "checkpoints" / filename))
+    if not p.is_file():
+        raise HandcastError(f"the shipped checkpoint {filename} is missing from this installation ({p}); "
+                            f"pass --ckpt with a checkpoint from {train_hint}")
+    return p
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, kind: str, config: dict[str, Any],
                     extra_metadata: dict[str, str] | None = None) -> Path:
     """Write ``model``'s weights and ``config`` (a plain, JSON-serialisable dict) atomically."""

@@ -175,13 +175,9 @@ def resolve_checkpoint(ckpt: str | os.PathLike | None) -> Path:
         p = handcast_home() / "models" / DEFAULT_CKPT_NAME
         if p.is_file():
             return p
-        from importlib import resources
+        from handcast.train.checkpoint import shipped_checkpoint
 
-        shipped = Path(str(resources.files("handcast") / "assets" / "checkpoints" / "pose_tiny.safetensors"))
-        if not shipped.is_file():
-            raise HandcastError(f"no pose checkpoint given, none at {p} and none shipped; train one with "
-                                "`handcast train pose` and pass --ckpt runs/pose/tiny")
-        return shipped
+        return shipped_checkpoint("pose_tiny.safetensors", "handcast train pose")
     p = Path(ckpt)
     if p.is_dir():
         p = p / DEFAULT_CKPT_NAME
