@@ -264,7 +264,8 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="handcast",
-        description="4D hand motion: synthetic benchmark, lifting, imputation, evaluation, rendering, hand models.",
+        description="4D hand motion: lifting 2D tracks to 3D, forecasting from one image, single-image pose; "
+        "synthetic benchmark, dataset converters, detection, evaluation, rendering, viewer, hand models.",
     )
     p.add_argument("--version", action="version", version=f"handcast {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
