@@ -36,6 +36,12 @@ def test_train_resume_and_load(store, tmp_path):
     ck2 = train_lift("tiny", MICRO, store=str(store), out=str(out), max_steps=4, resume=True, progress=False)
     model = load_lift(ck2)
     assert model.denoiser.config.width == 32
+    # resuming with another learning rate and the reprojection loss: the run goes on with the new lr
+    train_lift("tiny", MICRO + ["train.lr=0.000123", "train.aux_reproj=1.0"], store=str(store), out=str(out),
+               max_steps=6, resume=True, progress=False)
+    state = torch.load(out / "last.ckpt", map_location="cpu", weights_only=False)  # our own file, just written
+    assert state["global_step"] == 6
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.000123)
     # the wrist statistics of the training split travel in the checkpoint
     assert not torch.allclose(model.codec.transl_mean, torch.tensor([0.103, 0.029, 0.478]))
     batch = {
@@ -63,7 +69,10 @@ def test_train_resume_and_load(store, tmp_path):
 
     res = bench_lifting(store, {"full": str(ck2)}, splits=("lab_val",), samplers=[("ddim", 2)],
                         out=tmp_path / "bench", optimisation=False, refine_iterations=3, progress=False)
-    assert set(res["table"]) == {"full", "full + refinement"}
+    assert set(res["table"]) == {"full", "full + alignment", "full + refinement"}
+    # the reference with the true wrists has no root error (the fixture's clips are random, so M is not small)
+    ref = res["references"]["true articulation and wrist, mean shape"]["lab_val"]
+    assert ref["MR"] < 1e-3 < ref["M"]
     assert all(np.isfinite(v) for v in res["table"]["full"]["lab_val"].values())
     assert "| full |" in (tmp_path / "bench.md").read_text()
 
@@ -116,3 +125,62 @@ def test_ddp_with_two_cpu_processes_writes_the_same_checkpoint_format(store, tmp
     assert "gloo" in (r.stderr + r.stdout).lower() or "distributed" in (r.stderr + r.stdout).lower()
     model = load_lift(out / "lift.safetensors")
     assert model.denoiser.config.width == 32
+
+
+def test_reprojection_to_truth_known_answers():
+    from handcast.train.lift import reprojection_to_truth
+
+    B, T = 2, 3
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.rand(B, T, 2, 21, 3, generator=gen) * 0.2 + torch.tensor([-0.1, -0.1, 0.4])
+    batch = {"joints3d": gt, "world_to_cam": torch.eye(4).expand(B, T, 4, 4),
+             "K": torch.tensor([[200.0, 0, 128], [0, 200, 96], [0, 0, 1]]).expand(B, 3, 3),
+             "image_size": torch.tensor([[256, 192]] * B), "hand_valid": torch.ones(B, T, 2, dtype=torch.bool),
+             "frame_mask": torch.ones(B, T, dtype=torch.bool)}
+    assert float(reprojection_to_truth(gt, batch)) == pytest.approx(0.0, abs=1e-10)
+    # sliding every keypoint along its viewing ray (a scale about the camera centre) changes nothing
+    assert float(reprojection_to_truth(gt * 1.3, batch)) == pytest.approx(0.0, abs=1e-10)
+    # a lateral shift dx at depth z moves each keypoint by f dx / z pixels: error (2 f dx / (z W))^2
+    flat = gt.clone()
+    flat[..., 2] = 0.5
+    shifted = flat + torch.tensor([0.01, 0.0, 0.0])
+    want = (2 * 200 * 0.01 / (0.5 * 256)) ** 2
+    assert float(reprojection_to_truth(shifted, {**batch, "joints3d": flat})) == pytest.approx(want, rel=1e-5)
+    # invalid hands and padded frames do not count
+    bad = shifted.clone()
+    bad[:, :, 1] += 1.0
+    bad[:, 2] += 5.0
+    hv = batch["hand_valid"].clone()
+    hv[:, :, 1] = False
+    fm = batch["frame_mask"].clone()
+    fm[:, 2] = False
+    got = reprojection_to_truth(bad, {**batch, "joints3d": flat, "hand_valid": hv, "frame_mask": fm})
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_run_killed_midway_resumes_from_its_last_save(store, tmp_path, monkeypatch):
+    import handcast.train.lift as lift_mod
+
+    original = lift_mod._lightning_module
+
+    def dying():
+        class Dies(original()):
+            def training_step(self, batch, i):
+                if self.global_step == 3:
+                    raise RuntimeError("killed at step 3")
+                return super().training_step(batch, i)
+
+        return Dies
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(lift_mod, "_lightning_module", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_lift("tiny", MICRO, store=str(store), out=str(out), max_steps=6, progress=False)
+    saved = torch.load(out / "last.ckpt", map_location="cpu", weights_only=False)  # our own file
+    assert saved["global_step"] == 2  # saved every val_every_steps = 2 steps
+    assert not list(out.glob("*.tmp"))
+    monkeypatch.setattr(lift_mod, "_lightning_module", original)
+    ck = train_lift("tiny", MICRO, store=str(store), out=str(out), max_steps=6, resume=True, progress=False)
+    assert torch.load(out / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 6
+    assert load_lift(ck).denoiser.config.width == 32

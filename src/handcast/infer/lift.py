@@ -354,46 +354,13 @@ def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WIN
 
 
 def align_translation(hand_model, pose: torch.Tensor, transl: torch.Tensor, inp: LiftInput) -> torch.Tensor:
-    """Move each observed hand so that its keypoints line up with the 2D keypoints (rotations kept).
+    """Move each observed hand so that its keypoints line up with the 2D keypoints (rotations kept, mean
+    shape): :func:`handcast.fit.align.align_to_tracks` on one sequence. pose (T, 2, 16, 3), transl (T, 2, 3)
+    m frame-0 camera. Returns the new transl (unobserved hands unchanged)."""
+    from handcast.fit.align import align_to_tracks
 
-    Per (frame, hand) with >= MIN_KEYPOINTS keypoints: the offset ``e`` in camera t that minimises the
-    confidence-weighted algebraic reprojection error ``sum_k c_k |x_k (Z_k + e_z) - (X_k + e_x)|^2`` (and
-    the same in y), with ``(x_k, y_k)`` the observed keypoint in normalised image coordinates and ``X`` the
-    keypoint in camera t: a linear least-squares problem of 3 unknowns, so the hand's depth follows its
-    size in the image. pose (T, 2, 16, 3), transl (T, 2, 3) m frame-0 camera. Returns the new transl
-    (unobserved hands unchanged).
-    """
-    T = pose.shape[0]
-    dev = pose.device
-    with torch.no_grad():
-        X0 = hand_model.keypoints(pose, torch.zeros(T, 2, 10, device=dev), transl, rep="aa",
-                                  convention="flat").double().cpu().numpy()  # (T, 2, 21, 3)
-    w2c = inp.cameras().astype(np.float64)
-    R, tt = w2c[:, :3, :3], w2c[:, :3, 3]
-    Xc = np.einsum("tij,thkj->thki", R, X0) + tt[:, None, None]
-    Kinv = np.linalg.inv(inp.K.astype(np.float64))
-    uv1 = np.concatenate([np.nan_to_num(inp.uv.astype(np.float64)), np.ones(inp.uv.shape[:-1] + (1,))], -1)
-    xn = uv1 @ Kinv.T  # (T, 2, 21, 3) normalised coordinates
-    c = np.where(inp.observed[..., None], inp.conf, 0.0).astype(np.float64)  # (T, 2, 21)
-    # rows: [1, 0, -x] e = x Z - X ; [0, 1, -y] e = y Z - Y
-    A = np.zeros(c.shape + (2, 3))
-    A[..., 0, 0] = 1.0
-    A[..., 1, 1] = 1.0
-    A[..., 0, 2] = -xn[..., 0]
-    A[..., 1, 2] = -xn[..., 1]
-    b = np.stack([xn[..., 0] * Xc[..., 2] - Xc[..., 0], xn[..., 1] * Xc[..., 2] - Xc[..., 1]], -1)
-    Aw = A * c[..., None, None]
-    AtA = np.einsum("thkri,thkrj->thij", Aw, A) + 1e-9 * np.eye(3)
-    Atb = np.einsum("thkri,thkr->thi", Aw, b)
-    e = np.linalg.solve(AtA, Atb[..., None])[..., 0]  # (T, 2, 3) camera t
-    d = np.einsum("tji,thj->thi", R, e)  # back to the frame-0 camera
-    # keep every keypoint in front of the camera
-    obs = inp.observed
-    d = np.where(obs[..., None], d, 0.0)
-    z_new = Xc[..., 2] + e[..., 2][..., None]
-    bad = obs & ~(z_new > 0.05).all(-1)
-    d[bad] = 0.0
-    return transl + torch.from_numpy(d).to(transl)
+    betas = torch.zeros(2, 10, device=pose.device)
+    return align_to_tracks(hand_model, pose, transl, betas, inp.uv, inp.conf, inp.observed, inp.K, inp.cameras())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,26 @@ from handcast.errors import HandcastError
 from handcast.models.motion import keypoints_from_motion
 
 
+def reprojection_to_truth(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Mean squared 2D distance, in normalised image units ([-1, 1] across the image), between keypoints
+    (B, T, 2, 21, 3) in the frame-0 camera and the ground-truth 3D keypoints, both projected into camera t.
+
+    Against the clean projection of the truth, not the (jittered) input tracks, so the model learns to put
+    each hand on its viewing rays without learning the noise. Hands that are invalid or whose truth is not
+    in front of the camera are left out."""
+    from handcast.geometry import project, transform_points
+
+    w2c, K = batch["world_to_cam"][:, :, None, None], batch["K"][:, None, None, None]
+    cam_gt = transform_points(w2c, batch["joints3d"])
+    uv = project(transform_points(w2c, kp3d), K, behind="clamp")
+    uv_gt = project(cam_gt, K, behind="clamp")
+    wh = batch["image_size"].to(uv.dtype)[:, None, None, None, :]
+    ok = batch["hand_valid"][..., None] & (cam_gt[..., 2] > 0.05) & batch["frame_mask"][:, :, None, None]
+    err = ((2 * (uv - uv_gt) / wh) ** 2).sum(-1)
+    ok = ok.to(err.dtype)
+    return (err * ok).sum() / ok.sum().clamp_min(1.0)
+
+
 def build_model(model_cfg: dict):
     from handcast.models.lifting import LiftConfig, LiftingModel
 
@@ -43,14 +63,17 @@ def _lightning_module():
             x_t, t, _ = noisy_input(self.scheduler_, x0)  # diffusers moves its tables to x0's device
             pred = m.denoise(x_t, t, tokens, tmask, batch["frame_mask"])
             out = {"diffusion": diffusion_loss(pred, x0, mask)}
-            w = float(self.tcfg["aux_joints"])
-            if w > 0:
+            w, wr = float(self.tcfg["aux_joints"]), float(self.tcfg.get("aux_reproj", 0.0))
+            if w > 0 or wr > 0:
                 rot6d, wrist = m.codec.decode(pred)
                 kp = keypoints_from_motion(self.hands, rot6d, wrist, batch["betas"])
                 gt = batch["joints3d"]
-                err = ((kp - kp[..., :1, :]) - (gt - gt[..., :1, :])).pow(2).sum(-1).mean(-1)  # (B, T, 2)
-                hv = batch["hand_valid"].float()
-                out["joints"] = w * (err * hv).sum() / hv.sum().clamp_min(1.0)
+                if w > 0:
+                    err = ((kp - kp[..., :1, :]) - (gt - gt[..., :1, :])).pow(2).sum(-1).mean(-1)  # (B, T, 2)
+                    hv = batch["hand_valid"].float()
+                    out["joints"] = w * (err * hv).sum() / hv.sum().clamp_min(1.0)
+                if wr > 0:
+                    out["reproj"] = wr * reprojection_to_truth(kp, batch)
             out["loss"] = sum(out.values())
             return out
 

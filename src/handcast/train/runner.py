@@ -36,6 +36,12 @@ def motion_module_base():
             return torch.optim.AdamW(self.model.parameters(), lr=float(self.tcfg["lr"]),
                                      weight_decay=float(self.tcfg["weight_decay"]))
 
+        def on_train_start(self):
+            # a resumed run goes on with the config's learning rate (the restored optimiser state holds the old one)
+            for opt in self.trainer.optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = float(self.tcfg["lr"])
+
     return MotionDiffusionModule
 
 
@@ -52,6 +58,37 @@ def prepare_run(out: str | Path, resume: bool, seed: int) -> Path:
     return run
 
 
+def save_last_callback(path: str | Path, every_steps: int):
+    """A Lightning callback that writes the full training state (weights, optimiser, loop) to ``path`` every
+    ``every_steps`` optimiser steps and when training ends, atomically (temporary file, then rename), so a
+    run killed at any moment resumes from its last save. (Lightning's ModelCheckpoint with ``save_top_k=0``
+    writes ``last.ckpt`` only when it also saved a top-k checkpoint, i.e. never.)"""
+    import lightning as L
+
+    class SaveLast(L.Callback):
+        def __init__(self):
+            self.path, self.every, self.saved_at = Path(path), max(1, int(every_steps)), -1
+
+        def _save(self, trainer):
+            if trainer.global_step == self.saved_at:
+                return
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+            trainer.strategy.barrier("save_last")
+            self.saved_at = trainer.global_step
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step % self.every == 0:
+                self._save(trainer)
+
+        def on_train_end(self, trainer, pl_module):
+            self._save(trainer)
+
+    return SaveLast()
+
+
 def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str, model_cfg: dict, resume: bool = False,
         devices: int | str = 1, accelerator: str = "cpu", num_nodes: int = 1, strategy: str = "auto",
         progress: bool = True) -> Path:
@@ -61,16 +98,16 @@ def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str, model_cfg: dict
 
     from handcast.train.checkpoint import save_checkpoint
 
-    ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=run, save_last=True, save_top_k=0)
+    last = run / "last.ckpt"
+    ckpt_cb = save_last_callback(last, int(t["val_every_steps"]))
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         max_steps=int(t["max_steps"]), gradient_clip_val=float(t["grad_clip"]),
         val_check_interval=min(int(t["val_every_steps"]), int(t["max_steps"])), check_val_every_n_epoch=None,
-        callbacks=[ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress,
+        callbacks=[ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress, enable_checkpointing=False,
         logger=L.pytorch.loggers.CSVLogger(str(run), name="logs"), enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    last = run / "last.ckpt"
     trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
     final = run / f"{kind}.safetensors"
     if trainer.is_global_zero:
