@@ -2,13 +2,15 @@
 
   python scripts/bench_forecast_speed.py --size tiny  --ckpt runs/forecast_tiny/f_lab/forecast.safetensors
   python scripts/bench_forecast_speed.py --size paper            # random weights, the published sizes
+  python scripts/bench_forecast_speed.py --size paper --int8 --samplers ddim-2 ddim-3 --ref-steps 0
 
 Fast path: the image is encoded once, the 5 samples are denoised together in one batch, few-step sampler.
 Reference protocol: DDPM with all 1000 steps, samples one by one (the image re-encoded for each, as a
 per-sample loop does). For the paper size the reference protocol takes about half an hour here, so by
 default it is timed over ``--ref-steps`` steps and extrapolated to 1000 (printed as such).
 With a tiny checkpoint and ``--store`` the accuracy cost is measured too: M (cm, best-of-5) on lab_test
-with each sampler.
+with each sampler. ``--int8`` runs the model with int8 dynamic quantisation of its linear layers
+(:func:`handcast.models.quantize.int8_cpu`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def main() -> None:
     ap.add_argument("--ref-steps", type=int, default=None, help="time the DDPM reference over this many steps "
                     "and extrapolate (default: 1000 for tiny, 3 for paper)")
     ap.add_argument("--store", default=None, help="synthetic store: also measure M on lab_test per sampler")
+    ap.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers")
+    ap.add_argument("--samplers", nargs="+", default=["ddim-10", "dpm-10", "ddim-5"], metavar="NAME-STEPS",
+                    help="samplers to time (default: ddim-10 dpm-10 ddim-5)")
+    ap.add_argument("--accuracy-samplers", nargs="+", default=["ddim-10", "dpm-10", "ddim-50", "ddpm-1000"],
+                    metavar="NAME-STEPS", help="samplers whose M is measured with --store")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -56,20 +63,28 @@ def main() -> None:
     else:
         cfg = to_container(load_config("forecast", args.size))
         model = build_model(cfg["model"]).eval()
+    if args.int8:
+        from handcast.models.quantize import int8_cpu
+
+        model = int8_cpu(model)
     frames = 64 if args.size == "tiny" else 256
     s = args.samples
     batch = one_image_batch(frames)
-    print(f"{args.size} F: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, {frames} frames, "
-          f"{s} samples, {args.threads} threads")
+    print(f"{args.size} F{' (int8)' if args.int8 else ''}: {frames} frames, {s} samples, {args.threads} threads")
     g = torch.Generator().manual_seed(0)
     rows = []
-    for sampler, steps in (("ddim", 10), ("dpm", 10), ("ddim", 5)):
+    for sampler, steps in map(parse_sampler, args.samplers):
         sec = timed(lambda: model.sample(batch, s, sampler, steps, generator=g), 2 if args.size == "tiny" else 1)
         rows.append((f"{sampler}-{steps}, {s} samples batched, image encoded once", sec))
         print(f"  {rows[-1][0]}: {sec:.2f} s")
-    ref = args.ref_steps or (1000 if args.size == "tiny" else 3)
+    ref = args.ref_steps if args.ref_steps is not None else (1000 if args.size == "tiny" else 3)
     with torch.no_grad():
         enc = timed(lambda: model.condition(batch))
+    print(f"  image encoding: {enc:.2f} s")
+    if ref <= 0:  # --ref-steps 0: no reference timing
+        accuracy(args, model, s)
+        return
+    with torch.no_grad():
         tokens, tmask = model.condition(batch)
         x = torch.randn(1, frames, model.dcfg.motion_dim)
         step = timed(lambda: [model.denoise(x, torch.tensor([500]), tokens, tmask, batch["frame_mask"]) for _ in range(ref)])
@@ -77,8 +92,16 @@ def main() -> None:
     label = "measured" if ref == 1000 else f"extrapolated from {ref} steps"
     print(f"  reference: ddpm-1000, samples one by one: {s * per_sample:.1f} s ({label}; encode {enc:.2f} s + "
           f"{step / ref * 1000:.1f} ms per step per sample)")
-    print(f"  ratio reference / ddim-10 batched: {s * per_sample / rows[0][1]:.0f}x")
+    print(f"  ratio reference / {rows[0][0]}: {s * per_sample / rows[0][1]:.0f}x")
+    accuracy(args, model, s)
 
+
+def parse_sampler(text: str) -> tuple[str, int]:
+    name, _, steps = text.partition("-")
+    return name, int(steps)
+
+
+def accuracy(args, model, s: int) -> None:
     if args.store and args.ckpt:
         from handcast.data.store import ClipStore
         from handcast.eval.bench_forecasting import _gt, forecast_split
@@ -89,7 +112,7 @@ def main() -> None:
         st = ClipStore(args.store)
         gt = ground_truth_arrays(st, "lab_test")
         hands = HandModel("auto")
-        for sampler, steps in (("ddim", 10), ("dpm", 10), ("ddim", 50), ("ddpm", 1000)):
+        for sampler, steps in map(parse_sampler, args.accuracy_samplers):
             p = forecast_split(model, hands, st, "lab_test", s, sampler, steps)
             t = gt["joints"].shape[1]
             res = evaluate(Predictions(p["clip_ids"], p["joints"][:, :, :t], p["pose6d"][:, :, :t], p["transl"][:, :, :t]), _gt(gt))

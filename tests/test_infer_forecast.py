@@ -33,6 +33,13 @@ def test_keypoint_model_starts_where_the_input_hands_are(tmp_path):
     err = t0_reprojection_px(res)
     assert err.mean() < 40, err
     assert (res["joints"][..., 2] > 0.1).all()  # in front of the camera
+    # the int8 model (handcast.models.quantize) starts there too
+    assert main(["forecast", str(EX / "synthetic_scene.png"), "--keypoints", str(EX / "synthetic_scene.keypoints.json"),
+                 "--intrinsics", str(EX / "synthetic_scene.K.json"), "--out", str(out / "int8"), "--samples", "3",
+                 "--frames", "16", "--no-video", "--int8"]) == 0
+    q = load_npz(out / "int8" / "forecast.npz")
+    assert q["joints"].shape == (3, 16, 2, 21, 3)
+    assert t0_reprojection_px(q).mean() < 40
 
 
 @pytest.mark.slow

@@ -117,7 +117,7 @@ def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf
 def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | os.PathLike | None = None,
                  samples: int = 5, frames: int = 64, keypoints: str | os.PathLike | None = None, detect: bool = True,
                  fov: float | None = None, intrinsics: str | os.PathLike | None = None, sampler: str = "ddim",
-                 steps: int = 10, seed: int = 0, video: bool = True) -> dict:
+                 steps: int = 10, seed: int = 0, video: bool = True, int8: bool = False) -> dict:
     """The ``handcast forecast`` command: writes forecast.png / .mp4 / .npz to ``out``; returns
     {"outputs": [paths], "model": path, "keypoints": source, "hands": number of input hands}."""
     from handcast.data.images import load_image
@@ -139,6 +139,10 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
                             "installed): running the image-only model")
         ckpt = shipped_checkpoint(SHIPPED[kind], "handcast train forecast")
     model = load_forecast(ckpt)
+    if int8:
+        from handcast.models.quantize import int8_cpu
+
+        model = int8_cpu(model)
     if model.config.image is None and not present.any():
         raise HandcastError(f"{ckpt} is a keypoint-conditioned model and no hand was found in {image} "
                             "(pass --keypoints KP.json, or install the detect extra)")
