@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ref-steps", type=int, default=None, help="time the DDPM reference over this many steps "
-                    "and extrapolate (default: 1000 for tiny, 3 for paper)")
+                    "and extrapolate (default: 1000 for tiny, 3 for paper; 0: skip the reference)")
     ap.add_argument("--store", default=None, help="synthetic store: also measure M on lab_test per sampler")
     ap.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers")
     ap.add_argument("--samplers", nargs="+", default=["ddim-10", "dpm-10", "ddim-5"], metavar="NAME-STEPS",

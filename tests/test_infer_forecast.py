@@ -40,6 +40,8 @@ def test_keypoint_model_starts_where_the_input_hands_are(tmp_path):
     q = load_npz(out / "int8" / "forecast.npz")
     assert q["joints"].shape == (3, 16, 2, 21, 3)
     assert t0_reprojection_px(q).mean() < 40
+    # same seed: the int8 futures differ from the float32 ones by quantisation noise only (measured: 8 mm at most)
+    assert 0 < np.abs(q["joints"] - res["joints"]).max() < 0.03
 
 
 @pytest.mark.slow

@@ -85,6 +85,10 @@ HAND_COLORS: tuple[tuple[int, int, int], tuple[int, int, int]] = ((40, 110, 235)
 # Provenance of a clip's 3D labels.
 PROVENANCES: tuple[str, ...] = ("gt", "imputed", "2d-only")
 
+# A hand counts as detected in a frame (an input to lifting, forecasting and fitting) when at least this many
+# of its 2D keypoints have confidence > 0.
+MIN_HAND_KEYPOINTS = 3
+
 
 def mano21_to_common(x: np.ndarray, axis: int = -2) -> np.ndarray:
     """Reorder a MANO-21 keypoint axis (16 MANO joints + 5 tips) to the common order."""

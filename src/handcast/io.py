@@ -107,3 +107,29 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
     if missing:
         raise HandcastError(f"{path}: missing array(s) {', '.join(missing)}")
     return data
+
+
+def numeric_field(data, key: str, src: str) -> np.ndarray:
+    """``data[key]`` as an array; HandcastError (naming ``src``) unless it is numeric (bool, int or float)."""
+    from handcast.errors import HandcastError
+
+    a = np.asarray(data[key])
+    if a.dtype.kind not in "biuf":
+        raise HandcastError(f"{src}: {key} must be numeric, got dtype {a.dtype}")
+    return a
+
+
+def check_world_to_cam(w2c: np.ndarray, num_frames: int, src: str) -> np.ndarray:
+    """``w2c`` as float64 (T, 4, 4) after checking it is a finite rigid transform (rotation + translation) in
+    every one of ``num_frames`` frames; HandcastError (naming ``src``) otherwise."""
+    from handcast.errors import HandcastError
+
+    w2c = np.asarray(w2c, np.float64)
+    T = int(num_frames)
+    if w2c.shape != (T, 4, 4) or not np.isfinite(w2c).all():
+        raise HandcastError(f"{src}: world_to_cam must be finite (T, 4, 4) = ({T}, 4, 4), got {w2c.shape}")
+    R = w2c[:, :3, :3]
+    if (np.abs(R @ np.swapaxes(R, 1, 2) - np.eye(3)).max() > 1e-3 or (np.linalg.det(R) <= 0).any()
+            or np.abs(w2c[:, 3] - [0, 0, 0, 1]).max() > 1e-6):
+        raise HandcastError(f"{src}: world_to_cam is not a rigid transform (rotation + translation) in every frame")
+    return w2c

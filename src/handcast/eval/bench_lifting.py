@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.data.store import ClipStore
 from handcast.eval.evaluate import GroundTruth, Predictions, evaluate
 from handcast.eval.export import ground_truth_arrays
@@ -49,7 +50,7 @@ def split_inputs(store: ClipStore, split: str) -> dict[str, torch.Tensor]:
     frame_mask = np.arange(t)[None] < lengths[:, None]
     out = dict(kp2d=kp, kp2d_conf=conf, world_to_cam=w2c, K=np.array(view.clip_field("K"), np.float32),  # copies: memmaps are read-only
                image_size=np.array(view.clip_field("image_size"), np.int64), frame_mask=frame_mask,
-               hand_obs=((conf > 0).sum(-1) >= 3) & frame_mask[..., None], betas=np.zeros((n, 2, 10), np.float32))
+               hand_obs=((conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS) & frame_mask[..., None], betas=np.zeros((n, 2, 10), np.float32))
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
 
 
@@ -100,14 +101,10 @@ def reference_predict(hands, gt: dict, inputs: dict) -> dict[str, tuple[torch.Te
     and uses the mean shape: the depth then follows the unknown hand size)."""
     from handcast.geometry import sixd_to_aa
 
-    t = inputs["kp2d"].shape[1]
-    pose = torch.zeros(*inputs["kp2d"].shape[:3], 16, 3)
-    wrist = torch.zeros(*inputs["kp2d"].shape[:3], 3)
-    pose[:, : gt["pose6d"].shape[1]] = sixd_to_aa(torch.from_numpy(gt["pose6d"]))
-    wrist[:, : gt["transl"].shape[1]] = torch.from_numpy(gt["transl"])
+    pose = sixd_to_aa(torch.from_numpy(gt["pose6d"]))  # both padded to the split's longest clip
     with torch.no_grad():
         j0 = hands.rest_joints(torch.zeros(2, 10))[:, 0]  # (2, 3) mean-shape rest wrist
-    transl = (wrist - j0)[:, :t]
+    transl = torch.from_numpy(gt["transl"]) - j0
     return {REFERENCES[0]: (pose, transl), REFERENCES[1]: (pose, align_predict(hands, pose, transl, inputs))}
 
 
@@ -175,13 +172,12 @@ def bench_lifting(store: str | Path, ckpts: dict[str, str], splits=("diverse_tes
         elif row in models:
             (pose, tr), dt = _timed(lambda: lift_predict(models[row], hands, inputs), n)
             cache[(split, row)] = (pose, tr, dt)
-        elif row.endswith(" + alignment"):
+        else:  # the main model's output, placed on the 2D or refined
             p0, t0, dt0 = cache[(split, main)]
-            (pose, tr), dt = _timed(lambda: (p0, align_predict(hands, p0, t0, inputs)), n)
-            dt += dt0
-        else:
-            p0, t0, dt0 = cache[(split, main)]
-            (pose, tr), dt = _timed(lambda: refine_predict(hands, p0, t0, inputs, refine_iterations, refine_tol), n)
+            if row.endswith(" + alignment"):
+                (pose, tr), dt = _timed(lambda: (p0, align_predict(hands, p0, t0, inputs)), n)
+            else:
+                (pose, tr), dt = _timed(lambda: refine_predict(hands, p0, t0, inputs, refine_iterations, refine_tol), n)
             dt += dt0
         rows.setdefault(row, {})[split] = score(keypoints_of(hands, pose, tr, inputs["betas"]), gt)
         secs.setdefault(row, {})[split] = dt

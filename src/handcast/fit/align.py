@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from handcast.conventions import MIN_HAND_KEYPOINTS
+
 __all__ = ["align_offsets", "align_to_tracks"]
 
-MIN_KEYPOINTS = 3
 
 
 def align_offsets(X0: np.ndarray, uv: np.ndarray, conf: np.ndarray, observed: np.ndarray, K: np.ndarray,
@@ -36,7 +37,7 @@ def align_offsets(X0: np.ndarray, uv: np.ndarray, conf: np.ndarray, observed: np
     Kinv = np.linalg.inv(K)
     uv1 = np.concatenate([np.nan_to_num(np.asarray(uv, np.float64)), np.ones(np.shape(uv)[:-1] + (1,))], -1)
     xn = np.einsum("...ij,...thkj->...thki", Kinv, uv1)  # normalised image coordinates
-    obs = np.asarray(observed, bool) & ((np.asarray(conf) > 0).sum(-1) >= MIN_KEYPOINTS)
+    obs = np.asarray(observed, bool) & ((np.asarray(conf) > 0).sum(-1) >= MIN_HAND_KEYPOINTS)
     c = np.where(obs[..., None], np.asarray(conf, np.float64), 0.0)
     # rows: [1, 0, -x] e = x Z - X ; [0, 1, -y] e = y Z - Y
     A = np.zeros(c.shape + (2, 3))

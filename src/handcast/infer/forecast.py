@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.errors import HandcastError
 
 SHIPPED = {"image": "forecast_image_tiny.safetensors", "keypoints": "forecast_keypoints_tiny.safetensors"}
@@ -104,7 +105,7 @@ def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf
         betas = torch.zeros(1, rot6d.shape[1], 2, 10)
         joints = keypoints_from_motion(hands, rot6d, wrist, betas)[0]
         j0 = hands.rest_joints(torch.zeros(2, 10))[:, 0]  # (2, 3)
-    present = (conf > 0).sum(-1) >= 3
+    present = (conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS
     if not present.any():  # an image-only model without keypoints: both hands are drawn
         present = np.ones(2, bool)
     return dict(joints=joints.numpy().astype(np.float32), pose=sixd_to_aa(rot6d[0]).numpy().astype(np.float32),
@@ -130,7 +131,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
     h, w = img.shape[:2]
     K = resolve_intrinsics((w, h), fov, intrinsics)
     uv, conf, source = input_keypoints(img, keypoints, detect)
-    present = (conf > 0).sum(-1) >= 3
+    present = (conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS
     messages = []
     if ckpt is None:
         kind = "keypoints" if present.any() else "image"

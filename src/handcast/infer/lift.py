@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handcast.conventions import NUM_KEYPOINTS, NUM_MANO_JOINTS
+from handcast.conventions import MIN_HAND_KEYPOINTS, NUM_KEYPOINTS, NUM_MANO_JOINTS
 from handcast.errors import HandcastError
+from handcast.io import check_world_to_cam, numeric_field
 
 __all__ = ["run_lift", "LiftInput", "read_tracks", "video_input", "window_starts", "window_weights",
            "lift_windows", "align_translation", "RefineSchedule", "refine_motion", "motion_metrics", "shipped_lift_checkpoint", "SHIPPED_LIFT",
@@ -48,7 +49,7 @@ SHIPPED_LIFT = "lift_tiny.safetensors"
 #: frames per lifting window: the horizon the shipped checkpoint was trained with
 DEFAULT_WINDOW = 64
 #: a hand enters the lifting and the refinement in a frame when at least this many keypoints are detected
-MIN_KEYPOINTS = 3
+MIN_KEYPOINTS = MIN_HAND_KEYPOINTS  # kept for callers of this module
 SAMPLERS = ("ddpm", "ddim", "dpm")
 TRACKS_SUFFIXES = (".npz",)
 
@@ -126,13 +127,6 @@ def _size_from_K(K: np.ndarray) -> tuple[int, int]:
     return max(1, int(round(2 * float(K[0, 2]) + 1))), max(1, int(round(2 * float(K[1, 2]) + 1)))
 
 
-def _numeric(data: dict, key: str, src: str) -> np.ndarray:
-    a = np.asarray(data[key])
-    if a.dtype.kind not in "biuf":
-        raise HandcastError(f"{src}: {key} must be numeric, got dtype {a.dtype}")
-    return a
-
-
 def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics=None,
                 max_frames: int | None = None) -> LiftInput:
     """Read and check a tracks file (see the module docstring and docs/lift_video.md).
@@ -150,18 +144,18 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
     path = Path(path)
     src = str(path)
     data = load_npz(path, required=("uv", "hand_valid"))
-    uv = _numeric(data, "uv", src).astype(np.float32)
+    uv = numeric_field(data, "uv", src).astype(np.float32)
     if uv.ndim != 4 or uv.shape[1:] != (2, NUM_KEYPOINTS, 2) or uv.shape[0] < 1:
         raise HandcastError(f"{src}: uv must be (T, 2, {NUM_KEYPOINTS}, 2) pixels with T >= 1, got {uv.shape}")
     T = uv.shape[0]
-    hv = _numeric(data, "hand_valid", src)
+    hv = numeric_field(data, "hand_valid", src)
     if hv.shape != (T, 2):
         raise HandcastError(f"{src}: hand_valid must be (T, 2) = ({T}, 2), got {hv.shape}")
     if hv.dtype.kind == "f" and not np.isin(hv, (0.0, 1.0)).all():
         raise HandcastError(f"{src}: hand_valid must be boolean (0 / 1)")
     hv = hv.astype(bool)
     if "confidence" in data:
-        conf = _numeric(data, "confidence", src).astype(np.float32)
+        conf = numeric_field(data, "confidence", src).astype(np.float32)
         if conf.shape != (T, 2, NUM_KEYPOINTS):
             raise HandcastError(f"{src}: confidence must be (T, 2, {NUM_KEYPOINTS}) = ({T}, 2, {NUM_KEYPOINTS}), "
                                 f"got {conf.shape}")
@@ -172,25 +166,19 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
         conf = np.ones((T, 2, NUM_KEYPOINTS), np.float32)
     w2c = None
     if "world_to_cam" in data:
-        w2c = _numeric(data, "world_to_cam", src).astype(np.float64)
-        if w2c.shape != (T, 4, 4) or not np.isfinite(w2c).all():
-            raise HandcastError(f"{src}: world_to_cam must be finite (T, 4, 4) = ({T}, 4, 4), got {w2c.shape}")
-        R = w2c[:, :3, :3]
-        if (np.abs(R @ np.swapaxes(R, 1, 2) - np.eye(3)).max() > 1e-3 or (np.linalg.det(R) <= 0).any()
-                or np.abs(w2c[:, 3] - [0, 0, 0, 1]).max() > 1e-6):
-            raise HandcastError(f"{src}: world_to_cam is not a rigid transform (rotation + translation) in every frame")
+        w2c = check_world_to_cam(numeric_field(data, "world_to_cam", src), T, src)
         if np.abs(w2c[0] - np.eye(4)).max() > 1e-6:  # make frame 0 the reference
             w2c = w2c @ invert_rigid(w2c[0])[None]
         w2c = w2c.astype(np.float32)
     fps = 30.0
     if "fps" in data:
-        f = _numeric(data, "fps", src).reshape(-1)
+        f = numeric_field(data, "fps", src).reshape(-1)
         if f.size != 1 or not np.isfinite(f[0]) or f[0] <= 0:
             raise HandcastError(f"{src}: fps must be one positive number")
         fps = float(f[0])
     file_K = None
     if "K" in data:
-        file_K = _numeric(data, "K", src).astype(np.float64)
+        file_K = numeric_field(data, "K", src).astype(np.float64)
         if file_K.shape != (3, 3):
             raise HandcastError(f"{src}: K must be (3, 3), got {file_K.shape}")
         check_intrinsics(file_K, name=f"{src}: K")
@@ -203,7 +191,7 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
         image = im
     size = None
     if "image_size" in data:
-        sz = _numeric(data, "image_size", src).reshape(-1)
+        sz = numeric_field(data, "image_size", src).reshape(-1)
         if sz.shape != (2,) or not np.isfinite(sz).all() or (sz < 1).any():
             raise HandcastError(f"{src}: image_size must be (2,) positive (width, height)")
         size = (int(round(float(sz[0]))), int(round(float(sz[1]))))

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from handcast.conventions import MOTION_DIM, NUM_KEYPOINTS
+from handcast.conventions import MIN_HAND_KEYPOINTS, MOTION_DIM, NUM_KEYPOINTS
 from handcast.errors import HandcastError
 from handcast.geometry import kpe
 from handcast.models.denoiser import TokenMLP
@@ -110,7 +110,7 @@ def keypoint_features(kp2d: torch.Tensor, conf: torch.Tensor, K: torch.Tensor, i
     norm = (2.0 * uv / wh - 1.0) * present_kp
     safe = torch.where(present_kp > 0, uv, K[:, None, None, :2, 2].expand_as(uv))
     enc = kpe(safe, K[:, None, None], kpe_freqs) * present_kp
-    hand = (conf > 0).sum(-1) >= 3  # (B, 2)
+    hand = (conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS  # (B, 2)
     handed = torch.eye(2, dtype=kp2d.dtype, device=kp2d.device).expand(b, 2, 2)
     feats = torch.cat([norm.flatten(-2), conf, enc.flatten(-2), handed, hand.to(kp2d.dtype).unsqueeze(-1)], -1)
     return feats * torch.cat([hand.to(kp2d.dtype).unsqueeze(-1).expand(b, 2, feats.shape[-1] - 3),

@@ -65,8 +65,9 @@ class PlainEncoder(nn.Module):
         self.layers = nn.ModuleList(PlainEncoderLayer(layer) for layer in encoder.layers)
         self.norm = encoder.norm
 
-    def forward(self, src: torch.Tensor, mask=None, src_key_padding_mask: torch.Tensor | None = None, **_):
-        if mask is not None:
+    def forward(self, src: torch.Tensor, mask=None, src_key_padding_mask: torch.Tensor | None = None,
+                is_causal: bool | None = None):
+        if mask is not None or is_causal:
             raise HandcastError("plain encoder: attention masks other than key padding are not supported")
         attend = None if src_key_padding_mask is None else ~src_key_padding_mask[:, None, None, :]
         x = src

@@ -29,6 +29,7 @@ import numpy as np
 
 from handcast.conventions import HAND_COLORS, HANDS, KEYPOINT_BONES, NUM_KEYPOINTS, NUM_MANO_JOINTS
 from handcast.errors import HandcastError
+from handcast.io import check_world_to_cam, numeric_field
 
 __all__ = ["ResultArrays", "read_result", "write_viewer", "encode_positions", "decode_positions",
            "bundle_info", "MAX_IMAGE_SIDE"]
@@ -97,10 +98,7 @@ def _load(result, name: str) -> dict[str, np.ndarray]:
 
 
 def _float(data, key, src) -> np.ndarray:
-    a = np.asarray(data[key])
-    if a.dtype.kind not in "fiub":
-        raise HandcastError(f"{src}: {key} must be numeric, got dtype {a.dtype}")
-    return a.astype(np.float64)
+    return numeric_field(data, key, src).astype(np.float64)
 
 
 def _with_samples(a: np.ndarray, key: str, src: str, S: int, T: int, tail: tuple, had_samples: bool) -> np.ndarray:
@@ -274,13 +272,7 @@ def read_result(result, *, clip: int = 0, need_meshes: bool = False, name: str =
         image_size = (max(1, int(round(2 * K[0, 2]))), max(1, int(round(2 * K[1, 2]))))
     w2c = None
     if "world_to_cam" in data:
-        w2c = _float(data, "world_to_cam", src)
-        if w2c.shape != (T, 4, 4) or not np.isfinite(w2c).all():
-            raise HandcastError(f"{src}: world_to_cam must be finite (T, 4, 4) = ({T}, 4, 4), got {w2c.shape}")
-        R = w2c[:, :3, :3]
-        if (np.abs(R @ np.swapaxes(R, 1, 2) - np.eye(3)).max() > 1e-3 or (np.linalg.det(R) <= 0).any()
-                or np.abs(w2c[:, 3] - [0, 0, 0, 1]).max() > 1e-6):
-            raise HandcastError(f"{src}: world_to_cam is not a rigid transform (rotation + translation) in every frame")
+        w2c = check_world_to_cam(_float(data, "world_to_cam", src), T, src)
     fps = 30.0
     if "fps" in data:
         f = np.asarray(data["fps"]).reshape(-1)

@@ -105,3 +105,16 @@ def load_weights_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], 
             parts.append(f"shape of {k} is {tuple(state[k].shape)}, code expects {tuple(own[k].shape)}")
         raise HandcastError(f"{source}: checkpoint does not match the model its config builds: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
+
+
+def load_model(path: str | Path, kind: str, build, device: str | torch.device = "cpu"):
+    """(model, metadata) of a checkpoint of ``kind``: ``build(config)`` makes the model, whose weights must
+    match the stored ones exactly; in eval mode on ``device``. A config this code cannot build is refused
+    with a one-line HandcastError."""
+    cfg, state, meta = read_checkpoint(path, kind)
+    try:
+        model = build(cfg)
+    except (TypeError, KeyError, ValueError) as e:
+        raise HandcastError(f"{path}: checkpoint config does not match this handcast ({e})") from None
+    load_weights_strict(model, state, path)
+    return model.to(device).eval(), meta

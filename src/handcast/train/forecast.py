@@ -69,16 +69,11 @@ def reprojection_error(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
     """Mean squared 2D error, in normalised image units ([-1, 1] across the image), of keypoints (B, T, 2, 21, 3)
     in the frame-0 camera against the observed 2D tracks (camera t), over detected keypoints of hands present
     in the input frame."""
-    from handcast.geometry import project, transform_points
+    from handcast.train.lift import image_error
 
-    cam = transform_points(batch["world_to_cam"][:, :, None, None], kp3d)
-    uv = project(cam, batch["K"][:, None, None, None], behind="clamp")
-    wh = batch["image_size"].to(uv.dtype)[:, None, None, None, :]
     w = (batch["kp2d_conf"] > 0) & batch["frame_mask"][:, :, None, None] & batch["hand_valid"][:, :1, :, None]
-    obs = torch.where(w.unsqueeze(-1), batch["kp2d"], torch.zeros_like(batch["kp2d"]))
-    err = ((2 * (uv - obs) / wh) ** 2).sum(-1)
-    w = w.to(err.dtype)
-    return (err * w).sum() / w.sum().clamp_min(1.0)
+    obs = torch.where(w.unsqueeze(-1), batch["kp2d"], torch.zeros_like(batch["kp2d"]))  # missing ones may be NaN
+    return image_error(kp3d, obs, w, batch)
 
 
 def _lightning_module():
@@ -226,12 +221,6 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
 
 def load_forecast(path: str | Path, device: str | torch.device = "cpu"):
     """The forecasting model of a handcast checkpoint, in eval mode on ``device``."""
-    from handcast.train.checkpoint import load_weights_strict, read_checkpoint
+    from handcast.train.checkpoint import load_model
 
-    cfg, state, _ = read_checkpoint(path, "forecast")
-    try:
-        model = build_model(cfg)
-    except TypeError as e:
-        raise HandcastError(f"{path}: checkpoint config does not match this handcast ({e})") from None
-    load_weights_strict(model, state, path)
-    return model.to(device).eval()
+    return load_model(path, "forecast", build_model, device)[0]

@@ -18,24 +18,33 @@ from handcast.errors import HandcastError
 from handcast.models.motion import keypoints_from_motion
 
 
+def image_error(kp3d: torch.Tensor, target_uv: torch.Tensor, weight: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Weighted mean squared 2D distance, in normalised image units ([-1, 1] across the image), between
+    keypoints kp3d (B, T, 2, 21, 3) in the frame-0 camera projected into camera t (``batch``'s world_to_cam,
+    K, image_size) and ``target_uv`` (B, T, 2, 21, 2) pixels; ``weight`` (B, T, 2, 21)."""
+    from handcast.geometry import project, transform_points
+
+    uv = project(transform_points(batch["world_to_cam"][:, :, None, None], kp3d), batch["K"][:, None, None, None],
+                 behind="clamp")
+    wh = batch["image_size"].to(uv.dtype)[:, None, None, None, :]
+    err = ((2 * (uv - target_uv) / wh) ** 2).sum(-1)
+    w = weight.to(err.dtype)
+    return (err * w).sum() / w.sum().clamp_min(1.0)
+
+
 def reprojection_to_truth(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
-    """Mean squared 2D distance, in normalised image units ([-1, 1] across the image), between keypoints
-    (B, T, 2, 21, 3) in the frame-0 camera and the ground-truth 3D keypoints, both projected into camera t.
+    """:func:`image_error` of keypoints (B, T, 2, 21, 3) in the frame-0 camera against the ground-truth 3D
+    keypoints projected into camera t.
 
     Against the clean projection of the truth, not the (jittered) input tracks, so the model learns to put
     each hand on its viewing rays without learning the noise. Hands that are invalid or whose truth is not
     in front of the camera are left out."""
     from handcast.geometry import project, transform_points
 
-    w2c, K = batch["world_to_cam"][:, :, None, None], batch["K"][:, None, None, None]
-    cam_gt = transform_points(w2c, batch["joints3d"])
-    uv = project(transform_points(w2c, kp3d), K, behind="clamp")
-    uv_gt = project(cam_gt, K, behind="clamp")
-    wh = batch["image_size"].to(uv.dtype)[:, None, None, None, :]
+    cam_gt = transform_points(batch["world_to_cam"][:, :, None, None], batch["joints3d"])
+    uv_gt = project(cam_gt, batch["K"][:, None, None, None], behind="clamp")
     ok = batch["hand_valid"][..., None] & (cam_gt[..., 2] > 0.05) & batch["frame_mask"][:, :, None, None]
-    err = ((2 * (uv - uv_gt) / wh) ** 2).sum(-1)
-    ok = ok.to(err.dtype)
-    return (err * ok).sum() / ok.sum().clamp_min(1.0)
+    return image_error(kp3d, uv_gt, ok, batch)
 
 
 def build_model(model_cfg: dict):
@@ -196,15 +205,9 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
 
 def load_lift(path: str | Path, device: str | torch.device = "cpu"):
     """The lifting model of a handcast checkpoint, in eval mode on ``device``."""
-    from handcast.train.checkpoint import load_weights_strict, read_checkpoint
+    from handcast.train.checkpoint import load_model
 
-    cfg, state, _ = read_checkpoint(path, "lift")
-    try:
-        model = build_model(cfg)
-    except TypeError as e:
-        raise HandcastError(f"{path}: checkpoint config does not match this handcast ({e})") from None
-    load_weights_strict(model, state, path)
-    return model.to(device).eval()
+    return load_model(path, "lift", build_model, device)[0]
 
 
 def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, seed: int = 0):

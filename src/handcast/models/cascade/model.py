@@ -150,15 +150,9 @@ def save_cascade(path: str | Path, model: PoseCascade, stages: tuple[str, ...] =
 
 
 def _load(path, kind, cls, device, hand_model=None):
-    from handcast.train.checkpoint import load_weights_strict, read_checkpoint
+    from handcast.train.checkpoint import load_model
 
-    cfg, state, meta = read_checkpoint(path, kind)
-    try:
-        model = cls(cfg, hand_model)
-    except (TypeError, KeyError, ValueError) as e:
-        raise HandcastError(f"{path}: checkpoint config does not match this handcast ({e})") from None
-    load_weights_strict(model, state, path)
-    return model.to(device).eval(), meta
+    return load_model(path, kind, lambda cfg: cls(cfg, hand_model), device)
 
 
 def load_cascade(path: str | Path, device: str | torch.device = "cpu", require_complete: bool = True,
