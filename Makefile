@@ -45,7 +45,9 @@ demo: $(STAMP)
 	$(HANDCAST) view $(DEMO)/forecast_real/forecast.npz --out $(DEMO)/forecast_real/view.html
 	@echo "demo outputs in $(DEMO)/"
 
+# the layer contract (pyproject.toml [tool.importlinter], docs/architecture.md), then the whole suite
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n $(JOBS) --durations=15
 
 test-fast: $(STAMP)

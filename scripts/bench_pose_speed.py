@@ -37,12 +37,11 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from handcast.models.cascade.inference import estimate_pose, resolve_checkpoint
-    from handcast.models.cascade.model import load_cascade
+    from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
     from handcast.synth import generate_clip
 
     torch.set_num_threads(args.threads)
-    model = load_cascade(resolve_checkpoint(args.ckpt))
+    model = load_cascade(resolve_pose_checkpoint(args.ckpt))
     scenes = []
     for i in range(args.images):
         c = generate_clip((424242, i), ("lab", "diverse", "wild")[i % 3], n_frames=2, image_size=(512, 512))
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
                          "hands_per_s": round(nh / dt, 2), "ms_per_image": round(1000 * dt / n, 2)})
             print(json.dumps(rows[-1]))
     info = {"threads": args.threads, "workers": args.workers, "machine": platform.processor() or platform.machine(), "cpu_count": __import__("os").cpu_count(),
-            "checkpoint": str(resolve_checkpoint(args.ckpt)), "aggregation": args.aggregation, "rows": rows}
+            "checkpoint": str(resolve_pose_checkpoint(args.ckpt)), "aggregation": args.aggregation, "rows": rows}
     if args.json:
         from handcast.io import atomic_path
 
@@ -90,7 +89,7 @@ def _work(model, scenes, jobs, S, steps, aggregation, threads, barrier):
     """Warm up, wait for the others, run ``jobs`` (repeat, scene index); returns (start, end) monotonic times."""
     import torch
 
-    from handcast.models.cascade.inference import estimate_pose
+    from handcast.models.cascade.estimate import estimate_pose
 
     torch.set_num_threads(threads)
     for img, kp, K in scenes[:2]:

@@ -1,4 +1,4 @@
-"""Whole-image inference and the ``handcast pose`` function (handcast.models.cascade.inference)."""
+"""Whole-image inference and the ``handcast pose`` function (handcast.models.cascade.estimate, handcast.infer.pose)."""
 
 import json
 
@@ -36,7 +36,7 @@ def _scene(seed=0):
 def test_left_hand_estimate_is_the_mirror_of_the_right_hand_estimate(model):
     """A left hand in an image is processed as the mirrored right hand of the mirrored image: the two
     estimates must be exact mirror images (same seed)."""
-    from handcast.models.cascade.inference import estimate_pose
+    from handcast.models.cascade.estimate import estimate_pose
 
     img, uv = _scene(0)
     kp_r = np.full((2, 21, 2), np.nan)
@@ -58,7 +58,7 @@ def test_left_hand_estimate_is_the_mirror_of_the_right_hand_estimate(model):
 
 
 def test_estimate_pose_outputs_and_root(model):
-    from handcast.models.cascade.inference import estimate_pose
+    from handcast.models.cascade.estimate import estimate_pose
 
     img, uv = _scene(1)
     kp = np.stack([uv, uv + np.array([120.0, 0.0])])
@@ -74,7 +74,7 @@ def test_estimate_pose_outputs_and_root(model):
 
 
 def test_bad_inputs(model):
-    from handcast.models.cascade.inference import estimate_pose
+    from handcast.models.cascade.estimate import estimate_pose
 
     img, uv = _scene(2)
     kp = np.full((2, 21, 2), np.nan)
@@ -100,7 +100,7 @@ def _write_inputs(tmp_path, hands=("right",)):
 
 def test_run_pose_writes_every_output(ckpt, tmp_path):
     from handcast.io import load_npz
-    from handcast.models.cascade.inference import run_pose
+    from handcast.infer.pose import run_pose
 
     img, kp = _write_inputs(tmp_path, ("left",))
     out = run_pose(img, tmp_path / "out", keypoints=kp, ckpt=ckpt.parent, num_samples=3)
@@ -119,7 +119,7 @@ def test_run_pose_writes_every_output(ckpt, tmp_path):
 
 
 def test_run_pose_bad_inputs_leave_nothing_behind(ckpt, tmp_path):
-    from handcast.models.cascade.inference import run_pose
+    from handcast.infer.pose import run_pose
 
     img, kp = _write_inputs(tmp_path)
     out = tmp_path / "out"
@@ -144,7 +144,8 @@ def test_run_pose_bad_inputs_leave_nothing_behind(ckpt, tmp_path):
 def test_without_keypoints_the_detector_is_used_and_its_failure_is_explained(model, monkeypatch):
     import handcast.detect as detect
     from handcast.detect import HandDetections
-    from handcast.models.cascade.inference import estimate_pose
+    from handcast.infer.pose import detect_keypoints
+    from handcast.models.cascade.estimate import estimate_pose
 
     img, uv = _scene(4)
 
@@ -153,7 +154,7 @@ def test_without_keypoints_the_detector_is_used_and_its_failure_is_explained(mod
 
     monkeypatch.setattr(detect, "detect_image", missing)
     with pytest.raises(HandcastError, match="--keypoints"):
-        estimate_pose(img, model, None, K=K)
+        detect_keypoints(img)
 
     def found(image, *a, **k):  # a detector that sees one left hand
         d = HandDetections.empty((W, H))
@@ -161,6 +162,6 @@ def test_without_keypoints_the_detector_is_used_and_its_failure_is_explained(mod
         return d
 
     monkeypatch.setattr(detect, "detect_image", found)
-    res = estimate_pose(img, model, None, K=K, num_samples=2)
+    res = estimate_pose(img, model, detect_keypoints(img), K=K, num_samples=2)
     assert list(res.handedness) == ["left"]
     np.testing.assert_allclose(res.kp2d_conf, 0.9, rtol=1e-6)

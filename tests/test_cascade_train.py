@@ -22,7 +22,7 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory):
-    from handcast.data.crops import build_crops
+    from handcast.synth.crops import build_crops
 
     return build_crops(tmp_path_factory.mktemp("crops") / "smoke", "smoke", seed=5, progress=False)
 

@@ -6,7 +6,6 @@ import pytest
 from handcast.data.crops import (
     CROP_SIZE,
     CropSet,
-    build_crops,
     canonical_crop,
     crop_hand,
     crop_intrinsics,
@@ -18,6 +17,7 @@ from handcast.data.crops import (
 )
 from handcast.data.images import uncrop_points
 from handcast.errors import HandcastError
+from handcast.synth.crops import build_crops
 
 K = np.array([[300.0, 0.0, 160.0], [0.0, 300.0, 118.0], [0.0, 0.0, 1.0]])
 

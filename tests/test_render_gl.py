@@ -9,8 +9,8 @@ import pytest
 import trimesh
 
 from handcast.errors import HandcastError
-from handcast.render import gl
-from handcast.render.gl import Mesh, Renderer, projection_matrix, vertex_normals
+from handcast.gl import renderer as gl
+from handcast.gl.renderer import Mesh, Renderer, projection_matrix, vertex_normals
 from handcast.render.overlay import project_points
 
 

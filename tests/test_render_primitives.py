@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from handcast.errors import HandcastError
-from handcast.render import primitives as P
-from handcast.render.gl import Mesh, Renderer
+from handcast.gl import primitives as P
+from handcast.gl.renderer import Mesh, Renderer
 
 
 @pytest.mark.parametrize("kind", P.TEXTURE_KINDS)

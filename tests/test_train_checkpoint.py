@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from handcast.errors import HandcastError
-from handcast.train.checkpoint import load_weights_strict, read_checkpoint, save_checkpoint
+from handcast.models.checkpoint import load_weights_strict, read_checkpoint, save_checkpoint
 
 
 def _model(width=8):

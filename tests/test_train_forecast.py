@@ -42,7 +42,7 @@ def ckpt(store, tmp_path_factory):
 
 @pytest.mark.slow
 def test_train_resume_load_and_checkpoint_checks(store, ckpt, tmp_path):
-    from handcast.train.checkpoint import read_checkpoint, save_checkpoint
+    from handcast.models.checkpoint import read_checkpoint, save_checkpoint
     from handcast.train.forecast import load_forecast, train_forecast
 
     assert ckpt.is_file() and (ckpt.parent / "last.ckpt").is_file()

@@ -226,7 +226,7 @@ def _cmd_bench_pose(args: argparse.Namespace) -> None:
 
 
 def _cmd_pose(args: argparse.Namespace) -> None:
-    from handcast.models.cascade.inference import run_pose
+    from handcast.infer.pose import run_pose
 
     out = run_pose(args.image, args.out, keypoints=args.keypoints, ckpt=args.ckpt, num_samples=args.samples,
                    sampler=args.sampler, steps=args.steps, aggregation=args.aggregation, focal=args.focal,

@@ -1,4 +1,6 @@
-"""Single-hand crops for the pose estimator (issue 5): from the synthetic generator, both hands, all domains.
+"""Single-hand crops for the pose estimator: their geometry, the crop-set format, reading and batching.
+
+Crop sets are built from the synthetic generator by :func:`handcast.synth.crops.build_crops`.
 
 Every crop is in the **canonical (right-hand) frame**: a left hand's crop is mirrored left-right and its 3D
 quantities have x negated, so one network handles both hands (as HaMeR does). Undo with
@@ -49,20 +51,17 @@ from __future__ import annotations
 import io as _io
 import json
 import os
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+import torch
 
 from handcast.conventions import NUM_KEYPOINTS
 from handcast.errors import HandcastError
 
 __all__ = [
-    "CROP_SIZE", "CropPreset", "CROP_PRESETS", "CropSet", "build_crops", "canonical_crop", "crop_intrinsics",
-    "crop_hand", "get_crop_preset", "hand_box", "mirror_x", "normalise_images", "to_crop_pixels", "uv_to_unit",
-    "unit_to_uv",
+    "CROP_SIZE", "CropBatches", "CropSet", "canonical_crop", "crop_intrinsics", "crop_hand", "hand_box", "mirror_x",
+    "normalise_images", "to_crop_pixels", "uv_to_unit", "unit_to_uv",
 ]
 
 CROP_SIZE: tuple[int, int] = (256, 192)
@@ -190,189 +189,6 @@ def crop_hand(image: np.ndarray, uv, conf=None, hand: int = 0, K=None, pad: floa
             "box": np.asarray(box, np.float64), "flip": flip}
 
 
-# ------------------------------------------------------------------------------------------ presets
-
-@dataclass(frozen=True)
-class CropPreset:
-    """How many synthetic clips per domain and split, and the render size of their first frame."""
-
-    name: str
-    train_clips: int  # per domain
-    test_clips: int  # per domain
-    render_size: int = 512
-    domains: tuple[str, ...] = ("lab", "diverse", "wild")
-    jitter_train: bool = True
-
-
-CROP_PRESETS: dict[str, CropPreset] = {
-    "smoke": CropPreset("smoke", train_clips=2, test_clips=1, render_size=384),
-    "tiny": CropPreset("tiny", train_clips=75, test_clips=25),
-    "small": CropPreset("small", train_clips=600, test_clips=100),
-    "paper": CropPreset("paper", train_clips=20000, test_clips=500, render_size=768),
-}
-
-
-def get_crop_preset(name: str | CropPreset) -> CropPreset:
-    if isinstance(name, CropPreset):
-        return name
-    if name not in CROP_PRESETS:
-        raise HandcastError(f"unknown crop preset {name!r}; choose from {', '.join(CROP_PRESETS)}")
-    return CROP_PRESETS[name]
-
-
-# ------------------------------------------------------------------------------------------ building
-
-def _clip_crops(clip, hands_model, rng: np.random.Generator, jitter: bool) -> list[dict]:
-    """The crops of frame 0 of a rendered synthetic clip (0, 1 or 2 hands)."""
-    import torch
-
-    from handcast.data.images import input_to_image
-    from handcast.hand import mirror_pose
-    from handcast.synth.camera import project_np
-
-    w, h = clip.image_size
-    K = clip.K.astype(np.float64)
-    joints = clip.joints3d[0].astype(np.float64)  # (2, 21, 3) frame-0 camera
-    uv, z = project_np(joints, K)
-    with torch.no_grad():
-        out = hands_model(torch.as_tensor(clip.pose[:1]), torch.as_tensor(clip.betas[None]),
-                          torch.as_tensor(clip.transl[:1]))
-    verts = out.vertices[0].numpy().astype(np.float64)  # (2, V, 3)
-    crops = []
-    for hand in (0, 1):
-        if not clip.valid[0, hand]:
-            continue
-        inside = (z[hand] > 0.02) & (uv[hand, :, 0] >= -0.5) & (uv[hand, :, 0] <= w - 0.5) \
-            & (uv[hand, :, 1] >= -0.5) & (uv[hand, :, 1] <= h - 0.5)
-        if inside.sum() < MIN_IN_VIEW or (z[hand] <= 0.02).any():
-            continue
-        lo, hi = uv[hand].min(0), uv[hand].max(0)
-        if (hi - lo).max() < MIN_BOX_PX:
-            continue
-        box = hand_box(uv[hand])
-        if jitter:
-            c, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2
-            size = float(half.max())
-            c = c + rng.uniform(-0.06, 0.06, 2) * 2 * size
-            half = half * rng.uniform(0.9, 1.15)
-            box = np.concatenate([c - half, c + half])
-        flip = hand == 1
-        tensor, affine = canonical_crop(clip.image, box, flip)
-        Kc = crop_intrinsics(K, affine, flip)
-        F = np.array([-1.0, 1.0, 1.0]) if flip else np.ones(3)
-        root = joints[hand, 0] * F
-        jrel = (joints[hand] - joints[hand, :1]) * F
-        vrel = (verts[hand] - joints[hand, :1]) * F
-        pose = clip.pose[0, hand].astype(np.float64)
-        if flip:
-            pose = mirror_pose(pose)
-        kp_det = clip.kp2d[0, hand].astype(np.float64)
-        conf_det = clip.kp2d_conf[0, hand].astype(np.float64)
-        kp_det_c = np.where(conf_det[:, None] > 0, to_crop_pixels(kp_det, affine), 0.0)
-        crops.append({
-            "image": input_to_image(tensor),
-            "kp2d": to_crop_pixels(uv[hand], affine),
-            "kp2d_det": kp_det_c,
-            "conf_det": conf_det,
-            "vis": inside,
-            "joints": jrel,
-            "vertices": vrel,
-            "pose": pose,
-            "betas": clip.betas[hand].astype(np.float64),
-            "root": root,
-            "K_crop": Kc,
-            "affine": affine,
-            "K": K,
-            "image_size": np.array([w, h]),
-            "flip": flip,
-            "hand": hand,
-        })
-    return crops
-
-
-_FLOAT32 = ("kp2d", "kp2d_det", "conf_det", "joints", "vertices", "pose", "betas", "root", "K_crop", "K")
-
-
-def _encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality, subsampling=0)
-    return buf.getvalue()
-
-
-def _pack(crops: list[dict], seeds: list[tuple], domains_idx: list[int], domains: Sequence[str], info: dict) -> dict:
-    if not crops:
-        raise HandcastError("no hand crops were produced (every hand was out of view or too small)")
-    jpegs = [np.frombuffer(_encode_jpeg(c["image"]), np.uint8) for c in crops]
-    offsets = np.zeros(len(jpegs) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(j) for j in jpegs])
-    arrays = {"jpeg": np.concatenate(jpegs), "jpeg_offsets": offsets}
-    for k in _FLOAT32:
-        arrays[k] = np.stack([c[k] for c in crops]).astype(np.float32)
-    arrays["vis"] = np.stack([c["vis"] for c in crops]).astype(bool)
-    arrays["affine"] = np.stack([c["affine"] for c in crops]).astype(np.float64)
-    arrays["image_size"] = np.stack([c["image_size"] for c in crops]).astype(np.int32)
-    arrays["flip"] = np.array([c["flip"] for c in crops], bool)
-    arrays["hand"] = np.array([c["hand"] for c in crops], np.int8)
-    arrays["domain"] = np.array(domains_idx, np.int8)
-    arrays["seed"] = np.array(seeds, np.int64)
-    arrays["domains"] = np.array(list(domains), dtype=str)
-    arrays["info"] = np.array(json.dumps(info, sort_keys=True))
-    return arrays
-
-
-def build_crops(out: str | os.PathLike, preset: str | CropPreset = "tiny", seed: int = 0, hand_model: str = "open",
-                overwrite: bool = False, progress: bool = True) -> Path:
-    """Render synthetic clips and write the crop set ``out`` (folder with ``train.npz`` and ``test.npz``).
-
-    Clip ``i`` of domain ``d`` (index in the preset's domains) and split ``s`` (0 train, 1 test) has the
-    synthetic seed ``(seed, d, s, i)``, so train and test never share a scene. Training boxes are jittered
-    (centre +-6 % of the box, size x0.9..1.15, drawn from that seed); test boxes are not.
-    hand_model: "open", "mano" or "auto" (resolved once; stored in ``info``).
-    The folder is written atomically (nothing is left behind if building fails)."""
-    import torch
-
-    from handcast.hand import HandModel
-    from handcast.io import atomic_dir
-    from handcast.synth import generate_clip
-    from handcast.synth.generate import torch_single_thread
-
-    p = get_crop_preset(preset)
-    hm = HandModel(hand_model)
-    out = Path(out)
-    t0 = time.perf_counter()
-    info = {"preset": p.name, "seed": int(seed), "hand_model": hm.kind, "render_size": p.render_size,
-            "version": CROPS_VERSION, "crop_size": list(CROP_SIZE), "num_vertices": hm.num_vertices,
-            "preset_spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(p).items()}}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        for s, (split, n) in enumerate((("train", p.train_clips), ("test", p.test_clips))):
-            crops, seeds, dom_idx = [], [], []
-            jobs = [(d, i) for i in range(n) for d in range(len(p.domains))]
-            it = jobs
-            if progress:
-                from tqdm.auto import tqdm
-
-                it = tqdm(jobs, desc=f"crops {split}", leave=False)
-            with torch_single_thread(), torch.no_grad():
-                for d, i in it:
-                    sd = (int(seed), d, s, i)
-                    clip = generate_clip(sd, p.domains[d], n_frames=2, image_size=(p.render_size, p.render_size),
-                                         hand_model=hm.kind)
-                    rng = np.random.default_rng(list(sd) + [7])
-                    for c in _clip_crops(clip, hm, rng, jitter=(s == 0 and p.jitter_train)):
-                        crops.append(c)
-                        seeds.append(sd)
-                        dom_idx.append(d)
-            arrays = _pack(crops, seeds, dom_idx, p.domains, dict(info, split=split))
-            from handcast.io import save_npz
-
-            save_npz(tmp / f"{split}.npz", **arrays)
-    if progress:
-        print(f"built crop set '{p.name}' in {time.perf_counter() - t0:.1f} s: {out}")
-    return out
-
-
 # ------------------------------------------------------------------------------------------ reading
 
 class CropSet:
@@ -390,7 +206,7 @@ class CropSet:
         folder = Path(path)
         f = folder / f"{split}.npz"
         if not folder.is_dir():
-            raise HandcastError(f"crop set not found: {folder} (build it with handcast.data.crops.build_crops)")
+            raise HandcastError(f"crop set not found: {folder} (build it with handcast.synth.crops.build_crops)")
         if not f.is_file():
             raise HandcastError(f"crop set {folder} has no split '{split}' ({f.name} missing)")
         data = load_npz(f, required=self.REQUIRED)
@@ -430,3 +246,63 @@ class CropSet:
         """Per-crop arrays of crops ``idx``."""
         idx = np.asarray(idx)
         return {k: v[idx] for k, v in self.arrays.items()}
+
+
+class CropBatches:
+    """Training/evaluation batches from a :class:`~handcast.data.crops.CropSet` (kept in memory)."""
+
+    def __init__(self, crops, data_cfg: dict | None = None, device: str | torch.device = "cpu"):
+        self.crops = crops
+        self.cfg = dict(data_cfg or {})
+        self.device = torch.device(device)
+        a = crops.arrays
+        self.n = len(crops)
+        self.kp2d = a["kp2d"].astype(np.float32)
+        self.kp2d_det = a["kp2d_det"].astype(np.float32)
+        self.conf_det = a["conf_det"].astype(np.float32)
+        self.vis = a["vis"].astype(np.float32)
+        diff = np.abs(self.kp2d_det - self.kp2d).max(-1)
+        self.has_detector = ((diff > 1e-2) & (self.conf_det > 0)).any(-1) | ((self.conf_det == 0) & (self.vis > 0)).any(-1)
+        self._t = {k: torch.as_tensor(a[k].astype(np.float32), device=self.device)
+                   for k in ("joints", "vertices", "K_crop", "betas", "pose", "root")}
+
+    def tensor(self, name: str, idx) -> torch.Tensor:
+        return self._t[name][torch.as_tensor(np.asarray(idx), device=self.device)]
+
+    def images(self, idx, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """(B, 3, 256, 192) normalised crops; with ``rng`` a per-channel gain/offset colour jitter."""
+        x = normalise_images(self.crops.images(np.asarray(idx))).to(self.device)
+        cj = float(self.cfg.get("color_jitter", 0.0))
+        if rng is not None and cj > 0:
+            b = x.shape[0]
+            gain = torch.as_tensor(rng.uniform(1 - cj, 1 + cj, (b, 3, 1, 1)), dtype=x.dtype, device=x.device)
+            off = torch.as_tensor(rng.uniform(-cj, cj, (b, 3, 1, 1)), dtype=x.dtype, device=x.device)
+            x = x * gain + off
+        return x
+
+    def keypoints(self, idx, rng: np.random.Generator | None = None, source: str = "det") -> tuple[torch.Tensor, torch.Tensor]:
+        """(kp2d (B, 21, 2) crop px, conf (B, 21)).
+
+        With ``rng`` (training): the simulated detector's keypoints with probability ``p_use_detector`` where
+        the domain has a detector, else the exact projections with Gaussian jitter (std ~ U(0, kp_noise_px))
+        and random drops (``p_drop_kp``); keypoints outside the original image are missing. Without ``rng``:
+        ``source`` "det" (the detector's) or "gt" (exact projections of the keypoints inside the image)."""
+        idx = np.asarray(idx)
+        if rng is None:
+            if source == "det":
+                kp, c = self.kp2d_det[idx], self.conf_det[idx]
+            elif source == "gt":
+                kp, c = self.kp2d[idx], self.vis[idx]
+            else:
+                raise HandcastError(f"keypoint source must be 'det' or 'gt', got {source!r}")
+        else:
+            b = len(idx)
+            sigma = rng.uniform(0, float(self.cfg.get("kp_noise_px", 0.0)), (b, 1, 1))
+            kp = self.kp2d[idx] + rng.standard_normal((b, 21, 2)) * sigma
+            c = self.vis[idx] * (rng.random((b, 21)) >= float(self.cfg.get("p_drop_kp", 0.0)))
+            use_det = self.has_detector[idx] & (rng.random(b) < float(self.cfg.get("p_use_detector", 0.0)))
+            kp = np.where(use_det[:, None, None], self.kp2d_det[idx], kp)
+            c = np.where(use_det[:, None], self.conf_det[idx], c)
+        kp = np.where(c[..., None] > 0, kp, 0.0)
+        return (torch.as_tensor(kp, dtype=torch.float32, device=self.device),
+                torch.as_tensor(c, dtype=torch.float32, device=self.device))

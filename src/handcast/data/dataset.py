@@ -192,3 +192,13 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = list(vals)
     return out
+
+
+def wrist_statistics(view, max_frames: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (3,) of valid wrist positions (metres, frame-0 camera) over a split."""
+    joints = np.asarray(view.frames("joints3d")[:max_frames, :, 0])  # (F, 2, 3)
+    valid = np.asarray(view.frames("valid")[:max_frames])
+    w = joints[valid]
+    if len(w) < 2:
+        raise HandcastError(f"split '{view.name}' has too few valid hands to compute statistics")
+    return w.mean(0), w.std(0)

@@ -30,12 +30,12 @@ def estimated_static_pose(store: ClipStore | str | Path, split: str, pose_ckpt: 
     (a ``group_id``) are estimated once. Returns ``clip_ids``, ``joints`` (N, 1, H, 2, 21, 3) m, ``transl``
     (N, 1, H, 2, 3) wrist; no ``pose6d`` (the estimator returns joints and meshes)."""
     from handcast.errors import HandcastError
-    from handcast.models.cascade.inference import estimate_pose, resolve_checkpoint
-    from handcast.models.cascade.model import load_cascade
+    from handcast.models.cascade.estimate import estimate_pose
+    from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 
     st = store if isinstance(store, ClipStore) else ClipStore(store)
     view = st.split(split)
-    model = load_cascade(resolve_checkpoint(pose_ckpt))
+    model = load_cascade(resolve_pose_checkpoint(pose_ckpt))
     n = len(view)
     joints0 = np.zeros((n, 2, 21, 3), np.float32)
     present = np.zeros((n, 2), bool)

@@ -42,7 +42,7 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
 
     from handcast.data import collate
     from handcast.models.motion import keypoints_from_motion
-    from handcast.train.forecast import forecast_dataset
+    from handcast.models.forecast import forecast_dataset
 
     view = store.split(split)
     horizon = int(np.max(view.lengths))
@@ -92,7 +92,7 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
 
     from handcast.eval.baselines import estimated_static_pose, static_pose
     from handcast.hand import HandModel
-    from handcast.train.forecast import load_forecast
+    from handcast.models.forecast import load_forecast
 
     st = ClipStore(store)
     hands = HandModel("auto")

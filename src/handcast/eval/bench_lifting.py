@@ -63,7 +63,7 @@ def _batches(inputs: dict, size: int):
 def lift_predict(model, hands, inputs: dict, sampler: str = "ddim", steps: int = 10, seed: int = 0,
                  batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """One sample of L per clip: pose (B, T, 2, 16, 3) axis-angle and MANO transl (B, T, 2, 3), mean shape."""
-    from handcast.train.lift import lift_initialiser
+    from handcast.fit.impute import lift_initialiser
 
     init = lift_initialiser(model, hands, sampler, steps, seed)
     poses, transls = [], []
@@ -149,7 +149,7 @@ def bench_lifting(store: str | Path, ckpts: dict[str, str], splits=("diverse_tes
     from tqdm.auto import tqdm
 
     from handcast.hand import HandModel
-    from handcast.train.lift import load_lift
+    from handcast.models.lifting import load_lift
 
     st = ClipStore(store)
     hands = HandModel("auto")

@@ -74,11 +74,10 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
     from handcast.data.crops import CropSet
     from handcast.models.cascade.aggregate import AGGREGATIONS, best_of_n, joint_median, select
     from handcast.models.cascade.fitting import fit_mesh_to_joints
-    from handcast.models.cascade.inference import resolve_checkpoint
-    from handcast.models.cascade.model import load_cascade, load_regressor
-    from handcast.train.pose import CropBatches
+    from handcast.models.cascade.model import load_cascade, load_regressor, resolve_pose_checkpoint
+    from handcast.data.crops import CropBatches
 
-    ck = resolve_checkpoint(ckpt)
+    ck = resolve_pose_checkpoint(ckpt)
     model = load_cascade(ck, device)
     reg_path = Path(regressor) if regressor else ck.parent / "regressor.safetensors"
     reg = load_regressor(reg_path, device, model.hands) if reg_path.is_file() else None

@@ -25,6 +25,9 @@ from handcast.data.clip import Clip
 from handcast.data.store import MANIFEST, ClipStore, ClipStoreWriter
 from handcast.errors import HandcastError
 from handcast.fit.refine import RefineConfig, refine
+from handcast.geometry import sixd_to_aa
+from handcast.hand import HandModel
+from handcast.models.lifting import load_lift
 
 #: fields read from every source clip (never pose / transl / joints3d)
 INPUT_FIELDS: tuple[str, ...] = ("kp2d", "kp2d_conf", "world_to_cam", "valid", "betas", "K", "image_size", "fps")
@@ -247,3 +250,31 @@ def _impute_batch(view, items, writer, out_split, initialiser, hand_model, cfg, 
         writer.add(out_split, clip, image_bytes=view.image_bytes(i))
         errors.append(err)
     return len(items)
+
+
+def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, seed: int = 0):
+    """An initialiser for :func:`handcast.fit.impute.impute_split`: one sample of L per clip.
+
+    Returns ``init(batch) -> (pose (B, T, 2, 16, 3) axis-angle flat, transl (B, T, 2, 3) MANO transl)``."""
+    def init(batch):
+        g = torch.Generator(device=batch["K"].device).manual_seed(seed)
+        rot6d, wrist = model.sample(batch, 1, sampler, steps, generator=g)
+        j0 = hand_model.rest_joints(batch["betas"])[..., 0, :]  # (B, 2, 3)
+        return sixd_to_aa(rot6d[:, 0]), wrist[:, 0] - j0[:, None]
+
+    return init
+
+
+def impute(ckpt: str | Path, data: str | Path, split: str, out: str | Path, out_split: str | None = None,
+           batch_size: int = 64, sampler: str = "ddim", steps: int = 10, iterations: int = 1000,
+           tol: float = 1e-4, use_3d_labels: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+    """``handcast impute``: L + reprojection refinement turns a split's 2D tracks into 3D labels.
+
+    Writes clips with provenance ``imputed`` to the store ``out`` (split ``out_split``, default
+    ``<split>_imputed``); resumable: clips already there are skipped."""
+    model = load_lift(ckpt, device)
+    hands = HandModel("auto").to(device)
+    init = lift_initialiser(model, hands, sampler, steps)
+    return impute_split(data, split, out, out_split or f"{split}_imputed", init, hands, batch_size=batch_size,
+                        refine_config=RefineConfig(iterations=iterations, tol=tol), use_3d_labels=use_3d_labels,
+                        progress=progress, device=device, initialiser_name=f"lift:{Path(ckpt).name}:{sampler}-{steps}")

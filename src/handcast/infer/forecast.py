@@ -124,8 +124,8 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
     from handcast.data.images import load_image
     from handcast.io import save_npz
     from handcast.render.api import render_prediction
-    from handcast.train.checkpoint import shipped_checkpoint
-    from handcast.train.forecast import load_forecast
+    from handcast.models.checkpoint import shipped_checkpoint
+    from handcast.models.forecast import load_forecast
 
     img = load_image(image)
     h, w = img.shape[:2]

@@ -56,7 +56,7 @@ TRACKS_SUFFIXES = (".npz",)
 
 def shipped_lift_checkpoint() -> Path:
     """Path of the tiny lifting checkpoint shipped inside the package."""
-    from handcast.train.checkpoint import shipped_checkpoint
+    from handcast.models.checkpoint import shipped_checkpoint
 
     return shipped_checkpoint(SHIPPED_LIFT, "handcast train lift")
 
@@ -626,7 +626,7 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
     """
     from handcast.hand import HandModel
     from handcast.io import save_npz
-    from handcast.train.lift import load_lift
+    from handcast.models.lifting import load_lift
 
     t_start = time.perf_counter()
     secs: dict[str, float] = {}

@@ -27,14 +27,17 @@ be used (``has3d``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from handcast.conventions import MIN_HAND_KEYPOINTS, MOTION_DIM, NUM_KEYPOINTS
+from handcast.data.dataset import ClipDataset
 from handcast.errors import HandcastError
 from handcast.geometry import kpe
+from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import TokenMLP
 
 #: ViT input (height, width) in pixels, as HaMeR's backbone
@@ -235,3 +238,22 @@ class ForecastModel(nn.Module):
                              config=self.diffusion, generator=generator, device=fmask.device, progress=progress)
         rot6d, wrist = self.decode(x)
         return rot6d.reshape(b, s, *rot6d.shape[1:]), wrist.reshape(b, s, *wrist.shape[1:])
+
+
+def build_forecast(model_cfg: dict) -> ForecastModel:
+    """The forecasting model a checkpoint's ``model`` config section describes (untrained)."""
+    return ForecastModel(ForecastConfig(**model_cfg))
+
+
+def load_forecast(path: str | Path, device: str | torch.device = "cpu") -> ForecastModel:
+    """The forecasting model of a handcast checkpoint, in eval mode on ``device``."""
+    return load_model(path, "forecast", build_forecast, device)[0]
+
+
+#: the clip fields F reads (its input frame and its 3D / 2D labels)
+FIELDS = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
+
+
+def forecast_dataset(store, split: str, horizon: int, needs_image: bool, indices=None) -> ClipDataset:
+    """Items of the first ``horizon`` frames of each clip of a split (the input image is frame 0)."""
+    return ClipDataset(store, split, horizon=horizon, fields=FIELDS, load_image=needs_image, indices=indices)

@@ -21,11 +21,13 @@ Nothing here knows which dataset the tracks come from.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from handcast.geometry import kpe, plucker, rotmat_to_6d
+from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import TokenMLP
 
 MODALITIES = ("keypoints", "camera", "plucker", "kpe")
@@ -196,3 +198,13 @@ class LiftingModel(nn.Module):
                              device=fmask.device, progress=progress)
         rot6d, wrist = self.codec.decode(x)
         return rot6d.reshape(b, s, *rot6d.shape[1:]), wrist.reshape(b, s, *wrist.shape[1:])
+
+
+def build_lift(model_cfg: dict) -> LiftingModel:
+    """The lifting model a checkpoint's ``model`` config section describes (untrained)."""
+    return LiftingModel(LiftConfig(**model_cfg))
+
+
+def load_lift(path: str | Path, device: str | torch.device = "cpu") -> LiftingModel:
+    """The lifting model of a handcast checkpoint, in eval mode on ``device``."""
+    return load_model(path, "lift", build_lift, device)[0]

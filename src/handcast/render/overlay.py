@@ -3,7 +3,7 @@
 Conventions
   * Images are (H, W, 3) uint8 RGB, row 0 at the top.
   * 2D keypoints are pixels (u, v) in the common 21-keypoint order, hand axis (right, left);
-    pixel ``image[j, i]`` has its centre at (i, j) (OpenCV; as in :mod:`handcast.render.gl`).
+    pixel ``image[j, i]`` has its centre at (i, j) (OpenCV; as in :mod:`handcast.gl.renderer`).
   * 3D joints are metres in the frame-0 camera (OpenCV axes: x right, y down, z forward).
   * Colours: right hand blue, left hand pink (``conventions.HAND_COLORS``); along time the colour
     fades towards white (first frame saturated, last frame pale), see :func:`time_colors`.
@@ -270,7 +270,7 @@ def _faces_pair(faces) -> tuple[np.ndarray, np.ndarray]:
 
 def _hand_meshes(verts: np.ndarray, faces, colors: np.ndarray, ok: np.ndarray):
     """verts (N, 2, V, 3), colors (N, 2, 3), ok (N, 2) -> list of Mesh (later frames first)."""
-    from handcast.render.gl import Mesh
+    from handcast.gl.renderer import Mesh
 
     fr, fl = _faces_pair(faces)
     out = []
@@ -283,7 +283,7 @@ def _hand_meshes(verts: np.ndarray, faces, colors: np.ndarray, ok: np.ndarray):
 
 
 def _render_meshes_over(image, meshes, K, world_to_cam, mesh_alpha: float) -> np.ndarray:
-    from handcast.render.gl import get_renderer
+    from handcast.gl.renderer import get_renderer
 
     if not meshes:
         return image

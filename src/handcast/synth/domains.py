@@ -67,7 +67,7 @@ class DomainSpec:
     head_sway: tuple[float, float]  # amplitude of the slow head translation (m)
     betas_range: tuple[float, float]  # uniform range of each shape coefficient
     betas_outside: tuple[float, float] | None  # if set: |beta_0|, |beta_1| drawn here (random sign)
-    table_textures: tuple[str, ...]  # handcast.render.primitives texture kinds, or "lab" (muted plain)
+    table_textures: tuple[str, ...]  # handcast.gl.primitives texture kinds, or "lab" (muted plain)
     backgrounds: tuple[str, ...]  # see handcast.synth.render
     light_ambient: tuple[float, float]
     light_diffuse: tuple[float, float]

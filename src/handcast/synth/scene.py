@@ -220,7 +220,7 @@ def sample_objects(rng: np.random.Generator, dom: DomainSpec) -> list[SceneObjec
     for k, d, p in zip(kinds, dims, pos):
         spec = OBJECT_CATALOG[k]
         if dom.colorful_objects:
-            from handcast.render.primitives import random_color
+            from handcast.gl.primitives import random_color
 
             color = np.asarray(random_color(rng, saturation=(0.3, 0.9), value=(0.35, 0.95)))
         else:

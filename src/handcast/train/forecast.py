@@ -17,13 +17,8 @@ import numpy as np
 import torch
 
 from handcast.errors import HandcastError
+from handcast.models.forecast import build_forecast, forecast_dataset, load_forecast  # noqa: F401 (load_forecast: moved)
 from handcast.models.motion import keypoints_from_motion
-
-
-def build_model(model_cfg: dict):
-    from handcast.models.forecast import ForecastConfig, ForecastModel
-
-    return ForecastModel(ForecastConfig(**model_cfg))
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ def _lightning_module():
 
     class ForecastModule(motion_module_base()):
         def __init__(self, cfg: dict):
-            super().__init__(cfg, build_model)
+            super().__init__(cfg, build_forecast)
             self.aug = ForecastAugmentConfig(**cfg["data"]["augment"])
 
         def losses(self, batch):
@@ -142,16 +137,6 @@ def _lightning_module():
             self.log("val/M_cm", 100 * (err * hvf).sum() / hvf.sum().clamp_min(1.0), prog_bar=True, batch_size=len(hv))
 
     return ForecastModule
-
-
-FIELDS = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
-
-
-def forecast_dataset(store, split: str, horizon: int, needs_image: bool, indices=None):
-    """Items of the first ``horizon`` frames of each clip of a split (the input image is frame 0)."""
-    from handcast.data import ClipDataset
-
-    return ClipDataset(store, split, horizon=horizon, fields=FIELDS, load_image=needs_image, indices=indices)
 
 
 def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: str | None = None,
@@ -218,9 +203,3 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
     return fit(module, train_dl, val_dl, run, t, "forecast", mc, resume=resume, devices=devices,
                accelerator=accelerator, num_nodes=num_nodes, strategy=strategy, progress=progress)
 
-
-def load_forecast(path: str | Path, device: str | torch.device = "cpu"):
-    """The forecasting model of a handcast checkpoint, in eval mode on ``device``."""
-    from handcast.train.checkpoint import load_model
-
-    return load_model(path, "forecast", build_model, device)[0]

@@ -1,7 +1,7 @@
 """Training the lifting model L with Lightning (``handcast train lift --config tiny``).
 
 Checkpoints: the final and the best weights are written as handcast safetensors checkpoints (weights +
-resolved config, see :mod:`handcast.train.checkpoint`); Lightning's own ``last.ckpt`` in the run folder
+resolved config, see :mod:`handcast.models.checkpoint`); Lightning's own ``last.ckpt`` in the run folder
 holds the optimiser state for resuming an interrupted run (``--resume``). The same command trains on
 several GPUs or nodes with DDP (``--devices``, ``--num-nodes``, ``--strategy ddp``).
 """
@@ -14,7 +14,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from handcast.errors import HandcastError
+from handcast.data.dataset import wrist_statistics
+from handcast.fit.impute import impute, lift_initialiser  # noqa: F401 (moved to handcast.fit.impute)
+from handcast.models.lifting import build_lift, load_lift  # noqa: F401 (load_lift: moved)
 from handcast.models.motion import keypoints_from_motion
 
 
@@ -47,12 +49,6 @@ def reprojection_to_truth(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
     return image_error(kp3d, uv_gt, ok, batch)
 
 
-def build_model(model_cfg: dict):
-    from handcast.models.lifting import LiftConfig, LiftingModel
-
-    return LiftingModel(LiftConfig(**model_cfg))
-
-
 def _lightning_module():
     from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
     from handcast.models.motion import motion_mask
@@ -60,7 +56,7 @@ def _lightning_module():
 
     class LiftModule(motion_module_base()):
         def __init__(self, cfg: dict):
-            super().__init__(cfg, build_model)
+            super().__init__(cfg, build_lift)
 
         def losses(self, batch):
             m = self.model
@@ -143,16 +139,6 @@ class EpochDataset(torch.utils.data.Dataset):
         return item
 
 
-def wrist_statistics(view, max_frames: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (3,) of valid wrist positions (metres, frame-0 camera) over a split."""
-    joints = np.asarray(view.frames("joints3d")[:max_frames, :, 0])  # (F, 2, 3)
-    valid = np.asarray(view.frames("valid")[:max_frames])
-    w = joints[valid]
-    if len(w) < 2:
-        raise HandcastError(f"split '{view.name}' has too few valid hands to compute statistics")
-    return w.mean(0), w.std(0)
-
-
 def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str | None = None,
                out: str | None = None, resume: bool = False, devices: int | str = 1, accelerator: str = "cpu",
                num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None, progress: bool = True) -> Path:
@@ -202,43 +188,3 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     return fit(module, train_dl, val_dl, run, t, "lift", cfg["model"], resume=resume, devices=devices,
                accelerator=accelerator, num_nodes=num_nodes, strategy=strategy, progress=progress)
 
-
-def load_lift(path: str | Path, device: str | torch.device = "cpu"):
-    """The lifting model of a handcast checkpoint, in eval mode on ``device``."""
-    from handcast.train.checkpoint import load_model
-
-    return load_model(path, "lift", build_model, device)[0]
-
-
-def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, seed: int = 0):
-    """An initialiser for :func:`handcast.fit.impute.impute_split`: one sample of L per clip.
-
-    Returns ``init(batch) -> (pose (B, T, 2, 16, 3) axis-angle flat, transl (B, T, 2, 3) MANO transl)``."""
-    from handcast.geometry import sixd_to_aa
-
-    def init(batch):
-        g = torch.Generator(device=batch["K"].device).manual_seed(seed)
-        rot6d, wrist = model.sample(batch, 1, sampler, steps, generator=g)
-        j0 = hand_model.rest_joints(batch["betas"])[..., 0, :]  # (B, 2, 3)
-        return sixd_to_aa(rot6d[:, 0]), wrist[:, 0] - j0[:, None]
-
-    return init
-
-
-def impute(ckpt: str | Path, data: str | Path, split: str, out: str | Path, out_split: str | None = None,
-           batch_size: int = 64, sampler: str = "ddim", steps: int = 10, iterations: int = 1000,
-           tol: float = 1e-4, use_3d_labels: bool = False, device: str = "cpu", progress: bool = True) -> dict:
-    """``handcast impute``: L + reprojection refinement turns a split's 2D tracks into 3D labels.
-
-    Writes clips with provenance ``imputed`` to the store ``out`` (split ``out_split``, default
-    ``<split>_imputed``); resumable: clips already there are skipped."""
-    from handcast.fit.impute import impute_split
-    from handcast.fit.refine import RefineConfig
-    from handcast.hand import HandModel
-
-    model = load_lift(ckpt, device)
-    hands = HandModel("auto").to(device)
-    init = lift_initialiser(model, hands, sampler, steps)
-    return impute_split(data, split, out, out_split or f"{split}_imputed", init, hands, batch_size=batch_size,
-                        refine_config=RefineConfig(iterations=iterations, tol=tol), use_3d_labels=use_3d_labels,
-                        progress=progress, device=device, initialiser_name=f"lift:{Path(ckpt).name}:{sampler}-{steps}")

@@ -27,74 +27,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from handcast.data.crops import CropBatches, CropSet
 from handcast.errors import HandcastError
 
 ALL_STAGES: tuple[str, ...] = ("ae", "joint", "mesh", "regressor")
 
 
 # ------------------------------------------------------------------------------------------ data
-
-class CropBatches:
-    """Training/evaluation batches from a :class:`~handcast.data.crops.CropSet` (kept in memory)."""
-
-    def __init__(self, crops, data_cfg: dict | None = None, device: str | torch.device = "cpu"):
-        self.crops = crops
-        self.cfg = dict(data_cfg or {})
-        self.device = torch.device(device)
-        a = crops.arrays
-        self.n = len(crops)
-        self.kp2d = a["kp2d"].astype(np.float32)
-        self.kp2d_det = a["kp2d_det"].astype(np.float32)
-        self.conf_det = a["conf_det"].astype(np.float32)
-        self.vis = a["vis"].astype(np.float32)
-        diff = np.abs(self.kp2d_det - self.kp2d).max(-1)
-        self.has_detector = ((diff > 1e-2) & (self.conf_det > 0)).any(-1) | ((self.conf_det == 0) & (self.vis > 0)).any(-1)
-        self._t = {k: torch.as_tensor(a[k].astype(np.float32), device=self.device)
-                   for k in ("joints", "vertices", "K_crop", "betas", "pose", "root")}
-
-    def tensor(self, name: str, idx) -> torch.Tensor:
-        return self._t[name][torch.as_tensor(np.asarray(idx), device=self.device)]
-
-    def images(self, idx, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """(B, 3, 256, 192) normalised crops; with ``rng`` a per-channel gain/offset colour jitter."""
-        from handcast.data.crops import normalise_images
-
-        x = normalise_images(self.crops.images(np.asarray(idx))).to(self.device)
-        cj = float(self.cfg.get("color_jitter", 0.0))
-        if rng is not None and cj > 0:
-            b = x.shape[0]
-            gain = torch.as_tensor(rng.uniform(1 - cj, 1 + cj, (b, 3, 1, 1)), dtype=x.dtype, device=x.device)
-            off = torch.as_tensor(rng.uniform(-cj, cj, (b, 3, 1, 1)), dtype=x.dtype, device=x.device)
-            x = x * gain + off
-        return x
-
-    def keypoints(self, idx, rng: np.random.Generator | None = None, source: str = "det") -> tuple[torch.Tensor, torch.Tensor]:
-        """(kp2d (B, 21, 2) crop px, conf (B, 21)).
-
-        With ``rng`` (training): the simulated detector's keypoints with probability ``p_use_detector`` where
-        the domain has a detector, else the exact projections with Gaussian jitter (std ~ U(0, kp_noise_px))
-        and random drops (``p_drop_kp``); keypoints outside the original image are missing. Without ``rng``:
-        ``source`` "det" (the detector's) or "gt" (exact projections of the keypoints inside the image)."""
-        idx = np.asarray(idx)
-        if rng is None:
-            if source == "det":
-                kp, c = self.kp2d_det[idx], self.conf_det[idx]
-            elif source == "gt":
-                kp, c = self.kp2d[idx], self.vis[idx]
-            else:
-                raise HandcastError(f"keypoint source must be 'det' or 'gt', got {source!r}")
-        else:
-            b = len(idx)
-            sigma = rng.uniform(0, float(self.cfg.get("kp_noise_px", 0.0)), (b, 1, 1))
-            kp = self.kp2d[idx] + rng.standard_normal((b, 21, 2)) * sigma
-            c = self.vis[idx] * (rng.random((b, 21)) >= float(self.cfg.get("p_drop_kp", 0.0)))
-            use_det = self.has_detector[idx] & (rng.random(b) < float(self.cfg.get("p_use_detector", 0.0)))
-            kp = np.where(use_det[:, None, None], self.kp2d_det[idx], kp)
-            c = np.where(use_det[:, None], self.conf_det[idx], c)
-        kp = np.where(c[..., None] > 0, kp, 0.0)
-        return (torch.as_tensor(kp, dtype=torch.float32, device=self.device),
-                torch.as_tensor(c, dtype=torch.float32, device=self.device))
-
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -405,7 +344,7 @@ def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str |
     (from this call or from ``pose.safetensors`` of a resumed run). The crop set ``data.crops`` is built
     (preset ``data.preset``) when it does not exist. ``resume``: continue a run folder, skipping the stages
     already in its checkpoints."""
-    from handcast.data.crops import CropSet, build_crops
+    from handcast.synth.crops import build_crops
     from handcast.io import atomic_path, save_npz
     from handcast.models.cascade.model import PoseCascade, RegressorModel, load_cascade, save_cascade, save_regressor
 
@@ -435,7 +374,7 @@ def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str |
         pose_path = run / "pose.safetensors"
         done: tuple[str, ...] = ()
         if resume and pose_path.is_file():
-            from handcast.train.checkpoint import read_checkpoint
+            from handcast.models.checkpoint import read_checkpoint
 
             done = tuple(x for x in read_checkpoint(pose_path, "pose")[2].get("pose_stages", "").split(",") if x)
         have = set(done)

@@ -96,7 +96,7 @@ def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str, model_cfg: dict
     path of the final handcast checkpoint ``<run>/<kind>.safetensors``."""
     import lightning as L
 
-    from handcast.train.checkpoint import save_checkpoint
+    from handcast.models.checkpoint import save_checkpoint
 
     last = run / "last.ckpt"
     ckpt_cb = save_last_callback(last, int(t["val_every_steps"]))

@@ -1,7 +1,7 @@
 """The cascade as one module (backbone + stage 1 + mesh autoencoder + stage 2), the regressor baseline as
 another, built from the ``model`` section of a ``pose`` config, and their checkpoints.
 
-Checkpoints are handcast safetensors files (:mod:`handcast.train.checkpoint`): kind ``pose`` (the cascade,
+Checkpoints are handcast safetensors files (:mod:`handcast.models.checkpoint`): kind ``pose`` (the cascade,
 with the stages trained so far in the metadata ``pose_stages``) and kind ``pose-regressor``. The hand model
 itself is never stored in them (it is rebuilt from ``model.hand_model``); note that the autoencoder's PCA
 buffers are derived from the hand model's meshes, so a checkpoint trained with official MANO carries
@@ -10,6 +10,7 @@ MANO-derived data and falls under MANO's licence.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from handcast.models.cascade.joint_diffusion import JointDiffusion, JointDiffusi
 from handcast.models.cascade.mesh_ae import MeshAEConfig, MeshAutoencoder
 from handcast.models.cascade.mesh_diffusion import MeshDiffusionConfig, MeshLatentDiffusion
 from handcast.models.cascade.regressor import RegressorConfig, SingleStageRegressor
+from handcast.models.checkpoint import load_model, resolve_checkpoint, save_checkpoint
 
 KIND = "pose"
 REGRESSOR_KIND = "pose-regressor"
@@ -142,16 +144,18 @@ class RegressorModel(_WithHands):
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 
+def resolve_pose_checkpoint(ckpt: str | os.PathLike | None) -> Path:
+    """A cascade checkpoint path: the file itself, ``<folder>/pose.safetensors`` for a run folder, or (None)
+    ``$HANDCAST_HOME/models/pose.safetensors`` if it exists, else the shipped tiny checkpoint."""
+    return resolve_checkpoint(ckpt, "pose.safetensors", "pose_tiny.safetensors", "handcast train pose")
+
+
 def save_cascade(path: str | Path, model: PoseCascade, stages: tuple[str, ...] = STAGES) -> Path:
     """Write the cascade (weights + resolved model config; ``stages``: those trained so far)."""
-    from handcast.train.checkpoint import save_checkpoint
-
     return save_checkpoint(path, model, KIND, model.model_cfg, extra_metadata={"pose_stages": ",".join(stages)})
 
 
 def _load(path, kind, cls, device, hand_model=None):
-    from handcast.train.checkpoint import load_model
-
     return load_model(path, kind, lambda cfg: cls(cfg, hand_model), device)
 
 
@@ -169,8 +173,6 @@ def load_cascade(path: str | Path, device: str | torch.device = "cpu", require_c
 
 
 def save_regressor(path: str | Path, model: RegressorModel) -> Path:
-    from handcast.train.checkpoint import save_checkpoint
-
     return save_checkpoint(path, model, REGRESSOR_KIND, model.model_cfg)
 
 

@@ -1,7 +1,7 @@
 """Procedural textures and simple object meshes for synthetic scenes.
 
 Everything is deterministic given a ``numpy.random.Generator``. Meshes are returned as
-:class:`handcast.render.gl.Mesh` in an object frame (metres) centred at the origin unless said
+:class:`handcast.gl.renderer.Mesh` in an object frame (metres) centred at the origin unless said
 otherwise; place them with ``Mesh.transformed(T)`` (T (4, 4): object frame -> world frame).
 Object "up" is +z in the object frame (trimesh's convention); remember that in an OpenCV camera
 frame "up" is roughly -y, so rotate accordingly.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from handcast.errors import HandcastError
-from handcast.render.gl import Mesh
+from handcast.gl.renderer import Mesh
 
 __all__ = [
     "TEXTURE_KINDS",

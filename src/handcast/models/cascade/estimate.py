@@ -1,7 +1,8 @@
-"""Whole-image inference: :func:`estimate_pose` (Python API) and :func:`run_pose` (``handcast pose IMAGE``).
+"""Whole-image pose estimation with the cascade: :func:`estimate_pose` (the ``handcast pose`` command is
+:func:`handcast.infer.pose.run_pose`).
 
-Keypoints come from the caller (a keypoints file, see :mod:`handcast.data.keypoints`, or arrays) or, when
-none are given, from the mediapipe detector of :mod:`handcast.detect` (optional extra ``detect``). Each hand
+Keypoints come from the caller (arrays, e.g. from a keypoints file, see :mod:`handcast.data.keypoints`, or
+from the detector through :func:`handcast.infer.pose.detect_keypoints`). Each hand
 with at least :data:`MIN_KEYPOINTS` keypoints is cropped (left hands mirrored into the canonical right
 frame), run through the cascade, aggregated, placed by :func:`~handcast.models.cascade.aggregate.fit_root`
 and mirrored back. Without intrinsics the camera is assumed to have its principal point at the image centre
@@ -11,10 +12,7 @@ position depends on that guess, not the root-relative joints and mesh.
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +21,6 @@ from handcast.conventions import HANDS, NUM_KEYPOINTS
 from handcast.errors import HandcastError
 
 MIN_KEYPOINTS = 4
-DEFAULT_CKPT_NAME = "pose.safetensors"
 
 
 @dataclass
@@ -76,20 +73,6 @@ def default_intrinsics(width: int, height: int, focal: float | None = None) -> n
     return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
 
 
-def _keypoints_from_detector(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from handcast.detect import detect_image
-    except ImportError as e:
-        raise HandcastError(f"no keypoints were given and the hand detector is unavailable ({e}); install the "
-                            "'detect' extra (pip install handcast[detect]) or pass --keypoints KP.json") from None
-    try:
-        det = detect_image(image)
-    except HandcastError as e:
-        raise HandcastError(f"no keypoints were given and the hand detector failed: {str(e).splitlines()[0]} "
-                            "(or pass --keypoints KP.json)") from None
-    return np.asarray(det.uv, np.float64), np.asarray(det.confidence, np.float64) * det.present[:, None]
-
-
 def _check_keypoints(uv, conf) -> tuple[np.ndarray, np.ndarray]:
     uv = np.asarray(uv, np.float64)
     if uv.shape != (2, NUM_KEYPOINTS, 2):
@@ -101,7 +84,7 @@ def _check_keypoints(uv, conf) -> tuple[np.ndarray, np.ndarray]:
     return uv, c
 
 
-def estimate_pose(image: np.ndarray, model, keypoints=None, K=None, num_samples: int = 5, sampler: str = "ddim",
+def estimate_pose(image: np.ndarray, model, keypoints, K=None, num_samples: int = 5, sampler: str = "ddim",
                   steps: int = 1, aggregation: str = "median", seed: int = 0, tau: float = 4.0,
                   focal: float | None = None) -> PoseResult:
     """3D pose and mesh of every hand with keypoints in ``image``.
@@ -109,7 +92,7 @@ def estimate_pose(image: np.ndarray, model, keypoints=None, K=None, num_samples:
     image: (H, W, 3) uint8 RGB. model: a :class:`~handcast.models.cascade.model.PoseCascade` (see
     :func:`~handcast.models.cascade.model.load_cascade`); it runs on its own device.
     keypoints: (uv (2, 21, 2) pixels NaN where missing, conf (2, 21) or None), hands (right, left), common
-    order; None = the mediapipe detector. K: (3, 3) intrinsics or None (default_intrinsics with ``focal``).
+    order (:func:`handcast.infer.pose.detect_keypoints` finds them with the detector). K: (3, 3) intrinsics or None (default_intrinsics with ``focal``).
     num_samples S, sampler ("ddim", "ddpm", "dpm") and steps: of both diffusion stages (one-step DDIM by
     default). aggregation: "single", "mean", "median" or "reproj" (tau: its temperature in crop pixels).
     seed: the sampling noise (same seed, same result)."""
@@ -124,7 +107,9 @@ def estimate_pose(image: np.ndarray, model, keypoints=None, K=None, num_samples:
     if int(num_samples) < 1 or int(steps) < 1:
         raise HandcastError(f"num_samples and steps must be >= 1, got {num_samples} and {steps}")
     h, w = img.shape[:2]
-    uv, conf = _keypoints_from_detector(img) if keypoints is None else _check_keypoints(*keypoints)
+    if keypoints is None:
+        raise HandcastError("estimate_pose needs 2D keypoints (handcast.infer.pose.detect_keypoints finds them)")
+    uv, conf = _check_keypoints(*keypoints)
     focal_assumed = K is None
     K = default_intrinsics(w, h, focal) if K is None else np.asarray(K, np.float64)
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
@@ -164,28 +149,6 @@ def estimate_pose(image: np.ndarray, model, keypoints=None, K=None, num_samples:
         steps=int(steps), num_samples=int(num_samples), hand_model=model.hands.kind)
 
 
-# ---------------------------------------------------------------------------------------------- outputs
-
-def resolve_checkpoint(ckpt: str | os.PathLike | None) -> Path:
-    """A checkpoint path: the file itself, ``<folder>/pose.safetensors`` for a run folder, or (None)
-    ``$HANDCAST_HOME/models/pose.safetensors`` if it exists, else the shipped tiny checkpoint."""
-    if ckpt is None:
-        from handcast.hand.mano_import import handcast_home
-
-        p = handcast_home() / "models" / DEFAULT_CKPT_NAME
-        if p.is_file():
-            return p
-        from handcast.train.checkpoint import shipped_checkpoint
-
-        return shipped_checkpoint("pose_tiny.safetensors", "handcast train pose")
-    p = Path(ckpt)
-    if p.is_dir():
-        p = p / DEFAULT_CKPT_NAME
-    if not p.is_file():
-        raise HandcastError(f"pose checkpoint not found: {p}")
-    return p
-
-
 def pose_arrays(res: PoseResult) -> dict[str, np.ndarray]:
     """The arrays of ``pose.npz`` (docs/pose.md)."""
     F = max(len(f) for f in res.faces)
@@ -200,101 +163,3 @@ def pose_arrays(res: PoseResult) -> dict[str, np.ndarray]:
         "aggregation": np.array(res.aggregation), "sampler": np.array(res.sampler),
         "steps": np.int32(res.steps), "num_samples": np.int32(res.num_samples), "hand_model": np.array(res.hand_model),
     }
-
-
-def write_mesh(path: Path, res: PoseResult) -> None:
-    """All hands as one mesh (vertices + root, camera frame, metres) in the format of ``path``'s suffix."""
-    import trimesh
-
-    parts = [trimesh.Trimesh(res.vertices[i] + res.root[i], res.faces[i], process=False) for i in range(res.num_hands)]
-    mesh = trimesh.util.concatenate(parts) if len(parts) > 1 else parts[0]
-    mesh.export(str(path), file_type=path.suffix.lstrip(".").split(".")[-1] if path.suffix else "ply")
-
-
-def _two_hand(res: PoseResult, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-hand array (H, ...) -> (2, ...) in (right, left) order with NaN for a missing hand, and valid (2,)."""
-    out = np.full((2,) + x.shape[1:], np.nan, np.float64)
-    valid = np.zeros(2, bool)
-    for i, k in enumerate(res.hand):
-        out[int(k)] = x[i]
-        valid[int(k)] = True
-    return out, valid
-
-
-def overlay_image(image: np.ndarray, res: PoseResult) -> np.ndarray:
-    """The meshes (if the GL renderer is available) and skeletons over the image."""
-    from handcast.render.overlay import overlay_motion
-
-    j, valid = _two_hand(res, res.joints + res.root[:, None])
-    v, _ = _two_hand(res, res.vertices + res.root[:, None])
-    v = np.where(np.isfinite(v), v, 0.0)
-    faces = (res.faces[list(res.hand).index(0)] if 0 in res.hand else None,
-             res.faces[list(res.hand).index(1)] if 1 in res.hand else None)
-    faces = tuple(f if f is not None else faces[1 - i] for i, f in enumerate(faces))
-    try:
-        return overlay_motion(image, j[None], res.K, valid[None], vertices=v[None], faces=faces)
-    except HandcastError as e:  # no EGL: skeletons only
-        print(f"handcast pose: warning: meshes not drawn ({str(e).splitlines()[0]})", file=sys.stderr)
-        return overlay_motion(image, j[None], res.K, valid[None])
-
-
-def spread_image(res: PoseResult, size: int = 384) -> np.ndarray:
-    """The S joint hypotheses of every hand (placed at the estimated root), from the side and from above,
-    skeletons coloured by hand and faded by hypothesis index."""
-    from handcast.render.overlay import second_view
-
-    samples = res.joint_samples + res.root[:, None, None]  # (H, S, 21, 3)
-    S = samples.shape[1]
-    j = np.full((S, 2, NUM_KEYPOINTS, 3), np.nan)
-    valid = np.zeros((S, 2), bool)
-    for i, k in enumerate(res.hand):
-        j[:, int(k)] = samples[i]
-        valid[:, int(k)] = True
-    panels = [second_view(j, valid, size=(size, size), azimuth=az, elevation=el, shadows=False, fade=0.6)
-              for az, el in ((70.0, 20.0), (0.0, 80.0))]
-    gap = np.full((size, 6, 3), 255, np.uint8)
-    return np.concatenate([panels[0], gap, panels[1]], axis=1)
-
-
-def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike | None = None, keypoints: str | os.PathLike | None = None,
-             ckpt: str | os.PathLike | None = None, num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
-             aggregation: str = "median", focal: float | None = None, seed: int = 0, overwrite: bool = False,
-             device: str = "cpu", mesh_format: str = "ply") -> Path:
-    """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
-    (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
-    and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
-    current folder. Returns ``out_dir``."""
-    from handcast.data.images import load_image
-    from handcast.data.keypoints import keypoints_json, read_keypoints
-    from handcast.io import atomic_dir, save_npz
-    from handcast.models.cascade.model import load_cascade
-    from handcast.render.overlay import save_png
-
-    if mesh_format not in ("ply", "obj"):
-        raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
-    if out_dir is None:
-        if isinstance(image, np.ndarray):
-            raise HandcastError("an output folder is needed when the image is an array")
-        out_dir = Path(f"{Path(image).stem}_pose")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise HandcastError(f"output folder already exists: {out_dir} (remove it or pass --overwrite)")
-    img = load_image(image) if not isinstance(image, np.ndarray) else image
-    kps = read_keypoints(keypoints) if keypoints is not None else None
-    model = load_cascade(resolve_checkpoint(ckpt), device)
-    res = estimate_pose(img, model, kps, None, num_samples, sampler, steps, aggregation, seed, focal=focal)
-    overlay = overlay_image(img, res)
-    spread = spread_image(res)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        save_npz(tmp / "pose.npz", **pose_arrays(res))
-        write_mesh(tmp / f"mesh.{mesh_format}", res)
-        save_png(tmp / "overlay.png", overlay)
-        save_png(tmp / "spread.png", spread)
-        uv = np.full((2, NUM_KEYPOINTS, 2), np.nan)
-        cf = np.zeros((2, NUM_KEYPOINTS))
-        for i, k in enumerate(res.hand):
-            uv[int(k)], cf[int(k)] = res.kp2d[i], res.kp2d_conf[i]
-        import json
-
-        (tmp / "keypoints.json").write_text(json.dumps(keypoints_json(uv, cf), indent=1))
-    return out_dir

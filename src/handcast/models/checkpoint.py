@@ -16,6 +16,7 @@ refused with a one-line error.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 
 from handcast import __version__
 from handcast.errors import HandcastError
+from handcast.hand.mano_import import handcast_home
 from handcast.io import atomic_path
 
 FORMAT_VERSION = "1"
@@ -37,6 +39,20 @@ def shipped_checkpoint(filename: str, train_hint: str) -> Path:
     if not p.is_file():
         raise HandcastError(f"the shipped checkpoint {filename} is missing from this installation ({p}); "
                             f"pass --ckpt with a checkpoint from {train_hint}")
+    return p
+
+
+def resolve_checkpoint(ckpt: str | os.PathLike | None, filename: str, shipped: str, train_hint: str) -> Path:
+    """A checkpoint path: ``ckpt`` itself, ``<ckpt>/<filename>`` for a run folder, or (``ckpt`` None)
+    ``$HANDCAST_HOME/models/<filename>`` if it exists, else the shipped checkpoint ``shipped``."""
+    if ckpt is None:
+        p = handcast_home() / "models" / filename
+        return p if p.is_file() else shipped_checkpoint(shipped, train_hint)
+    p = Path(ckpt)
+    if p.is_dir():
+        p = p / filename
+    if not p.is_file():
+        raise HandcastError(f"checkpoint not found: {p}")
     return p
 
 

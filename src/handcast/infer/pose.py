@@ -1,0 +1,129 @@
+"""``handcast pose IMAGE``: single-image 3D hand pose and mesh of every hand, written to a folder.
+
+The 2D keypoints come from a keypoints file (:mod:`handcast.data.keypoints`) or, when none is given, from
+the mediapipe detector (:mod:`handcast.detect`, optional extra ``detect``); the cascade
+(:func:`handcast.models.cascade.estimate.estimate_pose`) does the rest. See docs/pose.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from handcast.conventions import NUM_KEYPOINTS
+from handcast.data.images import load_image
+from handcast.data.keypoints import keypoints_json, read_keypoints
+from handcast.errors import HandcastError
+from handcast.io import atomic_dir, save_npz
+from handcast.models.cascade.estimate import PoseResult, estimate_pose, pose_arrays
+from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
+from handcast.render.overlay import overlay_motion, save_png, second_view
+
+
+def detect_keypoints(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uv (2, 21, 2) pixels, conf (2, 21)) of the hands the mediapipe detector finds in ``image`` (uint8 RGB),
+    hands (right, left); a one-line error naming ``--keypoints`` when the detector is missing or fails."""
+    try:
+        from handcast.detect import detect_image
+    except ImportError as e:
+        raise HandcastError(f"no keypoints were given and the hand detector is unavailable ({e}); install the "
+                            "'detect' extra (pip install handcast[detect]) or pass --keypoints KP.json") from None
+    try:
+        det = detect_image(image)
+    except HandcastError as e:
+        raise HandcastError(f"no keypoints were given and the hand detector failed: {str(e).splitlines()[0]} "
+                            "(or pass --keypoints KP.json)") from None
+    return np.asarray(det.uv, np.float64), np.asarray(det.confidence, np.float64) * det.present[:, None]
+
+
+def write_mesh(path: Path, res: PoseResult) -> None:
+    """All hands as one mesh (vertices + root, camera frame, metres) in the format of ``path``'s suffix."""
+    import trimesh
+
+    parts = [trimesh.Trimesh(res.vertices[i] + res.root[i], res.faces[i], process=False) for i in range(res.num_hands)]
+    mesh = trimesh.util.concatenate(parts) if len(parts) > 1 else parts[0]
+    mesh.export(str(path), file_type=path.suffix.lstrip(".").split(".")[-1] if path.suffix else "ply")
+
+
+def _two_hand(res: PoseResult, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-hand array (H, ...) -> (2, ...) in (right, left) order with NaN for a missing hand, and valid (2,)."""
+    out = np.full((2,) + x.shape[1:], np.nan, np.float64)
+    valid = np.zeros(2, bool)
+    for i, k in enumerate(res.hand):
+        out[int(k)] = x[i]
+        valid[int(k)] = True
+    return out, valid
+
+
+def overlay_image(image: np.ndarray, res: PoseResult) -> np.ndarray:
+    """The meshes (if the GL renderer is available) and skeletons over the image."""
+    j, valid = _two_hand(res, res.joints + res.root[:, None])
+    v, _ = _two_hand(res, res.vertices + res.root[:, None])
+    v = np.where(np.isfinite(v), v, 0.0)
+    faces = (res.faces[list(res.hand).index(0)] if 0 in res.hand else None,
+             res.faces[list(res.hand).index(1)] if 1 in res.hand else None)
+    faces = tuple(f if f is not None else faces[1 - i] for i, f in enumerate(faces))
+    try:
+        return overlay_motion(image, j[None], res.K, valid[None], vertices=v[None], faces=faces)
+    except HandcastError as e:  # no EGL: skeletons only
+        print(f"handcast pose: warning: meshes not drawn ({str(e).splitlines()[0]})", file=sys.stderr)
+        return overlay_motion(image, j[None], res.K, valid[None])
+
+
+def spread_image(res: PoseResult, size: int = 384) -> np.ndarray:
+    """The S joint hypotheses of every hand (placed at the estimated root), from the side and from above,
+    skeletons coloured by hand and faded by hypothesis index."""
+    samples = res.joint_samples + res.root[:, None, None]  # (H, S, 21, 3)
+    S = samples.shape[1]
+    j = np.full((S, 2, NUM_KEYPOINTS, 3), np.nan)
+    valid = np.zeros((S, 2), bool)
+    for i, k in enumerate(res.hand):
+        j[:, int(k)] = samples[i]
+        valid[:, int(k)] = True
+    panels = [second_view(j, valid, size=(size, size), azimuth=az, elevation=el, shadows=False, fade=0.6)
+              for az, el in ((70.0, 20.0), (0.0, 80.0))]
+    gap = np.full((size, 6, 3), 255, np.uint8)
+    return np.concatenate([panels[0], gap, panels[1]], axis=1)
+
+
+def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike | None = None, keypoints: str | os.PathLike | None = None,
+             ckpt: str | os.PathLike | None = None, num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
+             aggregation: str = "median", focal: float | None = None, seed: int = 0, overwrite: bool = False,
+             device: str = "cpu", mesh_format: str = "ply") -> Path:
+    """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
+    (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
+    and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
+    current folder. Returns ``out_dir``."""
+
+    if mesh_format not in ("ply", "obj"):
+        raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
+    if out_dir is None:
+        if isinstance(image, np.ndarray):
+            raise HandcastError("an output folder is needed when the image is an array")
+        out_dir = Path(f"{Path(image).stem}_pose")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise HandcastError(f"output folder already exists: {out_dir} (remove it or pass --overwrite)")
+    img = load_image(image) if not isinstance(image, np.ndarray) else image
+    kps = read_keypoints(keypoints) if keypoints is not None else None
+    model = load_cascade(resolve_pose_checkpoint(ckpt), device)
+    if kps is None:
+        kps = detect_keypoints(img)
+    res = estimate_pose(img, model, kps, None, num_samples, sampler, steps, aggregation, seed, focal=focal)
+    overlay = overlay_image(img, res)
+    spread = spread_image(res)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        save_npz(tmp / "pose.npz", **pose_arrays(res))
+        write_mesh(tmp / f"mesh.{mesh_format}", res)
+        save_png(tmp / "overlay.png", overlay)
+        save_png(tmp / "spread.png", spread)
+        uv = np.full((2, NUM_KEYPOINTS, 2), np.nan)
+        cf = np.zeros((2, NUM_KEYPOINTS))
+        for i, k in enumerate(res.hand):
+            uv[int(k)], cf[int(k)] = res.kp2d[i], res.kp2d_conf[i]
+        (tmp / "keypoints.json").write_text(json.dumps(keypoints_json(uv, cf), indent=1))
+    return out_dir
