@@ -8,6 +8,7 @@ import trimesh
 
 from handcast.conventions import MANO_PARENTS
 from handcast.hand import open_model as om
+from handcast.hand.open_model_build import boundary_loops, save_open_hand_model
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_mesh_is_a_single_surface_open_only_at_the_wrist(right):
     mesh = trimesh.Trimesh(v, f, process=False)
     assert mesh.is_winding_consistent
     assert len(mesh.split(only_watertight=False)) == 1
-    loops = om.boundary_loops(f)
+    loops = boundary_loops(f)
     assert len(loops) == 1
     loop = loops[0]
     # every boundary vertex lies in the wrist cut plane (hand axial coordinate a = WRIST_CUT_MM)
@@ -178,7 +179,7 @@ def test_asset_is_small_and_pickle_free():
 @pytest.mark.slow
 def test_builder_reproduces_shipped_asset(tmp_path):
     pytest.importorskip("skimage")
-    path = om.save_open_hand_model(tmp_path)
+    path = save_open_hand_model(tmp_path)
     with np.load(path) as a, np.load(om.asset_path()) as b:
         assert sorted(a.files) == sorted(b.files)
         for k in a.files:

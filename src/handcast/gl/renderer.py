@@ -385,38 +385,12 @@ class Renderer:
         return _Scene(data, index[:oi], draws)
 
     # ---- public
-    def render(
-        self,
-        meshes: list[Mesh],
-        K: np.ndarray,
-        world_to_cam: np.ndarray | None = None,
-        background=None,
-        light_dir=None,
-        ambient: float = 0.35,
-        diffuse: float = 0.65,
-        specular: float = 0.12,
-        shininess: float = 32.0,
-        near: float = 0.01,
-        far: float = 100.0,
-        light_color=(1.0, 1.0, 1.0),
-    ) -> np.ndarray:
-        """Render ``meshes`` and return an (H, W, 3) uint8 RGB image (row 0 at the top).
-
-        K: (3, 3) OpenCV intrinsics in pixels for this image size.
-        world_to_cam: (4, 4) rigid transform from the meshes' frame to the OpenCV camera; None =
-            identity (meshes already in camera coordinates).
-        background: None (black), an RGB colour (3,) 0-255, or an (H, W, 3) uint8 image that is
-            kept exactly wherever no mesh covers a pixel.
-        light_dir: (3,) direction from the surface towards the light, camera frame (OpenCV axes);
-            default: from above, slightly left, behind the camera.
-        ambient, diffuse, specular, shininess: Lambert + Blinn-Phong terms (colours in [0, 1]).
-        near, far: clipping distances along the camera z axis, metres.
-        light_color: (3,) RGB multipliers in [0, 1] of all lighting (a tinted light).
-        """
-        return self.render_layers(
-            meshes, K, world_to_cam, background, light_dir, ambient, diffuse, specular, shininess, near, far,
-            light_color=light_color,
-        ).image
+    def render(self, meshes: list[Mesh], K: np.ndarray, world_to_cam: np.ndarray | None = None, background=None,
+               **shading) -> np.ndarray:
+        """Render ``meshes`` and return an (H, W, 3) uint8 RGB image (row 0 at the top): the ``image`` of
+        :meth:`render_layers`, which documents the arguments; ``shading`` are its keyword arguments
+        light_dir, ambient, diffuse, specular, shininess, near, far and light_color."""
+        return self.render_layers(meshes, K, world_to_cam, background, **shading).image
 
     def render_layers(
         self,
@@ -434,8 +408,20 @@ class Renderer:
         depth: bool = False,
         light_color=(1.0, 1.0, 1.0),
     ) -> RenderLayers:
-        """Like :meth:`render` but also returns the coverage ``alpha`` and (with ``depth=True``)
-        the camera-z depth map. See :class:`RenderLayers`."""
+        """Render ``meshes``: the (H, W, 3) uint8 RGB image (row 0 at the top), the coverage ``alpha`` and
+        (with ``depth=True``) the camera-z depth map. See :class:`RenderLayers`.
+
+        K: (3, 3) OpenCV intrinsics in pixels for this image size.
+        world_to_cam: (4, 4) rigid transform from the meshes' frame to the OpenCV camera; None =
+            identity (meshes already in camera coordinates).
+        background: None (black), an RGB colour (3,) 0-255, or an (H, W, 3) uint8 image that is
+            kept exactly wherever no mesh covers a pixel.
+        light_dir: (3,) direction from the surface towards the light, camera frame (OpenCV axes);
+            default: from above, slightly left, behind the camera.
+        ambient, diffuse, specular, shininess: Lambert + Blinn-Phong terms (colours in [0, 1]).
+        near, far: clipping distances along the camera z axis, metres.
+        light_color: (3,) RGB multipliers in [0, 1] of all lighting (a tinted light).
+        """
         W, H = self.width, self.height
         if isinstance(meshes, Mesh):
             meshes = [meshes]

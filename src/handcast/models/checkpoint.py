@@ -104,22 +104,40 @@ def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[s
     return config, tensors, meta
 
 
+def name_list(names, n: int = 4) -> str:
+    """The first ``n`` of ``names`` joined by commas, with how many more there are."""
+    names = list(names)
+    more = f", ... (+{len(names) - n})" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def compare_state(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str], str]:
+    """How ``state`` (tensors read from a file) differs from ``expected`` (a model's state dict).
+
+    Returns (missing: names of ``expected`` absent from ``state``, unexpected: names of ``state`` the
+    model lacks, mismatched: shared names whose shapes differ, a one-line account of the three: ''
+    when ``state`` fits exactly); names in their dict's order."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({name_list(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({name_list(unexpected)})")
+    if mismatched:
+        shown = [f"shape of {k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in mismatched]
+        parts.append(f"{len(mismatched)} shape mismatches ({name_list(shown, 3)})")
+    return missing, unexpected, mismatched, "; ".join(parts)
+
+
 def load_weights_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Load ``state`` into ``model``, refusing any missing, unexpected or mis-shaped tensor."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"shape of {k} is {tuple(state[k].shape)}, code expects {tuple(own[k].shape)}")
-        raise HandcastError(f"{source}: checkpoint does not match the model its config builds: " + "; ".join(parts))
+    *_, problems = compare_state(model.state_dict(), state)
+    if problems:
+        raise HandcastError(f"{source}: checkpoint does not match the model its config builds: {problems}")
     model.load_state_dict(state, strict=True)
 
 

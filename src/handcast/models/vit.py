@@ -32,6 +32,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from handcast.errors import HandcastError
+from handcast.models.checkpoint import compare_state, name_list
 
 LAYER_NORM_EPS = 1e-6
 """ViTPose builds every LayerNorm with eps 1e-6 (not torch's default 1e-5)."""
@@ -254,12 +255,6 @@ class BackboneLoadReport:
                 f"{len(self.mismatched)} shape mismatches")
 
 
-def _first(names, n: int = 4) -> str:
-    names = list(names)
-    more = f", ... (+{len(names) - n})" if len(names) > n else ""
-    return ", ".join(names[:n]) + more
-
-
 class _Inert:
     """Placeholder for any class or function a checkpoint's pickle names outside the tensor rebuilders.
 
@@ -417,7 +412,7 @@ def _select(keys: list[str], prefix: str, path: Path) -> str:
     if "patch_embed.proj.weight" in keys:
         return ""
     roots = sorted({k.split(".", 1)[0] for k in keys})
-    raise HandcastError(f"no '{prefix}*' entries in {path} (top-level names: {_first(roots, 6) or 'none'})")
+    raise HandcastError(f"no '{prefix}*' entries in {path} (top-level names: {name_list(roots, 6) or 'none'})")
 
 
 def _describe(state: dict[str, torch.Tensor]) -> str:
@@ -439,22 +434,12 @@ def load_backbone(
     file that is not a checkpoint, or entries that do not match."""
     state, report = read_backbone_state(path, prefix)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if strict and (missing or unexpected or mismatched):
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing ({_first(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_first(unexpected)})")
-        if mismatched:
-            shown = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in mismatched[:3]]
-            parts.append(f"{len(mismatched)} shape mismatches ({_first(shown, 3)})")
+    missing, unexpected, mismatched, problems = compare_state(expected, state)
+    if strict and problems:
         cfg = model.config
         raise HandcastError(
-            f"backbone in {path} does not fit ViT(width {cfg.embed_dim}, {cfg.depth} blocks): "
-            + "; ".join(parts) + _describe(state)
+            f"backbone in {path} does not fit ViT(width {cfg.embed_dim}, {cfg.depth} blocks): {problems}"
+            + _describe(state)
         )
     ok = [k for k in expected if k in state and k not in mismatched]
     if not ok:

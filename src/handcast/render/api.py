@@ -81,9 +81,6 @@ def render_clip(
     for meshes. An optional ``fps`` attribute is used when ``fps`` is None (default 30).
     max_frames: keep only the first frames. Returns the sheet image (H', W', 3) uint8.
     """
-    from handcast.render.overlay import render_sheet
-    from handcast.render.video import render_motion_video, write_video
-
     try:
         joints = np.asarray(clip.joints3d, np.float64)
         K = np.asarray(clip.K, np.float64)
@@ -109,16 +106,27 @@ def render_clip(
     finite = np.isfinite(joints).all(axis=(-1, -2)) & valid
     if not finite.any() and getattr(clip, "kp2d", None) is not None:
         return _render_2d_clip(clip, image, T, out_png, out_mp4, fps, title, height, video_height)
-    sheet = render_sheet(image, K, joints, valid, None, verts, faces, title=title, out_png=out_png, height=height)
+    return _sheet_and_video(image, K, joints, valid, verts, faces, out_png, out_mp4, fps, title, height, video_height)
+
+
+def _sheet_and_video(image, K, joints, valid, vertices, faces, out_png, out_mp4, fps, title, height, video_height,
+                     paths=None) -> np.ndarray:
+    """The sheet of a motion (written to ``out_png``) and, with ``out_mp4``, its video; returns the sheet.
+    Arrays as in :func:`handcast.render.overlay.render_sheet` (joints in the camera of ``image``)."""
+    from handcast.render.overlay import render_sheet
+    from handcast.render.video import render_motion_video, write_video
+
+    sheet = render_sheet(image, K, joints, valid, None, vertices, faces, title=title, out_png=out_png, height=height,
+                         paths=paths)
     if out_mp4 is not None:
-        frames = render_motion_video(image, K, joints, valid, None, verts, faces, height=video_height)
-        write_video(out_mp4, frames, fps)
+        write_video(out_mp4, render_motion_video(image, K, joints, valid, None, vertices, faces, height=video_height),
+                    fps)
     return sheet
 
 
 def _render_2d_clip(clip, image, T, out_png, out_mp4, fps, title, height, video_height) -> np.ndarray:
     """A clip without 3D labels: its 2D keypoints over the first image (camera motion ignored)."""
-    from handcast.render.overlay import _legend_bar, draw_keypoints, resize_with_K, save_png
+    from handcast.render.overlay import _legend_bar, draw_keypoints, resize_with_K, save_png, time_colors
     from handcast.render.video import write_video
 
     kp = np.asarray(clip.kp2d, np.float64)[:T]
@@ -136,8 +144,6 @@ def _render_2d_clip(clip, image, T, out_png, out_mp4, fps, title, height, video_
     if out_mp4 is not None:
         vim, _ = resize_with_K(image, np.eye(3), video_height)
         kv = kp * np.array([vim.shape[1] / image.shape[1], vim.shape[0] / image.shape[0]])
-        from handcast.render.overlay import time_colors
-
         cols = time_colors(T)
         frames = [draw_keypoints(vim, kv[: t + 1], ok[: t + 1], colors=cols[: t + 1]) for t in range(T)]
         write_video(out_mp4, frames, fps)
@@ -167,9 +173,6 @@ def render_prediction(
     sample: which sample is drawn in full; with ``show_samples`` the wrists of all samples are
     drawn as faint trajectories. Returns the sheet image.
     """
-    from handcast.render.overlay import render_sheet
-    from handcast.render.video import render_motion_video, write_video
-
     j = np.asarray(joints, np.float64)
     if j.ndim == 4:
         j = j[None]
@@ -189,11 +192,7 @@ def render_prediction(
         paths[:, ~v] = np.nan  # a hand's path only where it is valid (NaN breaks the line)
     if title is None:
         title = f"sample {int(sample) % S} of {S}" if S > 1 else None
-    sheet = render_sheet(image, K, js, v, title=title, out_png=out_png, height=height, paths=paths)
-    if out_mp4 is not None:
-        frames = render_motion_video(image, K, js, v, height=video_height)
-        write_video(out_mp4, frames, fps)
-    return sheet
+    return _sheet_and_video(image, K, js, v, None, None, out_png, out_mp4, fps, title, height, video_height, paths)
 
 
 def _safe_name(s: str) -> str:

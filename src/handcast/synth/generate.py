@@ -313,25 +313,12 @@ def _generate(ent, dom, n, T, image_size, render, hand_model, clip_id, fps, draw
     return clips
 
 
-def generate_clip(
-    seed,
-    domain: str | DomainSpec = "lab",
-    *,
-    n_frames: int = 64,
-    image_size: tuple[int, int] = (256, 256),
-    render: bool = True,
-    hand_model: str = "open",
-    clip_id: str | None = None,
-    fps: float = FPS,
-    draw_hands: bool = True,
-    tremor: bool = True,
-):
+def generate_clip(seed, domain: str | DomainSpec = "lab", **options):
     """One synthetic clip (the first future of :func:`generate_futures` with the same seed).
 
-    See :func:`generate_futures` for the arguments. Returns a :class:`handcast.data.Clip` with T =
-    ``n_frames`` frames in the frame-0 camera, its first frame rendered (``render=True``).
+    ``options`` are the keyword arguments of :func:`generate_futures` (n_frames, image_size, render,
+    hand_model, clip_id, fps, draw_hands, tremor), which documents them. Returns a
+    :class:`handcast.data.Clip` with T = ``n_frames`` frames in the frame-0 camera, its first frame
+    rendered (``render=True``).
     """
-    return generate_futures(
-        seed, domain, 1, n_frames=n_frames, image_size=image_size, render=render, hand_model=hand_model,
-        clip_id=clip_id, fps=fps, draw_hands=draw_hands, tremor=tremor,
-    )[0]
+    return generate_futures(seed, domain, 1, **options)[0]
