@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from handcast.conventions import DEFAULT_FOV_DEG
 from handcast.errors import HandcastError
+from handcast.geometry import focal_from_fov
 from handcast.models.cascade.testing import small_cascade
 
 W, H = 320, 240
@@ -109,7 +111,7 @@ def test_run_pose_writes_every_output(ckpt, tmp_path):
     d = load_npz(out / "pose.npz", required=("joints", "vertices", "handedness", "joint_samples", "root", "K"))
     assert d["joints"].shape == (1, 21, 3) and d["joint_samples"].shape == (1, 3, 21, 3)
     assert d["handedness"].tolist() == ["left"] and bool(d["focal_assumed"])
-    np.testing.assert_allclose(d["K"][0, 0], max(W, H))
+    np.testing.assert_allclose(d["K"][0, 0], focal_from_fov(DEFAULT_FOV_DEG, W), rtol=1e-6)
     import trimesh
 
     mesh = trimesh.load(out / "mesh.ply", process=False)
