@@ -120,6 +120,24 @@ def test_run_pose_writes_every_output(ckpt, tmp_path):
     assert [h["handedness"] for h in used["hands"]] == ["left"]
 
 
+def test_run_pose_camera_options(ckpt, tmp_path):
+    """--focal (the older option), --fov and --intrinsics each set K; only a K.json counts as a given camera."""
+    from handcast.cli import main
+    from handcast.io import load_npz
+
+    img, kp = _write_inputs(tmp_path)
+    (tmp_path / "K.json").write_text(json.dumps(K.tolist()))
+    common = [str(img), "--keypoints", str(kp), "--ckpt", str(ckpt), "--samples", "2"]
+    for name, flags, fx, assumed in (("focal", ["--focal", "420"], 420.0, True),
+                                     ("fov", ["--fov", "90"], (W / 2), True),
+                                     ("k", ["--intrinsics", str(tmp_path / "K.json")], K[0, 0], False)):
+        assert main(["pose", *common, "--out", str(tmp_path / name), *flags]) == 0
+        d = load_npz(tmp_path / name / "pose.npz")
+        np.testing.assert_allclose(d["K"][0, 0], fx, rtol=1e-6)
+        np.testing.assert_allclose(d["K"][:2, 2], [(W - 1) / 2, (H - 1) / 2])
+        assert bool(d["focal_assumed"]) == assumed
+
+
 def test_run_pose_bad_inputs_leave_nothing_behind(ckpt, tmp_path):
     from handcast.infer.pose import run_pose
 
