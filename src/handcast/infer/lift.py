@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from handcast.conventions import DEFAULT_FOV_DEG, MIN_HAND_KEYPOINTS, NUM_KEYPOINTS, NUM_MANO_JOINTS
+from handcast.diffusion import SAMPLERS
 from handcast.errors import HandcastError
 from handcast.io import check_world_to_cam, numeric_field
 
@@ -50,7 +51,6 @@ SHIPPED_LIFT = "lift_tiny.safetensors"
 DEFAULT_WINDOW = 64
 #: a hand enters the lifting and the refinement in a frame when at least this many keypoints are detected
 MIN_KEYPOINTS = MIN_HAND_KEYPOINTS  # kept for callers of this module
-SAMPLERS = ("ddpm", "ddim", "dpm")
 TRACKS_SUFFIXES = (".npz",)
 
 
