@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from handcast.conventions import DEFAULT_FOV_DEG
 from handcast.errors import HandcastError
+from handcast.geometry import focal_from_fov
 from handcast.models.cascade.testing import small_cascade
 
 W, H = 320, 240
@@ -109,13 +111,31 @@ def test_run_pose_writes_every_output(ckpt, tmp_path):
     d = load_npz(out / "pose.npz", required=("joints", "vertices", "handedness", "joint_samples", "root", "K"))
     assert d["joints"].shape == (1, 21, 3) and d["joint_samples"].shape == (1, 3, 21, 3)
     assert d["handedness"].tolist() == ["left"] and bool(d["focal_assumed"])
-    np.testing.assert_allclose(d["K"][0, 0], max(W, H))
+    np.testing.assert_allclose(d["K"][0, 0], focal_from_fov(DEFAULT_FOV_DEG, W), rtol=1e-6)
     import trimesh
 
     mesh = trimesh.load(out / "mesh.ply", process=False)
     np.testing.assert_allclose(np.asarray(mesh.vertices), d["vertices"][0] + d["root"][0], atol=1e-5)
     used = json.loads((out / "keypoints.json").read_text())
     assert [h["handedness"] for h in used["hands"]] == ["left"]
+
+
+def test_run_pose_camera_options(ckpt, tmp_path):
+    """--focal (the older option), --fov and --intrinsics each set K; only a K.json counts as a given camera."""
+    from handcast.cli import main
+    from handcast.io import load_npz
+
+    img, kp = _write_inputs(tmp_path)
+    (tmp_path / "K.json").write_text(json.dumps(K.tolist()))
+    common = [str(img), "--keypoints", str(kp), "--ckpt", str(ckpt), "--samples", "2"]
+    for name, flags, fx, assumed in (("focal", ["--focal", "420"], 420.0, True),
+                                     ("fov", ["--fov", "90"], (W / 2), True),
+                                     ("k", ["--intrinsics", str(tmp_path / "K.json")], K[0, 0], False)):
+        assert main(["pose", *common, "--out", str(tmp_path / name), *flags]) == 0
+        d = load_npz(tmp_path / name / "pose.npz")
+        np.testing.assert_allclose(d["K"][0, 0], fx, rtol=1e-6)
+        np.testing.assert_allclose(d["K"][:2, 2], [(W - 1) / 2, (H - 1) / 2])
+        assert bool(d["focal_assumed"]) == assumed
 
 
 def test_run_pose_bad_inputs_leave_nothing_behind(ckpt, tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from handcast.cli import main
+from handcast.errors import HandcastError
 
 
 def _run(capsys, *argv):
@@ -66,3 +67,70 @@ def test_mano_info_names_the_model_in_use(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HANDCAST_HOME", str(tmp_path))
     code, out, _ = _run(capsys, "mano", "info")
     assert code == 0 and "open" in out.lower()
+
+
+def _camera_inputs(tmp_path):
+    """An image, a tracks file and a K.json: the inputs of handcast pose, forecast and lift."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "img.png")
+    np.savez(tmp_path / "tracks.npz", uv=np.zeros((2, 2, 21, 2), np.float32), hand_valid=np.ones((2, 2), bool),
+             image_size=np.array([64, 48]))
+    (tmp_path / "K.json").write_text("[[50, 0, 31.5], [0, 50, 23.5], [0, 0, 1]]")
+    return {"pose": str(tmp_path / "img.png"), "forecast": str(tmp_path / "img.png"),
+            "lift": str(tmp_path / "tracks.npz")}
+
+
+@pytest.mark.parametrize("command,module,function", [
+    ("pose", "handcast.infer.pose", "run_pose"),
+    ("forecast", "handcast.infer.forecast", "run_forecast"),
+    ("lift", "handcast.infer.lift", "run_lift"),
+])
+def test_camera_flags_reach_the_command(tmp_path, monkeypatch, command, module, function):
+    import importlib
+
+    inputs = _camera_inputs(tmp_path)
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(kwargs)
+        raise HandcastError("recorded")
+
+    monkeypatch.setattr(importlib.import_module(module), function, record)
+    for flags, expected in ((["--fov", "50"], {"fov": 50.0, "intrinsics": None}),
+                            (["--intrinsics", "K.json"], {"fov": None, "intrinsics": "K.json"})):
+        assert main([command, inputs[command], "--out", str(tmp_path / "out"), *flags]) == 2
+        assert {k: seen[-1][k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("command", ["pose", "forecast", "lift"])
+def test_fov_and_intrinsics_together_are_refused(tmp_path, capsys, command):
+    inputs = _camera_inputs(tmp_path)
+    code, out, err = _run(capsys, command, inputs[command], "--out", str(tmp_path / "out"), "--fov", "50",
+                          "--intrinsics", str(tmp_path / "K.json"))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "give either --fov or --intrinsics, not both" in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pose_focal_is_still_accepted(tmp_path, monkeypatch):
+    import handcast.infer.pose as pose
+
+    inputs = _camera_inputs(tmp_path)
+    seen = []
+    monkeypatch.setattr(pose, "run_pose", lambda *a, **k: seen.append(k) or tmp_path)
+    assert main(["pose", inputs["pose"], "--focal", "420"]) == 0
+    assert seen[0]["focal"] == 420.0 and seen[0]["fov"] is None and seen[0]["intrinsics"] is None
+
+
+@pytest.mark.parametrize("argv", [["forecast", "x.png"], ["lift", "x.npz"], ["pose", "x.png"], ["impute", "--ckpt", "c",
+                                  "--data", "d", "--split", "s", "--out", "o"], ["bench", "pose", "--ckpt", "c"]])
+def test_unknown_sampler_is_refused_with_the_list(capsys, argv):
+    from handcast.diffusion import SAMPLERS
+
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--sampler", "bogus"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err and all(repr(s) in err for s in SAMPLERS), err

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import roma
@@ -5,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handcast.conventions import DEFAULT_FOV_DEG
 from handcast.errors import HandcastError
 from handcast.geometry import (
     camera_center,
@@ -16,6 +19,8 @@ from handcast.geometry import (
     look_at,
     make_intrinsics,
     project,
+    read_intrinsics,
+    resolve_intrinsics,
     rigid,
     transform_points,
     unproject,
@@ -96,6 +101,42 @@ def test_focal_from_fov():
         focal_from_fov(180.0, 640)
     K = fov_intrinsics(90.0, 641, 481)
     assert K[0, 0].item() == pytest.approx(320.5) and K[0, 2].item() == 320.0 and K[1, 2].item() == 240.0
+
+
+def test_resolve_intrinsics_known_answers(tmp_path):
+    f60 = 320.0 / np.tan(np.radians(30.0))  # 60 deg across 640 px
+    K = resolve_intrinsics((640, 480))
+    assert DEFAULT_FOV_DEG == 60.0
+    np.testing.assert_allclose(K, [[f60, 0, 319.5], [0, f60, 239.5], [0, 0, 1]], rtol=1e-12)
+    np.testing.assert_allclose(resolve_intrinsics((640, 480), fov=90.0)[0, 0], 320.0)
+    np.testing.assert_allclose(resolve_intrinsics((640, 480), focal=500.0)[:2, :2], np.diag([500.0, 500.0]))
+    given = np.array([[500.0, 0, 300], [0, 510, 200], [0, 0, 1]])
+    np.testing.assert_array_equal(resolve_intrinsics(None, K=given), given)
+    (tmp_path / "K.json").write_text(json.dumps(given.tolist()))
+    np.testing.assert_array_equal(resolve_intrinsics(None, K=tmp_path / "K.json"), given)
+    np.testing.assert_array_equal(read_intrinsics(str(tmp_path / "K.json")), given)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"fov": 60.0, "K": "missing.json"}, "give either --fov or --intrinsics, not both"),
+    ({"fov": 60.0, "focal": 500.0}, "give either --fov or --focal, not both"),
+    ({"fov": 4.0}, r"within \[5, 170\]"),
+    ({"fov": 171.0}, r"within \[5, 170\]"),
+    ({"focal": -1.0}, "positive number of pixels"),
+    ({"focal": float("nan")}, "positive number of pixels"),
+    ({"K": np.eye(2)}, "3x3"),
+    ({"K": np.diag([0.0, 1.0, 1.0])}, "fx"),
+    ({"K": "missing.json"}, "intrinsics file not found"),
+    ({"K": "notjson.json"}, "not a JSON 3x3 matrix"),
+    ({"K": "two.json"}, "must be a 3x3 matrix"),
+])
+def test_resolve_intrinsics_refuses_bad_options(tmp_path, monkeypatch, kwargs, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notjson.json").write_text("[[1, 0")
+    (tmp_path / "two.json").write_text("[[1, 0], [0, 1]]")
+    with pytest.raises(HandcastError, match=needle) as e:
+        resolve_intrinsics((640, 480), **kwargs)
+    assert "\n" not in str(e.value)
 
 
 @given(st.integers(0, 2**31 - 1))

@@ -85,6 +85,10 @@ HAND_COLORS: tuple[tuple[int, int, int], tuple[int, int, int]] = ((40, 110, 235)
 # Provenance of a clip's 3D labels.
 PROVENANCES: tuple[str, ...] = ("gt", "imputed", "2d-only")
 
+# The camera assumed for an image that comes without intrinsics (handcast forecast, pose and lift): square
+# pixels, principal point at the image centre and this horizontal field of view in degrees.
+DEFAULT_FOV_DEG = 60.0
+
 # A hand counts as detected in a frame (an input to lifting, forecasting and fitting) when at least this many
 # of its 2D keypoints have confidence > 0.
 MIN_HAND_KEYPOINTS = 3

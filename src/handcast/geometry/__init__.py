@@ -3,6 +3,7 @@ Plucker rays and keypoint positional encoding. Torch-first, batched over leading
 differentiable; numpy arrays are accepted too (numpy in -> numpy out)."""
 
 from handcast.geometry.camera import (
+    FOV_RANGE_DEG,
     Z_EPS,
     camera_center,
     check_intrinsics,
@@ -14,6 +15,8 @@ from handcast.geometry.camera import (
     make_intrinsics,
     pixel_rays,
     project,
+    read_intrinsics,
+    resolve_intrinsics,
     rigid,
     transform_points,
     unproject,
@@ -32,9 +35,9 @@ from handcast.geometry.rotations import (
 )
 
 __all__ = [
-    "Z_EPS", "camera_center", "check_intrinsics", "compose", "focal_from_fov", "fov_intrinsics",
-    "invert_rigid", "look_at", "make_intrinsics", "pixel_rays", "project", "rigid", "transform_points",
-    "unproject", "apply_similarity", "procrustes_align", "similarity_procrustes", "kpe", "plucker",
+    "FOV_RANGE_DEG", "Z_EPS", "camera_center", "check_intrinsics", "compose", "focal_from_fov", "fov_intrinsics",
+    "invert_rigid", "look_at", "make_intrinsics", "pixel_rays", "project", "read_intrinsics", "resolve_intrinsics", "rigid",
+    "transform_points", "unproject", "apply_similarity", "procrustes_align", "similarity_procrustes", "kpe", "plucker",
     "aa_to_6d", "aa_to_rotmat", "geodesic_angle", "rotmat_to_6d", "rotmat_to_aa", "sixd_to_aa",
     "sixd_to_rotmat", "slerp_rotmat",
 ]

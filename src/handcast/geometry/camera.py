@@ -13,21 +13,29 @@ keypoints of that frame, pass ``T`` with shape (T, 1, 4, 4) and points with shap
 
 Every function also accepts numpy arrays (numpy in -> numpy out). The hot-path functions
 (:func:`project`, :func:`unproject`) do not validate K (that would synchronise the GPU): validate
-once where intrinsics enter the program with :func:`check_intrinsics`.
+once where intrinsics enter the program with :func:`check_intrinsics`. :func:`resolve_intrinsics` is
+the one place that decides the camera of a user's image (a given K, a K.json file, a field of view, a
+focal length, or the default field of view :data:`~handcast.conventions.DEFAULT_FOV_DEG`).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from handcast.conventions import DEFAULT_FOV_DEG
 from handcast.errors import HandcastError
 from handcast.geometry._compat import as_float, bcross, matTvec, matvec, numpy_io
 
 #: Points with depth z <= Z_EPS (metres) are "behind the camera" for :func:`project`.
 Z_EPS = 1e-6
+#: The horizontal fields of view (degrees, inclusive) :func:`resolve_intrinsics` accepts.
+FOV_RANGE_DEG = (5.0, 170.0)
 
 
 def check_intrinsics(K: Any, name: str = "intrinsics") -> Any:
@@ -216,8 +224,63 @@ def fov_intrinsics(fov_deg: float, width: int, height: int, dtype: torch.dtype |
     return make_intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, dtype=dtype)
 
 
+def read_intrinsics(path: str | os.PathLike) -> np.ndarray:
+    """Read a K.json file -> K (3, 3) float64 pixels.
+
+    The file (the ``--intrinsics K.json`` of ``handcast forecast``, ``pose`` and ``lift``) holds the 3x3
+    matrix as a JSON list of rows, pixels, OpenCV convention: ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``.
+    Raises HandcastError (one line, naming the file) when it is missing, not JSON, not 3x3 or not valid
+    intrinsics (:func:`check_intrinsics`).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise HandcastError(f"intrinsics file not found: {p}")
+    try:
+        K = np.asarray(json.loads(p.read_text()), np.float64)
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raise HandcastError(f"{p}: not a JSON 3x3 matrix ({e})") from None
+    if K.shape != (3, 3):
+        raise HandcastError(f"{p}: intrinsics must be a 3x3 matrix, got shape {K.shape}")
+    return check_intrinsics(K, name=str(p))
+
+
+def resolve_intrinsics(image_size: tuple[int, int] | None, fov: float | None = None,
+                       K: Any = None, focal: float | None = None) -> np.ndarray:
+    """The camera of one image: K (3, 3) float64, pixels, OpenCV convention.
+
+    Give at most one of: ``K`` (3, 3) intrinsics, or the path of a K.json file (:func:`read_intrinsics`),
+    validated with :func:`check_intrinsics` and returned as they are; ``fov`` a horizontal field of view
+    in degrees within :data:`FOV_RANGE_DEG`; ``focal`` a focal length in pixels. With ``fov``, ``focal``
+    or none of them (the default field of view :data:`~handcast.conventions.DEFAULT_FOV_DEG`) the pixels
+    are square and the principal point is the centre ``((W - 1) / 2, (H - 1) / 2)`` of ``image_size``
+    (W, H) pixels (not needed with ``K``). Raises HandcastError (one line, naming the command-line options
+    ``--fov``, ``--focal`` and ``--intrinsics``) when more than one is given or a value is out of range.
+    """
+    given = [name for name, v in (("--fov", fov), ("--focal", focal), ("--intrinsics", K)) if v is not None]
+    if len(given) > 1:
+        raise HandcastError(f"give either {' or '.join(given)}, not {'both' if len(given) == 2 else 'all three'}")
+    if isinstance(K, (str, os.PathLike)):
+        return read_intrinsics(K)
+    if K is not None:
+        K = np.asarray(K, np.float64)
+        if K.shape != (3, 3):
+            raise HandcastError(f"intrinsics must be a 3x3 matrix, got shape {K.shape}")
+        return check_intrinsics(K)
+    if focal is None:
+        fov = DEFAULT_FOV_DEG if fov is None else float(fov)
+        if not FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1]:
+            raise HandcastError(f"--fov must be a horizontal field of view in degrees within "
+                                f"[{FOV_RANGE_DEG[0]:g}, {FOV_RANGE_DEG[1]:g}], got {fov}")
+        focal = focal_from_fov(fov, image_size[0])
+    elif not (np.isfinite(float(focal)) and float(focal) > 0):
+        raise HandcastError(f"focal length must be a positive number of pixels, got {focal}")
+    w, h = image_size
+    f = float(focal)
+    return np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
+
+
 __all__ = [
     "Z_EPS", "check_intrinsics", "make_intrinsics", "focal_from_fov", "fov_intrinsics", "project",
     "unproject", "pixel_rays", "rigid", "transform_points", "invert_rigid", "compose", "camera_center",
-    "look_at",
+    "look_at", "read_intrinsics", "resolve_intrinsics", "FOV_RANGE_DEG",
 ]

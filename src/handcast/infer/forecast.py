@@ -15,6 +15,9 @@ Outputs (in ``out``; every file written atomically):
 Which model: ``--ckpt`` if given; otherwise the shipped tiny checkpoints: the keypoint-conditioned F when
 2D keypoints are available (``--keypoints`` file, or the mediapipe detector of the ``detect`` extra), the
 image-only F when no hand is found (it still runs, and says so).
+
+The camera: ``--intrinsics K.json`` or ``--fov DEG``, else the default field of view
+(:func:`handcast.geometry.resolve_intrinsics`).
 """
 
 from __future__ import annotations
@@ -27,31 +30,9 @@ import torch
 
 from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.errors import HandcastError
+from handcast.geometry import resolve_intrinsics  # also importable from here, where it used to live
 
 SHIPPED = {"image": "forecast_image_tiny.safetensors", "keypoints": "forecast_keypoints_tiny.safetensors"}
-
-
-def resolve_intrinsics(image_size: tuple[int, int], fov: float | None, intrinsics: str | os.PathLike | None) -> np.ndarray:
-    import json
-
-    from handcast.geometry import check_intrinsics, fov_intrinsics
-
-    w, h = image_size
-    if intrinsics is not None:
-        p = Path(intrinsics)
-        if not p.is_file():
-            raise HandcastError(f"intrinsics file not found: {p}")
-        try:
-            K = np.asarray(json.loads(p.read_text()), np.float32)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise HandcastError(f"{p}: not a JSON 3x3 matrix ({e})") from None
-        if K.shape != (3, 3):
-            raise HandcastError(f"{p}: intrinsics must be a 3x3 matrix, got shape {K.shape}")
-        return np.asarray(check_intrinsics(K), np.float32)
-    fov = 60.0 if fov is None else float(fov)
-    if not 5.0 <= fov <= 170.0:
-        raise HandcastError(f"--fov must be a horizontal field of view in degrees within [5, 170], got {fov}")
-    return fov_intrinsics(fov, w, h).numpy().astype(np.float32)
 
 
 def input_keypoints(image: np.ndarray, keypoints: str | os.PathLike | None, detect: bool) -> tuple[np.ndarray, np.ndarray, str]:
@@ -129,7 +110,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
 
     img = load_image(image)
     h, w = img.shape[:2]
-    K = resolve_intrinsics((w, h), fov, intrinsics)
+    K = resolve_intrinsics((w, h), fov=fov, K=intrinsics)
     uv, conf, source = input_keypoints(img, keypoints, detect)
     present = (conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS
     messages = []

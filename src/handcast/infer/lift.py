@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handcast.conventions import MIN_HAND_KEYPOINTS, NUM_KEYPOINTS, NUM_MANO_JOINTS
+from handcast.conventions import DEFAULT_FOV_DEG, MIN_HAND_KEYPOINTS, NUM_KEYPOINTS, NUM_MANO_JOINTS
+from handcast.diffusion import SAMPLERS
 from handcast.errors import HandcastError
 from handcast.io import check_world_to_cam, numeric_field
 
@@ -50,7 +51,6 @@ SHIPPED_LIFT = "lift_tiny.safetensors"
 DEFAULT_WINDOW = 64
 #: a hand enters the lifting and the refinement in a frame when at least this many keypoints are detected
 MIN_KEYPOINTS = MIN_HAND_KEYPOINTS  # kept for callers of this module
-SAMPLERS = ("ddpm", "ddim", "dpm")
 TRACKS_SUFFIXES = (".npz",)
 
 
@@ -106,20 +106,19 @@ class LiftInput:
 
 
 def _intrinsics_for(image_size: tuple[int, int] | None, fov: float | None, intrinsics, src: str,
-                file_K: np.ndarray | None = None) -> tuple[np.ndarray, str]:
-    """(K (3, 3) float32, where from): --intrinsics, else --fov, else the file's K, else 60 deg."""
-    from handcast.infer.forecast import resolve_intrinsics as from_options
+                    file_K: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """(K (3, 3) float32, where from): --intrinsics, else --fov, else the file's K, else the default field of
+    view (:func:`handcast.geometry.resolve_intrinsics`)."""
+    from handcast.geometry import resolve_intrinsics
 
-    if intrinsics is not None and fov is not None:
-        raise HandcastError("give either --fov or --intrinsics, not both")
-    if intrinsics is not None:
-        return from_options((1, 1), None, intrinsics), f"intrinsics file {intrinsics}"
-    if fov is None and file_K is not None:
+    if fov is None and intrinsics is None and file_K is not None:
         return file_K, "tracks file K"
-    if image_size is None:
+    if image_size is None and intrinsics is None:
         raise HandcastError(f"{src}: has neither K nor image_size; pass --intrinsics K.json")
-    K = from_options(image_size, fov, None)
-    return K, f"{60.0 if fov is None else float(fov):g} deg horizontal field of view"
+    K = resolve_intrinsics(image_size, fov=fov, K=intrinsics).astype(np.float32)
+    if intrinsics is not None:
+        return K, f"intrinsics file {intrinsics}"
+    return K, f"{DEFAULT_FOV_DEG if fov is None else float(fov):g} deg horizontal field of view"
 
 
 def _size_from_K(K: np.ndarray) -> tuple[int, int]:
@@ -424,10 +423,9 @@ def refine_motion(hand_model, pose: torch.Tensor, transl: torch.Tensor, inp: Lif
 
 def _project_seq(joints: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> np.ndarray:
     """(T, 2, 21, 3) m frame-0 camera -> (T, 2, 21, 2) px in camera t (NaN behind the camera / NaN input)."""
-    X = np.einsum("tij,thkj->thki", w2c[:, :3, :3], joints) + w2c[:, None, None, :3, 3]
-    z = X[..., 2:3]
-    uv = (X @ np.asarray(K, np.float64).T)[..., :2] / np.where(z > 1e-6, z, np.nan)
-    return uv
+    from handcast.geometry import project, transform_points
+
+    return project(transform_points(w2c[:, None, None], joints), np.asarray(K, np.float64))
 
 
 def _accel(x: np.ndarray, ok: np.ndarray) -> float:

@@ -18,6 +18,7 @@ from handcast.conventions import NUM_KEYPOINTS
 from handcast.data.images import load_image
 from handcast.data.keypoints import keypoints_json, read_keypoints
 from handcast.errors import HandcastError
+from handcast.geometry import resolve_intrinsics
 from handcast.io import atomic_dir, save_npz
 from handcast.models.cascade.estimate import PoseResult, estimate_pose, pose_arrays
 from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
@@ -93,11 +94,14 @@ def spread_image(res: PoseResult, size: int = 384) -> np.ndarray:
 def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike | None = None, keypoints: str | os.PathLike | None = None,
              ckpt: str | os.PathLike | None = None, num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
              aggregation: str = "median", focal: float | None = None, seed: int = 0, overwrite: bool = False,
-             device: str = "cpu", mesh_format: str = "ply") -> Path:
+             device: str = "cpu", mesh_format: str = "ply", fov: float | None = None,
+             intrinsics: str | os.PathLike | None = None) -> Path:
     """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
     (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
     and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
-    current folder. Returns ``out_dir``."""
+    current folder. The camera: at most one of ``intrinsics`` (a K.json file), ``fov`` (horizontal field of
+    view, degrees) and ``focal`` (pixels); default: the default field of view
+    (:func:`handcast.geometry.resolve_intrinsics`). Returns ``out_dir``."""
 
     if mesh_format not in ("ply", "obj"):
         raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
@@ -109,11 +113,13 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     if out_dir.exists() and not overwrite:
         raise HandcastError(f"output folder already exists: {out_dir} (remove it or pass --overwrite)")
     img = load_image(image) if not isinstance(image, np.ndarray) else image
+    resolve_intrinsics((img.shape[1], img.shape[0]), fov=fov, K=intrinsics, focal=focal)  # fails early if bad
     kps = read_keypoints(keypoints) if keypoints is not None else None
     model = load_cascade(resolve_pose_checkpoint(ckpt), device)
     if kps is None:
         kps = detect_keypoints(img)
-    res = estimate_pose(img, model, kps, None, num_samples, sampler, steps, aggregation, seed, focal=focal)
+    res = estimate_pose(img, model, kps, intrinsics, num_samples, sampler, steps, aggregation, seed, focal=focal,
+                        fov=fov)
     overlay = overlay_image(img, res)
     spread = spread_image(res)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

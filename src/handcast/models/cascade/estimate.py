@@ -6,8 +6,9 @@ from the detector through :func:`handcast.infer.pose.detect_keypoints`). Each ha
 with at least :data:`MIN_KEYPOINTS` keypoints is cropped (left hands mirrored into the canonical right
 frame), run through the cascade, aggregated, placed by :func:`~handcast.models.cascade.aggregate.fit_root`
 and mirrored back. Without intrinsics the camera is assumed to have its principal point at the image centre
-and a focal length of max(W, H) pixels (about 53 degrees across the longer side); only the absolute root
-position depends on that guess, not the root-relative joints and mesh.
+and the focal length of a field of view (``fov``, default :data:`~handcast.conventions.DEFAULT_FOV_DEG`
+degrees across the width) or ``focal`` pixels (:func:`handcast.geometry.resolve_intrinsics`); only the
+absolute root position depends on that guess, not the root-relative joints and mesh.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from handcast.conventions import HANDS, NUM_KEYPOINTS
 from handcast.errors import HandcastError
+from handcast.geometry import resolve_intrinsics
 
 MIN_KEYPOINTS = 4
 
@@ -33,7 +35,8 @@ class PoseResult:
     joint_samples: (H, S, 21, 3) and vertex_samples: (H, S, V, 3) root-relative hypotheses.
     root: (H, 3) wrist position in the camera frame (from the 2D keypoints and K; depth depends on the
     assumed focal length when K was not given).
-    K: (3, 3) intrinsics used (pixels); focal_assumed: K was guessed (see module docstring).
+    K: (3, 3) intrinsics used (pixels); focal_assumed: K was not given but assumed (from ``fov``, ``focal`` or
+    the default field of view; see module docstring).
     boxes: (H, 4) crop boxes (x0, y0, x1, y1) in pixels before the aspect expansion.
     kp2d: (H, 21, 2) the 2D keypoints used (pixels, NaN where missing); kp2d_conf: (H, 21).
     image_size: (W, H) pixels. aggregation, sampler, steps, num_samples: how it was made.
@@ -66,11 +69,8 @@ class PoseResult:
 
 def default_intrinsics(width: int, height: int, focal: float | None = None) -> np.ndarray:
     """(3, 3) pinhole intrinsics with the principal point at the image centre and focal ``focal`` px
-    (default max(W, H))."""
-    f = float(max(width, height) if focal is None else focal)
-    if not np.isfinite(f) or f <= 0:
-        raise HandcastError(f"focal length must be a positive number of pixels, got {focal}")
-    return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
+    (default: the default field of view). Kept for callers: :func:`handcast.geometry.resolve_intrinsics`."""
+    return resolve_intrinsics((width, height), focal=focal)
 
 
 def _check_keypoints(uv, conf) -> tuple[np.ndarray, np.ndarray]:
@@ -86,13 +86,15 @@ def _check_keypoints(uv, conf) -> tuple[np.ndarray, np.ndarray]:
 
 def estimate_pose(image: np.ndarray, model, keypoints, K=None, num_samples: int = 5, sampler: str = "ddim",
                   steps: int = 1, aggregation: str = "median", seed: int = 0, tau: float = 4.0,
-                  focal: float | None = None) -> PoseResult:
+                  focal: float | None = None, fov: float | None = None) -> PoseResult:
     """3D pose and mesh of every hand with keypoints in ``image``.
 
     image: (H, W, 3) uint8 RGB. model: a :class:`~handcast.models.cascade.model.PoseCascade` (see
     :func:`~handcast.models.cascade.model.load_cascade`); it runs on its own device.
     keypoints: (uv (2, 21, 2) pixels NaN where missing, conf (2, 21) or None), hands (right, left), common
-    order (:func:`handcast.infer.pose.detect_keypoints` finds them with the detector). K: (3, 3) intrinsics or None (default_intrinsics with ``focal``).
+    order (:func:`handcast.infer.pose.detect_keypoints` finds them with the detector). K: (3, 3) intrinsics (or a K.json path), or None for the assumed camera of a
+    horizontal field of view ``fov`` degrees or of focal length ``focal`` px (at most one of K, fov, focal;
+    default: the default field of view; :func:`handcast.geometry.resolve_intrinsics`).
     num_samples S, sampler ("ddim", "ddpm", "dpm") and steps: of both diffusion stages (one-step DDIM by
     default). aggregation: "single", "mean", "median" or "reproj" (tau: its temperature in crop pixels).
     seed: the sampling noise (same seed, same result)."""
@@ -111,9 +113,7 @@ def estimate_pose(image: np.ndarray, model, keypoints, K=None, num_samples: int 
         raise HandcastError("estimate_pose needs 2D keypoints (handcast.infer.pose.detect_keypoints finds them)")
     uv, conf = _check_keypoints(*keypoints)
     focal_assumed = K is None
-    K = default_intrinsics(w, h, focal) if K is None else np.asarray(K, np.float64)
-    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise HandcastError(f"K must be finite (3, 3) intrinsics with positive focal lengths, got {K.tolist()}")
+    K = resolve_intrinsics((w, h), fov=fov, K=K, focal=focal)
     hands = [k for k in (0, 1) if (conf[k] > 0).sum() >= MIN_KEYPOINTS]
     if not hands:
         raise HandcastError(f"no hand with at least {MIN_KEYPOINTS} keypoints in the image")
