@@ -115,7 +115,7 @@ def accuracy(args, model, s: int) -> None:
         for sampler, steps in map(parse_sampler, args.accuracy_samplers):
             p = forecast_split(model, hands, st, "lab_test", s, sampler, steps)
             t = gt["joints"].shape[1]
-            res = evaluate(Predictions(p["clip_ids"], p["joints"][:, :, :t], p["pose6d"][:, :, :t], p["transl"][:, :, :t]), _gt(gt))
+            res = evaluate(Predictions(p["clip_ids"], p["joints"][:, :, :t], p["pose6d"][:, :, :t], p["wrist"][:, :, :t]), _gt(gt))
             print(f"  lab_test {sampler}-{steps}: M best-of-{s} {res['best_of_n']['M']:.2f} cm, mean-of-{s} "
                   f"{res['mean_of_n']['M']:.2f} cm, multimodality {res['multimodality']['pred']:.2f}, "
                   f"{p['seconds_per_clip']:.3f} s per input")

@@ -103,3 +103,43 @@ def test_cached_scheduler_gives_what_a_fresh_one_gives(sampler, steps):
     for _ in range(2):  # the cached scheduler is reusable
         b = sample(denoise, (2, 5, 3), sampler, steps, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(x, b, rtol=0, atol=0)
+
+
+def test_sample_per_input_repeats_each_inputs_condition_for_its_samples():
+    from handcast.diffusion import sample_per_input
+
+    cond = torch.arange(3.0).view(3, 1, 1)  # input b's condition: the value b
+
+    def den(x_t, t, c, nothing, conditioned=True):
+        assert nothing is None
+        return c.expand_as(x_t) if conditioned else torch.zeros_like(x_t)
+
+    x = sample_per_input(den, (cond, None), (4, 2), num_samples=5, sampler="ddim", steps=2,
+                         generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 5, 4, 2)
+    torch.testing.assert_close(x, cond.view(3, 1, 1, 1).expand_as(x), atol=1e-4, rtol=0)
+    guided = sample_per_input(den, (cond, None), (4, 2), 2, "ddim", 2, guidance=2.0,
+                              generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(guided, 2 * cond.view(3, 1, 1, 1).expand_as(guided), atol=1e-4, rtol=0)
+
+
+def test_conditional_diffusion_sample_uses_the_hooks():
+    from handcast.diffusion import SAMPLERS, ConditionalDiffusion
+
+    class Toy(ConditionalDiffusion):
+        diffusion = DiffusionConfig()
+
+        def sampling_condition(self, inputs):
+            return (inputs,), (3,)
+
+        def denoise(self, x_t, t, c, conditioned=True):
+            return c.expand_as(x_t)
+
+        def decode(self, x0):
+            return x0.sum(-1)
+
+    inputs = torch.tensor([[1.0], [-2.0]])
+    for name in SAMPLERS:  # every listed sampler runs
+        out = Toy().sample(inputs, num_samples=4, sampler=name, steps=3, generator=torch.Generator().manual_seed(0))
+        assert out.shape == (2, 4)
+        torch.testing.assert_close(out, 3 * inputs.expand(2, 4), atol=0.1 if name == "ddpm" else 1e-4, rtol=0)

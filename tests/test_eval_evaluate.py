@@ -31,11 +31,11 @@ def data(seed=0, with_params=True):
     extra = {}
     if with_params:
         extra = dict(pose6d=rng.normal(size=(N, S, T, 2, 16, 6)).astype(np.float32),
-                     transl=rng.normal(size=(N, S, T, 2, 3)).astype(np.float32))
+                     wrist=rng.normal(size=(N, S, T, 2, 3)).astype(np.float32))
     gextra = {}
     if with_params:
         gextra = dict(pose6d=rng.normal(size=(N, T, 2, 16, 6)).astype(np.float32),
-                      transl=rng.normal(size=(N, T, 2, 3)).astype(np.float32),
+                      wrist=rng.normal(size=(N, T, 2, 3)).astype(np.float32),
                       group_ids=np.array(["g0", "g0", "g1", "g2"]))
     return ids, pred.astype(np.float32), extra, gt, valid, gextra
 
@@ -51,11 +51,36 @@ def test_round_trip_files(tmp_path):
     p, g = write_both(tmp_path)
     pr, gt = read_predictions(p), read_ground_truth(g)
     assert pr.joints.shape == (N, S, T, 2, 21, 3) and pr.joints.dtype == np.float32
-    assert pr.pose6d.shape == (N, S, T, 2, 16, 6) and pr.transl.shape == (N, S, T, 2, 3)
+    assert pr.pose6d.shape == (N, S, T, 2, 16, 6) and pr.wrist.shape == (N, S, T, 2, 3)
     assert gt.valid.dtype == bool and gt.group_ids.tolist() == ["g0", "g0", "g1", "g2"]
     assert pr.clip_ids.tolist() == [f"clip{i}" for i in range(N)]
     with np.load(p, allow_pickle=False) as z:  # loadable without pickle
         assert z["clip_ids"].dtype.kind == "U"
+
+
+def test_files_of_an_older_handcast_name_the_wrist_transl(tmp_path, capsys):
+    p, g = write_both(tmp_path)
+    new, _ = evaluate_files(p, g)
+    assert capsys.readouterr().err == ""
+    for path in (p, g):  # rewrite each file as an older handcast did: the wrist position under 'transl'
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {("transl" if k == "wrist" else k): z[k] for k in z.files}
+        assert "transl" in arrays
+        save_npz(tmp_path / f"old_{path.name}", **arrays)
+    old, _ = evaluate_files(tmp_path / "old_pred.npz", tmp_path / "old_gt.npz")
+    assert old == new and old["diversity"]["pred"] is not None and old["multimodality"]["gt"] is not None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    for line, name in zip(err, ("old_pred.npz", "old_gt.npz")):
+        assert line.startswith("handcast: warning:") and name in line and "older handcast" in line
+    write_predictions(tmp_path / "re.npz", **{k: getattr(read_predictions(tmp_path / "old_pred.npz"), k)
+                                              for k in ("clip_ids", "joints", "pose6d", "wrist")})
+    with np.load(tmp_path / "re.npz", allow_pickle=False) as z:  # writers use only the new name
+        assert "wrist" in z.files and "transl" not in z.files
+    both = dict(np.load(tmp_path / "old_pred.npz", allow_pickle=False), wrist=np.zeros((N, S, T, 2, 3), np.float32))
+    save_npz(tmp_path / "both.npz", **both)
+    with pytest.raises(HandcastError, match="both wrist and transl"):
+        read_predictions(tmp_path / "both.npz")
 
 
 def test_evaluate_known_answers_and_json(tmp_path):

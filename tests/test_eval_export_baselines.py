@@ -34,7 +34,7 @@ def test_export_pads_to_longest_and_marks_padding_invalid(store, tmp_path):
     gt = read_ground_truth(tmp_path / "gt.npz")
     assert n == 2 and gt.joints.shape == (2, 20, 2, 21, 3)
     assert gt.valid[0, :12].all() and not gt.valid[0, 12:].any()
-    np.testing.assert_allclose(gt.transl, gt.joints[:, :, :, 0])
+    np.testing.assert_allclose(gt.wrist, gt.joints[:, :, :, 0])
     assert list(gt.clip_ids) == ["still", "moved"]
 
 
@@ -77,13 +77,13 @@ def test_cli_round_trip(store, tmp_path, capsys):
 def read_predictions_like(pred):
     from handcast.eval.evaluate import Predictions
 
-    return Predictions(pred["clip_ids"], pred["joints"], pred["pose6d"], pred["transl"])
+    return Predictions(pred["clip_ids"], pred["joints"], pred["pose6d"], pred["wrist"])
 
 
 def read_gt_like(gt):
     from handcast.eval.evaluate import GroundTruth
 
-    return GroundTruth(gt["clip_ids"], gt["joints"], gt["valid"], gt["pose6d"], gt["transl"], gt["group_ids"])
+    return GroundTruth(gt["clip_ids"], gt["joints"], gt["valid"], gt["pose6d"], gt["wrist"], gt["group_ids"])
 
 
 def ground_truth_arrays_from(clips):

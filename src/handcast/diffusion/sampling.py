@@ -72,6 +72,6 @@ def sample(
         if guidance != 1.0:
             x0_u = denoise(x, tb, False)
             x0 = x0_u + guidance * (x0 - x0_u)
-        kwargs = {"generator": generator} if sampler in ("ddpm", "ddim") else {}
-        x = scheduler.step(x0, t, x, **kwargs).prev_sample
+        # the generator feeds the stochastic samplers' noise (DDPM; DDIM with eta > 0); the others ignore it
+        x = scheduler.step(x0, t, x, generator=generator).prev_sample
     return x

@@ -27,8 +27,8 @@ def estimated_static_pose(store: ClipStore | str | Path, split: str, pose_ckpt: 
     For each clip, the cascaded pose estimator (:mod:`handcast.models.cascade`) sees only the input frame: its
     image, its 2D keypoints (the stored track's frame 0) and the intrinsics; its hands (wrist-relative joints +
     the wrist placed from the 2D keypoints) are held still for the whole horizon. Clips sharing a first frame
-    (a ``group_id``) are estimated once. Returns ``clip_ids``, ``joints`` (N, 1, H, 2, 21, 3) m, ``transl``
-    (N, 1, H, 2, 3) wrist; no ``pose6d`` (the estimator returns joints and meshes)."""
+    (a ``group_id``) are estimated once. Returns ``clip_ids``, ``joints`` (N, 1, H, 2, 21, 3) m, ``wrist``
+    (N, 1, H, 2, 3) m; no ``pose6d`` (the estimator returns joints and meshes)."""
     from handcast.errors import HandcastError
     from handcast.models.cascade.estimate import estimate_pose
     from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
@@ -61,7 +61,7 @@ def estimated_static_pose(store: ClipStore | str | Path, split: str, pose_ckpt: 
     h = int(horizon or np.max(view.lengths))
     rep = lambda x: np.repeat(x[:, None, None], h, axis=2)  # noqa: E731
     return dict(clip_ids=np.asarray(view.clip_ids, dtype=str), joints=rep(joints0), pose6d=None,
-                transl=rep(joints0[:, :, 0]))
+                wrist=rep(joints0[:, :, 0]))
 
 
 def static_pose(gt: dict[str, np.ndarray], horizon: int | None = None) -> dict[str, np.ndarray]:
@@ -70,7 +70,8 @@ def static_pose(gt: dict[str, np.ndarray], horizon: int | None = None) -> dict[s
     ``gt`` holds ground-truth arrays as from :func:`ground_truth_arrays`. A hand absent from frame 0
     (the input image) is placed at the mean frame-0 joints of that hand over the clips where it is
     present (so the baseline never looks at future frames). Returns prediction arrays with S = 1:
-    ``joints`` (N, 1, H, 2, 21, 3), ``pose6d`` (N, 1, H, 2, 16, 6), ``transl`` (N, 1, H, 2, 3).
+    ``joints`` (N, 1, H, 2, 21, 3), ``pose6d`` (N, 1, H, 2, 16, 6), ``wrist`` (N, 1, H, 2, 3) (metres, frame-0
+    camera, hands (right, left)).
     """
     joints0 = gt["joints"][:, 0].copy()  # (N, 2, 21, 3)
     pose0 = gt["pose6d"][:, 0].copy()
@@ -79,7 +80,7 @@ def static_pose(gt: dict[str, np.ndarray], horizon: int | None = None) -> dict[s
     _fill_absent(pose0, present, np.tile(np.array([1, 0, 0, 1, 0, 0], np.float32), (16, 1)))
     h = int(horizon or gt["joints"].shape[1])
     rep = lambda x: np.repeat(x[:, None, None], h, axis=2)  # noqa: E731  (N, ...) -> (N, 1, H, ...)
-    return dict(clip_ids=gt["clip_ids"], joints=rep(joints0), pose6d=rep(pose0), transl=rep(joints0[:, :, 0]))
+    return dict(clip_ids=gt["clip_ids"], joints=rep(joints0), pose6d=rep(pose0), wrist=rep(joints0[:, :, 0]))
 
 
 def static_pose_predictions(store: str | Path, split: str, out: str | Path, horizon: int | None = None) -> int:

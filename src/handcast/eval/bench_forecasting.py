@@ -37,7 +37,7 @@ SPLITS = ("lab_test", "diverse_test", "wild_test")
 def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5, sampler: str = "ddim",
                    steps: int = 10, seed: int = 0, batch_size: int = 16, progress: bool = False) -> dict:
     """Predictions of ``model`` for every clip of a split: {clip_ids, joints (N, S, T, 2, 21, 3) m,
-    pose6d (N, S, T, 2, 16, 6), transl (N, S, T, 2, 3) wrist m, seconds_per_clip}; T = the longest clip."""
+    pose6d (N, S, T, 2, 16, 6), wrist (N, S, T, 2, 3) m, seconds_per_clip}; T = the longest clip."""
     from tqdm.auto import tqdm
 
     from handcast.data import collate
@@ -49,23 +49,23 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
     ds = forecast_dataset(store, split, horizon, needs_image=model.config.image is not None)
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
     g = torch.Generator().manual_seed(seed)
-    joints, pose6d, transl, ids = [], [], [], []
+    joints, pose6d, wrists, ids = [], [], [], []
     t0 = time.perf_counter()
     for batch in tqdm(dl, desc=f"forecast {split}", disable=not progress, leave=False):
         rot6d, wrist = model.sample(batch, samples, sampler, steps, generator=g)
         betas = batch["betas"][:, None].expand(-1, rot6d.shape[1], 2, batch["betas"].shape[-1])
         joints.append(keypoints_from_motion(hands, rot6d, wrist, betas).numpy())
         pose6d.append(rot6d.numpy())
-        transl.append(wrist.numpy())
+        wrists.append(wrist.numpy())
         ids += list(batch["clip_id"])
     dt = (time.perf_counter() - t0) / max(len(ids), 1)
     return dict(clip_ids=np.asarray(ids, dtype=str), joints=np.concatenate(joints).astype(np.float32),
-                pose6d=np.concatenate(pose6d).astype(np.float32), transl=np.concatenate(transl).astype(np.float32),
+                pose6d=np.concatenate(pose6d).astype(np.float32), wrist=np.concatenate(wrists).astype(np.float32),
                 seconds_per_clip=dt)
 
 
 def _gt(arrays: dict) -> GroundTruth:
-    return GroundTruth(arrays["clip_ids"], arrays["joints"], arrays["valid"], arrays["pose6d"], arrays["transl"],
+    return GroundTruth(arrays["clip_ids"], arrays["joints"], arrays["valid"], arrays["pose6d"], arrays["wrist"],
                        arrays["group_ids"])
 
 
@@ -113,7 +113,7 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
             pred = static_pose(gt)
         t = gt["joints"].shape[1]
         cut = lambda a: None if a is None else a[:, :, :t]  # noqa: E731
-        p = Predictions(pred["clip_ids"], cut(pred["joints"]), cut(pred["pose6d"]), cut(pred["transl"]))
+        p = Predictions(pred["clip_ids"], cut(pred["joints"]), cut(pred["pose6d"]), cut(pred["wrist"]))
         rows.setdefault(row, {})[split] = _summary(evaluate(p, _gt(gt)))
     result = {"table": rows, "seconds_per_clip": secs, "splits": list(splits), "samples": samples,
               "sampler": f"{sampler}-{steps}", "checkpoints": {k: str(v) for k, v in ckpts.items()},

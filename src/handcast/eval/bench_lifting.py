@@ -104,7 +104,7 @@ def reference_predict(hands, gt: dict, inputs: dict) -> dict[str, tuple[torch.Te
     pose = sixd_to_aa(torch.from_numpy(gt["pose6d"]))  # both padded to the split's longest clip
     with torch.no_grad():
         j0 = hands.rest_joints(torch.zeros(2, 10))[:, 0]  # (2, 3) mean-shape rest wrist
-    transl = torch.from_numpy(gt["transl"]) - j0
+    transl = torch.from_numpy(gt["wrist"]) - j0  # MANO transl of the true wrist with the mean shape
     return {REFERENCES[0]: (pose, transl), REFERENCES[1]: (pose, align_predict(hands, pose, transl, inputs))}
 
 

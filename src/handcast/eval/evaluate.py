@@ -7,16 +7,20 @@ Prediction file
     joints    (N, S, T, 2, 21, 3)   float32, metres, frame-0 camera, hands (right, left), common 21-kp
                                     order, S samples per clip (S = 1 for a deterministic model)
     pose6d    (N, S, T, 2, 16, 6)   optional, flat-hand MANO rotations in roma 6D
-    transl    (N, S, T, 2, 3)       optional, wrist position [m] (= MANO transl + rest wrist J0(betas))
+    wrist     (N, S, T, 2, 3)       optional, float32, wrist position (keypoint 0) [m], frame-0 camera,
+                                    hands (right, left) (= MANO transl + rest wrist J0(betas))
 
 Ground-truth file
     clip_ids  (N,) str
     joints    (N, T, 2, 21, 3)      float32, metres; may be NaN where ``valid`` is False
     valid     (N, T, 2) bool        a (frame, hand) enters the metrics only where True
     pose6d    (N, T, 2, 16, 6)      optional
-    transl    (N, T, 2, 3)          optional, wrist position [m]
+    wrist     (N, T, 2, 3)          optional, float32, wrist position [m], frame-0 camera, hands (right, left)
     group_ids (N,) str              optional: clips with the same group id share their first frame
                                     (several ground-truth futures of one image)
+
+Files written by an older handcast name the wrist position ``transl`` (which elsewhere, in clip stores and
+result files, is MANO's translation); the readers accept them as ``wrist`` and say so on stderr.
 
 Matching rules of :func:`evaluate`: every ground-truth clip must be predicted and predictions may
 not contain clips absent from the ground truth (both are errors naming the clips). Predictions are
@@ -30,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,9 @@ from handcast.errors import HandcastError
 from handcast.eval import metrics as M
 from handcast.io import atomic_path, load_npz, save_npz
 
+#: what prediction / ground-truth files written by an older handcast call ``wrist`` (not MANO's translation)
+OLD_WRIST_NAME = "transl"
+
 
 @dataclass
 class Predictions:
@@ -49,7 +57,7 @@ class Predictions:
     clip_ids: np.ndarray  # (N,) str
     joints: np.ndarray  # (N, S, T, 2, 21, 3) float32 [m], frame-0 camera, hands (right, left)
     pose6d: np.ndarray | None = None  # (N, S, T, 2, 16, 6) float32
-    transl: np.ndarray | None = None  # (N, S, T, 2, 3) float32 [m]
+    wrist: np.ndarray | None = None  # (N, S, T, 2, 3) float32 [m] wrist position, frame-0 camera, hands (right, left)
 
     @property
     def num_clips(self) -> int:
@@ -68,7 +76,7 @@ class GroundTruth:
     joints: np.ndarray  # (N, T, 2, 21, 3) float32 [m], frame-0 camera, hands (right, left)
     valid: np.ndarray  # (N, T, 2) bool
     pose6d: np.ndarray | None = None  # (N, T, 2, 16, 6) float32
-    transl: np.ndarray | None = None  # (N, T, 2, 3) float32 [m]
+    wrist: np.ndarray | None = None  # (N, T, 2, 3) float32 [m] wrist position, frame-0 camera, hands (right, left)
     group_ids: np.ndarray | None = None  # (N,) str
 
     @property
@@ -133,7 +141,7 @@ def _unique_ids(name: str, ids: np.ndarray) -> None:
         raise HandcastError(f"{name}: clip_ids are not unique (repeated: {dup})")
 
 
-def validate_predictions(clip_ids: Any, joints: Any, pose6d: Any = None, transl: Any = None,
+def validate_predictions(clip_ids: Any, joints: Any, pose6d: Any = None, wrist: Any = None,
                          name: str = "predictions") -> Predictions:
     """Check arrays against the prediction format; return them as :class:`Predictions` (float32)."""
     j = _check_float(name, "joints", joints, ("N", "S", "T", 2, NUM_KEYPOINTS, 3))
@@ -145,16 +153,16 @@ def validate_predictions(clip_ids: Any, joints: Any, pose6d: Any = None, transl:
     p6 = tr = None
     if pose6d is not None:
         p6 = _check_float(name, "pose6d", pose6d, (n, s, t, 2, NUM_MANO_JOINTS, 6))
-    if transl is not None:
-        tr = _check_float(name, "transl", transl, (n, s, t, 2, 3))
+    if wrist is not None:
+        tr = _check_float(name, "wrist", wrist, (n, s, t, 2, 3))
     return Predictions(ids, j, p6, tr)
 
 
-def validate_ground_truth(clip_ids: Any, joints: Any, valid: Any, pose6d: Any = None, transl: Any = None,
+def validate_ground_truth(clip_ids: Any, joints: Any, valid: Any, pose6d: Any = None, wrist: Any = None,
                           group_ids: Any = None, name: str = "ground truth") -> GroundTruth:
     """Check arrays against the ground-truth format; return them as :class:`GroundTruth` (float32).
 
-    Joints (and pose6d / transl) must be finite wherever ``valid`` is True.
+    Joints (and pose6d / wrist) must be finite wherever ``valid`` is True.
     """
     jt = np.asarray(joints)
     if jt.ndim != 5:
@@ -167,8 +175,8 @@ def validate_ground_truth(clip_ids: Any, joints: Any, valid: Any, pose6d: Any = 
     p6 = tr = g = None
     if pose6d is not None:
         p6 = _check_float(name, "pose6d", pose6d, (n, t, 2, NUM_MANO_JOINTS, 6), finite_where=v[..., None, None])
-    if transl is not None:
-        tr = _check_float(name, "transl", transl, (n, t, 2, 3), finite_where=v[..., None])
+    if wrist is not None:
+        tr = _check_float(name, "wrist", wrist, (n, t, 2, 3), finite_where=v[..., None])
     if group_ids is not None:
         g = _check_ids(name, "group_ids", group_ids, n)
     return GroundTruth(ids, j, v, p6, tr, g)
@@ -177,23 +185,22 @@ def validate_ground_truth(clip_ids: Any, joints: Any, valid: Any, pose6d: Any = 
 # ------------------------------------------------------------------------------------------ files
 
 def write_predictions(path: str | os.PathLike, clip_ids: Any, joints: Any, pose6d: Any = None,
-                      transl: Any = None) -> None:
+                      wrist: Any = None) -> None:
     """Validate and write a prediction file atomically (shapes in the module docstring)."""
-    p = validate_predictions(clip_ids, joints, pose6d, transl, name=Path(path).name)
+    p = validate_predictions(clip_ids, joints, pose6d, wrist, name=Path(path).name)
     arrays = {"clip_ids": p.clip_ids, "joints": p.joints}
-    if p.pose6d is not None:
-        arrays["pose6d"] = p.pose6d
-    if p.transl is not None:
-        arrays["transl"] = p.transl
+    for k in ("pose6d", "wrist"):
+        if getattr(p, k) is not None:
+            arrays[k] = getattr(p, k)
     save_npz(path, **arrays)
 
 
 def write_ground_truth(path: str | os.PathLike, clip_ids: Any, joints: Any, valid: Any, pose6d: Any = None,
-                       transl: Any = None, group_ids: Any = None) -> None:
+                       wrist: Any = None, group_ids: Any = None) -> None:
     """Validate and write a ground-truth file atomically (shapes in the module docstring)."""
-    g = validate_ground_truth(clip_ids, joints, valid, pose6d, transl, group_ids, name=Path(path).name)
+    g = validate_ground_truth(clip_ids, joints, valid, pose6d, wrist, group_ids, name=Path(path).name)
     arrays = {"clip_ids": g.clip_ids, "joints": g.joints, "valid": g.valid}
-    for k in ("pose6d", "transl", "group_ids"):
+    for k in ("pose6d", "wrist", "group_ids"):
         if getattr(g, k) is not None:
             arrays[k] = getattr(g, k)
     save_npz(path, **arrays)
@@ -205,20 +212,31 @@ def _no_extra(name: str, data: dict[str, np.ndarray], allowed: tuple[str, ...]) 
         raise HandcastError(f"{name}: unexpected array(s) {', '.join(extra)} (allowed: {', '.join(allowed)})")
 
 
+def _wrist(path: str | os.PathLike, data: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The file's wrist positions: ``wrist``, or ``transl`` in a file from an older handcast (said on stderr)."""
+    if OLD_WRIST_NAME not in data:
+        return data.get("wrist")
+    if "wrist" in data:
+        raise HandcastError(f"{Path(path).name}: has both wrist and {OLD_WRIST_NAME} (its older name); keep wrist")
+    print(f"handcast: warning: {path} was written by an older handcast: reading its '{OLD_WRIST_NAME}' as 'wrist' "
+          "(the wrist position)", file=sys.stderr)
+    return data[OLD_WRIST_NAME]
+
+
 def read_predictions(path: str | os.PathLike) -> Predictions:
     """Read and validate a prediction file; HandcastError (one line) on any problem."""
     data = load_npz(path, required=("clip_ids", "joints"))
-    _no_extra(Path(path).name, data, ("clip_ids", "joints", "pose6d", "transl"))
-    return validate_predictions(data["clip_ids"], data["joints"], data.get("pose6d"), data.get("transl"),
+    _no_extra(Path(path).name, data, ("clip_ids", "joints", "pose6d", "wrist", OLD_WRIST_NAME))
+    return validate_predictions(data["clip_ids"], data["joints"], data.get("pose6d"), _wrist(path, data),
                                 name=Path(path).name)
 
 
 def read_ground_truth(path: str | os.PathLike) -> GroundTruth:
     """Read and validate a ground-truth file; HandcastError (one line) on any problem."""
     data = load_npz(path, required=("clip_ids", "joints", "valid"))
-    _no_extra(Path(path).name, data, ("clip_ids", "joints", "valid", "pose6d", "transl", "group_ids"))
+    _no_extra(Path(path).name, data, ("clip_ids", "joints", "valid", "pose6d", "wrist", OLD_WRIST_NAME, "group_ids"))
     return validate_ground_truth(data["clip_ids"], data["joints"], data["valid"], data.get("pose6d"),
-                                 data.get("transl"), data.get("group_ids"), name=Path(path).name)
+                                 _wrist(path, data), data.get("group_ids"), name=Path(path).name)
 
 
 # -------------------------------------------------------------------------------------- matching
@@ -247,13 +265,13 @@ def match(pred: Predictions, gt: GroundTruth) -> tuple[Predictions, GroundTruth]
             )
         gt = GroundTruth(gt.clip_ids, gt.joints[:, :tp], gt.valid[:, :tp],
                          None if gt.pose6d is None else gt.pose6d[:, :tp],
-                         None if gt.transl is None else gt.transl[:, :tp], gt.group_ids)
+                         None if gt.wrist is None else gt.wrist[:, :tp], gt.group_ids)
     t = min(tp, tg)
 
     def take(x: np.ndarray | None) -> np.ndarray | None:
         return None if x is None else x[order][:, :, :t]
 
-    pred = Predictions(pred.clip_ids[order], take(pred.joints), take(pred.pose6d), take(pred.transl))  # type: ignore[arg-type]
+    pred = Predictions(pred.clip_ids[order], take(pred.joints), take(pred.pose6d), take(pred.wrist))  # type: ignore[arg-type]
     return pred, gt
 
 
@@ -278,16 +296,16 @@ def evaluate(pred: Predictions | str | os.PathLike, gt: GroundTruth | str | os.P
       best_of_n / mean_of_n: {"M", "M-G", "M-F", "MR", "RA"} means over clips;
       num_clips, num_samples, num_frames;
       horizon_M: (T,) per-timestep M under best-of-N; horizon_M_mean_of_n: the same under mean-of-N;
-      diversity: {"pred", "gt"} (MANO parameter space, None when pose6d / transl are absent);
+      diversity: {"pred", "gt"} (MANO parameter space, None when pose6d / wrist are absent);
       multimodality: {"pred" (S samples of each clip), "gt" (clips sharing a group id)};
       per_clip (only with ``per_clip=True``): clip_ids, best_sample, and per metric the (N,) best-of-N values.
     """
     if isinstance(pred, Predictions):  # objects built by hand get the same checks as files
-        pred = validate_predictions(pred.clip_ids, pred.joints, pred.pose6d, pred.transl)
+        pred = validate_predictions(pred.clip_ids, pred.joints, pred.pose6d, pred.wrist)
     else:
         pred = read_predictions(pred)
     if isinstance(gt, GroundTruth):
-        gt = validate_ground_truth(gt.clip_ids, gt.joints, gt.valid, gt.pose6d, gt.transl, gt.group_ids)
+        gt = validate_ground_truth(gt.clip_ids, gt.joints, gt.valid, gt.pose6d, gt.wrist, gt.group_ids)
     else:
         gt = read_ground_truth(gt)
     pred, gt = match(pred, gt)
@@ -297,19 +315,19 @@ def evaluate(pred: Predictions | str | os.PathLike, gt: GroundTruth | str | os.P
 
     div: dict[str, Any] = {"pred": None, "gt": None}
     mm: dict[str, Any] = {"pred": None, "gt": None}
-    if pred.pose6d is not None and pred.transl is not None:
+    if pred.pose6d is not None and pred.wrist is not None:
         # Per clip (S, T*198); invalid ground-truth (frame, hand) entries zeroed so pred and gt share
         # support. Chunked over clips to bound memory; sample 0 of every clip enters the diversity.
         first, per = [], []
         step = max(1, 20_000_000 // max(1, S * T * 198))
         for a in range(0, N, step):
-            pp = M.motion_params(pred.pose6d[a:a + step], pred.transl[a:a + step], gt.valid[a:a + step, None])
+            pp = M.motion_params(pred.pose6d[a:a + step], pred.wrist[a:a + step], gt.valid[a:a + step, None])
             first.append(pp[:, 0].astype(np.float32))
             per.append(M.multimodality_per_input(pp))
         div["pred"] = M.diversity(np.concatenate(first), diversity_pairs, seed)
         mm["pred"] = float(np.mean(np.concatenate(per))) if S > 1 else None
-    if gt.pose6d is not None and gt.transl is not None:
-        gp = M.motion_params(gt.pose6d, gt.transl, gt.valid)
+    if gt.pose6d is not None and gt.wrist is not None:
+        gp = M.motion_params(gt.pose6d, gt.wrist, gt.valid)
         div["gt"] = M.diversity(gp, diversity_pairs, seed)
         if gt.group_ids is not None:
             mm["gt"] = M.grouped_multimodality(gp, gt.group_ids)

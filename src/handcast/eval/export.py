@@ -15,8 +15,8 @@ def ground_truth_arrays(store: ClipStore | str | Path, split: str) -> dict[str, 
     """The arrays of a ground-truth file for one split, clips padded to the longest with valid = False.
 
     ``joints`` (N, T, 2, 21, 3) m frame-0 camera, ``valid`` (N, T, 2), ``pose6d`` (N, T, 2, 16, 6) flat
-    convention, ``transl`` (N, T, 2, 3) = the wrist position (MANO transl + rest wrist J0(betas), which is
-    the same as keypoint 0), ``group_ids`` (N,), ``clip_ids`` (N,).
+    convention, ``wrist`` (N, T, 2, 3) m the wrist position (MANO transl + rest wrist J0(betas), which is
+    the same as keypoint 0), ``group_ids`` (N,), ``clip_ids`` (N,). Hands (right, left).
     """
     store = store if isinstance(store, ClipStore) else ClipStore(store)
     view = store.split(split)
@@ -26,17 +26,17 @@ def ground_truth_arrays(store: ClipStore | str | Path, split: str) -> dict[str, 
     joints = np.zeros((n, t_max, 2, 21, 3), np.float32)
     valid = np.zeros((n, t_max, 2), bool)
     pose6d = np.zeros((n, t_max, 2, 16, 6), np.float32)
-    transl = np.zeros((n, t_max, 2, 3), np.float32)
+    wrist = np.zeros((n, t_max, 2, 3), np.float32)
     for i in range(n):
         a = view.read(i, fields=("joints3d", "valid", "pose"))
         t = len(a["valid"])
         joints[i, :t] = a["joints3d"]
         valid[i, :t] = a["valid"]
         pose6d[i, :t] = aa_to_6d(a["pose"].astype(np.float32))
-        transl[i, :t] = a["joints3d"][:, :, 0]
+        wrist[i, :t] = a["joints3d"][:, :, 0]
     return dict(
         clip_ids=np.asarray(view.clip_ids, dtype=str), joints=joints, valid=valid, pose6d=pose6d,
-        transl=transl, group_ids=np.asarray(view.clip_field("group_id"), dtype=str),
+        wrist=wrist, group_ids=np.asarray(view.clip_field("group_id"), dtype=str),
     )
 
 

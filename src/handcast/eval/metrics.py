@@ -328,16 +328,17 @@ def grouped_multimodality(params: Any, group_ids: Any) -> float:
     return float(per_group[counts >= 2].mean())
 
 
-def motion_params(pose6d: Any, transl: Any, valid: Any | None = None) -> np.ndarray:
+def motion_params(pose6d: Any, wrist: Any, valid: Any | None = None) -> np.ndarray:
     """Flatten MANO motion to one vector per clip for diversity / multimodality.
 
-    pose6d (..., T, 2, 16, 6) (flat-hand-relative 6D rotations) and transl (..., T, 2, 3) [m] become
-    (..., T * 198): per frame the motion-token layout [right 16x6D, left 16x6D, right transl, left transl].
+    pose6d (..., T, 2, 16, 6) (flat-hand-relative 6D rotations) and wrist (..., T, 2, 3) (wrist positions [m],
+    frame-0 camera), hands (right, left), become (..., T * 198): per frame the motion-token layout
+    [right 16x6D, left 16x6D, right wrist, left wrist].
     With ``valid`` (..., T, 2) (broadcasting), the 99 numbers of an invalid (frame, hand) are zeroed.
     """
-    r6, tr = _f64(pose6d), _f64(transl)
+    r6, tr = _f64(pose6d), _f64(wrist)
     if r6.shape[-3:] != (2, 16, 6) or tr.shape[-2:] != (2, 3):
-        raise HandcastError(f"motion_params: pose6d {r6.shape} / transl {tr.shape}: expected (..., T, 2, 16, 6) / (..., T, 2, 3)")
+        raise HandcastError(f"motion_params: pose6d {r6.shape} / wrist {tr.shape}: expected (..., T, 2, 16, 6) / (..., T, 2, 3)")
     batch = np.broadcast_shapes(r6.shape[:-3], tr.shape[:-2])
     r6 = np.broadcast_to(r6, batch + r6.shape[-3:]).reshape(batch + (2, 96))
     tr = np.broadcast_to(tr, batch + tr.shape[-2:])

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from handcast.conventions import MIN_HAND_KEYPOINTS, MOTION_DIM, NUM_KEYPOINTS
 from handcast.data.dataset import ClipDataset
+from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
 from handcast.errors import HandcastError
 from handcast.geometry import kpe
 from handcast.models.checkpoint import load_model
@@ -134,7 +135,7 @@ def normalised_kp2d(kp2d: torch.Tensor, conf: torch.Tensor, image_size: torch.Te
     return norm.reshape(b, t, KP2D_DIM), present.expand_as(uv).reshape(b, t, KP2D_DIM)
 
 
-class ForecastModel(nn.Module):
+class ForecastModel(ConditionalDiffusion):
     """Forecasting model F (or the regressor baseline): input frame -> both hands' future motion.
 
     Batch dicts use the keys of :class:`handcast.data.ClipDataset` (``image`` (B, 3, H, W) in [0, 1] for
@@ -146,7 +147,6 @@ class ForecastModel(nn.Module):
 
     def __init__(self, config: ForecastConfig):
         super().__init__()
-        from handcast.diffusion import DiffusionConfig
         from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
         from handcast.models.motion import MotionCodec
 
@@ -210,34 +210,24 @@ class ForecastModel(nn.Module):
         return self.codec.decode(x[..., :MOTION_DIM])
 
     # ------------------------------------------------------------------ inference
+    def sampling_condition(self, batch: dict) -> tuple[Condition, tuple[int, int]]:
+        """The condition of :meth:`sample`: (tokens, token mask, frame mask), and one sample's shape (T, D)."""
+        fmask = batch["frame_mask"]
+        return (*self.condition(batch), fmask), (fmask.shape[1], self.dcfg.motion_dim)
+
     @torch.no_grad()
     def sample(self, batch: dict, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
                guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False):
-        """``num_samples`` futures per input. Returns rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3) m.
+        """``num_samples`` futures per input. Returns rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3) m,
+        frame-0 camera, hands (right, left).
 
-        The condition is encoded once per input and shared by its samples, which are denoised together
-        in one batch. The regressor returns its single output S times."""
-        from handcast.diffusion import sample as diffusion_sample
-
-        tokens, tmask = self.condition(batch)
-        fmask = batch["frame_mask"]
-        b, t = fmask.shape
-        s = int(num_samples)
-        if self.config.head == "regression":
-            x = self.regress(tokens, tmask, fmask)
-            rot6d, wrist = self.decode(x)
-            rep = lambda a: a.unsqueeze(1).expand(b, s, *a.shape[1:])  # noqa: E731
-            return rep(rot6d), rep(wrist)
-        rep = lambda a: a.repeat_interleave(s, dim=0)  # noqa: E731
-        tokens, tmask, fmask = rep(tokens), rep(tmask), rep(fmask)
-
-        def den(x_t, tt, conditioned):
-            return self.denoise(x_t, tt, tokens, tmask, fmask, conditioned)
-
-        x = diffusion_sample(den, (b * s, t, self.dcfg.motion_dim), sampler=sampler, steps=steps, guidance=guidance,
-                             config=self.diffusion, generator=generator, device=fmask.device, progress=progress)
-        rot6d, wrist = self.decode(x)
-        return rot6d.reshape(b, s, *rot6d.shape[1:]), wrist.reshape(b, s, *wrist.shape[1:])
+        The diffusion head samples as :meth:`ConditionalDiffusion.sample`; the regressor returns its single
+        output S times."""
+        if self.config.head == "diffusion":
+            return super().sample(batch, num_samples, sampler, steps, guidance, generator, progress)
+        x = self.regress(*self.sampling_condition(batch)[0])
+        b, s = x.shape[0], int(num_samples)
+        return tuple(a.unsqueeze(1).expand(b, s, *a.shape[1:]) for a in self.decode(x))
 
 
 def build_forecast(model_cfg: dict) -> ForecastModel:

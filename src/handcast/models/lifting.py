@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
 from handcast.geometry import kpe, plucker, rotmat_to_6d
 from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import TokenMLP
@@ -138,18 +139,19 @@ class LiftConfig:
     p_cond_dropout: float = 0.1
 
 
-class LiftingModel(nn.Module):
+class LiftingModel(ConditionalDiffusion):
     """Lifting model L: 2D keypoint tracks + cameras -> 3D MANO motion of both hands (frame-0 camera).
 
     A conditional diffusion model over motion tokens (see :mod:`handcast.models.motion`) whose condition
     is the lifting feature blocks. Batch dicts use the keys of :class:`handcast.data.ClipDataset`.
+    ``sample(batch, num_samples, ...)`` (:meth:`ConditionalDiffusion.sample`) draws S motions per clip:
+    rot6d (B, S, T, 2, 16, 6) and wrist (B, S, T, 2, 3) m, frame-0 camera, hands (right, left).
     """
 
     kind = "lift"
 
     def __init__(self, config: LiftConfig):
         super().__init__()
-        from handcast.diffusion import DiffusionConfig
         from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
         from handcast.models.motion import MotionCodec
 
@@ -177,27 +179,14 @@ class LiftingModel(nn.Module):
         """Clean motion tokens (B, T, 198) of a batch: its MANO rotations and wrist positions."""
         return self.codec.encode_aa(batch["pose"], batch["joints3d"][..., 0, :])
 
-    @torch.no_grad()
-    def sample(self, batch: dict, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
-               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False):
-        """Draw ``num_samples`` motions per clip. Returns rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3) m."""
-        from handcast.diffusion import sample as diffusion_sample
-
-        tokens, tmask = self.condition(batch)
+    def sampling_condition(self, batch: dict) -> tuple[Condition, tuple[int, int]]:
+        """The condition of :meth:`sample`: (tokens, token mask, frame mask), and one sample's shape (T, 198)."""
         fmask = batch["frame_mask"]
-        b, t = fmask.shape
-        s = int(num_samples)
-        rep = lambda x: None if x is None else x.repeat_interleave(s, dim=0)  # noqa: E731
-        tokens, tmask, fmask = rep(tokens), rep(tmask), rep(fmask)
+        return (*self.condition(batch), fmask), (fmask.shape[1], self.dcfg.motion_dim)
 
-        def den(x_t, tt, conditioned):
-            return self.denoise(x_t, tt, tokens, tmask, fmask, conditioned)
-
-        x = diffusion_sample(den, (b * s, t, self.dcfg.motion_dim), sampler=sampler, steps=steps,
-                             guidance=guidance, config=self.diffusion, generator=generator,
-                             device=fmask.device, progress=progress)
-        rot6d, wrist = self.codec.decode(x)
-        return rot6d.reshape(b, s, *rot6d.shape[1:]), wrist.reshape(b, s, *wrist.shape[1:])
+    def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (..., T, 198) -> rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3) metres, frame-0 camera."""
+        return self.codec.decode(x)
 
 
 def build_lift(model_cfg: dict) -> LiftingModel:

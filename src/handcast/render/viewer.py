@@ -183,7 +183,8 @@ def read_result(result, *, clip: int = 0, need_meshes: bool = False, name: str =
             a = np.asarray(data[k]) if k in data else None
             if a is not None and a.ndim >= nd and a.shape[0] == N:
                 data[k] = a[int(clip)]
-        # a prediction file's `transl` is the wrist position, not MANO's translation
+        # an older handcast's prediction / ground-truth file names its wrist positions `transl` (now `wrist`):
+        # not MANO's translation, so not a mesh parameter
         if "pose" not in data:
             data.pop("transl", None)
             has_params = False

@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from handcast.diffusion import DiffusionConfig, condition_dropout, diffusion_loss, noisy_input
-from handcast.diffusion import sample as diffusion_sample
+from handcast.diffusion import DiffusionConfig, condition_dropout, diffusion_loss, noisy_input, sample_per_input
 from handcast.models.cascade.condition import PoseCondition
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
 
@@ -62,8 +61,8 @@ class JointDiffusion(nn.Module):
         """-> (condition tokens (B, N, W), per-joint tokens (B, 21, W))."""
         return self.cond(feats, kp2d, conf, K_crop)
 
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        tokens, joint = cond
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, joint: torch.Tensor) -> torch.Tensor:
+        """Predicted x0 (B, 21, 3) from x_t (B, 21, 3) at steps t (B,) given :meth:`condition`'s tokens."""
         return self.denoiser(x_t, t, tokens, frame_cond=joint)
 
     def loss(self, scheduler, feats, kp2d, conf, K_crop, joints: torch.Tensor,
@@ -76,7 +75,7 @@ class JointDiffusion(nn.Module):
                                                                  generator=generator)], 1)
         x0 = joints / self.config.joint_scale
         x_t, t, _ = noisy_input(scheduler, x0, generator=generator)
-        pred = self.denoise(x_t, t, (tokens, joint))
+        pred = self.denoise(x_t, t, tokens, joint)
         out = {"x0": diffusion_loss(pred, x0, torch.ones(x0.shape[:2], device=x0.device))}
         if self.config.bone_weight > 0:
             out["bones"] = self.config.bone_weight * (bone_vectors(pred) - bone_vectors(x0)).pow(2).mean()
@@ -87,16 +86,7 @@ class JointDiffusion(nn.Module):
     def sample(self, feats, kp2d, conf, K_crop, num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Hypotheses (B, S, 21, 3) [m], root-relative (wrist exactly 0), canonical camera frame."""
-        b = kp2d.shape[0]
-        s = int(num_samples)
-        tokens, joint = self.condition(feats, kp2d, conf, K_crop)
-        tokens = tokens.repeat_interleave(s, 0)
-        joint = joint.repeat_interleave(s, 0)
-
-        def denoise(x, t, _conditioned):  # no classifier-free guidance here
-            return self.denoise(x, t, (tokens, joint))
-
-        x = diffusion_sample(denoise, (b * s, 21, 3), sampler=sampler, steps=steps, config=self.diffusion,
-                             generator=generator, device=kp2d.device, dtype=kp2d.dtype)
-        j = x.reshape(b, s, 21, 3) * self.config.joint_scale
+        x = sample_per_input(self.denoise, self.condition(feats, kp2d, conf, K_crop), (21, 3), num_samples, sampler,
+                             steps, config=self.diffusion, generator=generator, dtype=kp2d.dtype)
+        j = x * self.config.joint_scale
         return j - j[..., :1, :]

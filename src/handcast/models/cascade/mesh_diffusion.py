@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from handcast.diffusion import DiffusionConfig, condition_dropout, diffusion_loss, noisy_input
-from handcast.diffusion import sample as diffusion_sample
+from handcast.diffusion import DiffusionConfig, condition_dropout, diffusion_loss, noisy_input, sample_per_input
 from handcast.errors import HandcastError
 from handcast.models.cascade.condition import PoseCondition
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
@@ -93,11 +92,7 @@ class MeshLatentDiffusion(nn.Module):
     def sample(self, feats, kp2d, conf, K_crop, joints: torch.Tensor, sampler: str = "ddim", steps: int = 1,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """One normalised latent (B, latent_size) per joint hypothesis joints (B, 21, 3)."""
-        cond = self.condition(feats, kp2d, conf, K_crop, joints)
-
-        def denoise(x, t, _conditioned):  # no classifier-free guidance here
-            return self.denoise(x, t, cond)
-
-        x = diffusion_sample(denoise, (joints.shape[0], self.num_tokens, self.config.token_dim), sampler=sampler,
-                             steps=steps, config=self.diffusion, generator=generator, device=joints.device, dtype=joints.dtype)
-        return self.from_tokens(x)
+        x = sample_per_input(self.denoise, (self.condition(feats, kp2d, conf, K_crop, joints),),
+                             (self.num_tokens, self.config.token_dim), 1, sampler, steps, config=self.diffusion,
+                             generator=generator, dtype=joints.dtype)
+        return self.from_tokens(x[:, 0])
