@@ -12,9 +12,11 @@ import pytest
 from fixtures_prepare import fit_to_frame, keypoints, make_motion, project
 from handcast.data import ClipStore
 from handcast.data.prepare import PREPARERS, available_datasets, canonical_name, prepare
-from handcast.data.prepare.common import (HandModels, Item, Preparer, PrepareSummary, Sequence, emit_sequence,
-                                          read_npy_object, read_pickle, rotate_intrinsics_cw, rotate_uv_cw,
-                                          rotation_cw)
+from handcast.data.prepare.cameras import rotate_intrinsics_cw, rotate_uv_cw, rotation_cw
+from handcast.data.prepare.clips import Sequence, emit_sequence
+from handcast.data.prepare.common import Item, Preparer, PrepareSummary
+from handcast.data.prepare.hands import HandModels
+from handcast.data.prepare.readers import read_npy_object, read_pickle
 from handcast.errors import HandcastError
 
 
@@ -181,6 +183,28 @@ def test_restricted_unpickler(tmp_path, monkeypatch):
     with pytest.raises(HandcastError, match="refused"):
         read_npy_object(tmp_path / "evil.npy")
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_data_pickle_refuses_forbidden_classes():
+    """load_data_pickle (the MANO importer's restricted unpickler with only its plain-data allow-list)
+    refuses every global outside that list before looking it up: an ordinary class, the MANO-only
+    stand-ins, code-running builtins, a module that does not even exist."""
+    import collections
+    import io
+
+    from handcast.hand.mano_import import load_data_pickle
+
+    with pytest.raises(pickle.UnpicklingError, match="refused to load 'collections.OrderedDict'"):
+        load_data_pickle(io.BytesIO(pickle.dumps(collections.OrderedDict(a=1), protocol=2)))
+    for module, name in (("copy_reg", "_reconstructor"), ("chumpy.ch", "Ch"), ("__builtin__", "object"),
+                         ("builtins", "eval"), ("subprocess", "Popen"), ("no_such_module", "Thing")):
+        crafted = b"c" + module.encode() + b"\n" + name.encode() + b"\n(tR."  # protocol 0: module.name()
+        with pytest.raises(pickle.UnpicklingError, match=f"refused to load '{module}.{name}'"):
+            load_data_pickle(io.BytesIO(crafted))
+    data = {"a": np.arange(3.0), "s": {1, 2}, "b": b"\x00\xff"}
+    for proto in (2, 5):
+        got = load_data_pickle(io.BytesIO(pickle.dumps(data, protocol=proto)))
+        assert np.array_equal(got["a"], data["a"]) and got["s"] == {1, 2} and got["b"] == data["b"]
 
 
 def test_summary_format():

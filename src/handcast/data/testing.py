@@ -10,27 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from handcast.data.clip import Clip
-from handcast.geometry import aa_to_rotmat
+from handcast.geometry import aa_to_rotmat, project_frames
 
 
 def project(K: np.ndarray, world_to_cam: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Pinhole projection of frame-0-camera points into camera t.
+    """Pinhole projection of frame-0-camera points into camera t (:func:`handcast.geometry.project_frames`).
 
     Args:
         K: (3, 3) intrinsics, pixels.
         world_to_cam: (T, 4, 4) frame-0 camera -> camera t.
         points: (T, ..., 3) metres in the frame-0 camera.
     Returns:
-        (T, ..., 2) pixels (u, v), float64.
+        (T, ..., 2) pixels (u, v), float64; NaN for points behind camera t.
     """
-    W = np.asarray(world_to_cam, dtype=np.float64)
-    P = np.asarray(points, dtype=np.float64)
-    T = P.shape[0]
-    flat = P.reshape(T, -1, 3)
-    cam = flat @ np.swapaxes(W[:, :3, :3], -1, -2) + W[:, None, :3, 3]
-    uvw = cam @ np.asarray(K, dtype=np.float64).T
-    uv = uvw[..., :2] / uvw[..., 2:3]
-    return uv.reshape(P.shape[:-1] + (2,))
+    f64 = np.float64
+    return project_frames(np.asarray(K, f64), np.asarray(world_to_cam, f64), np.asarray(points, f64))
 
 
 def smooth_image(rng: np.random.Generator, width: int, height: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from handcast.geometry.camera import (
     transform_points,
     unproject,
 )
+from handcast.geometry.frames import in_image, project_frames
 from handcast.geometry.procrustes import apply_similarity, procrustes_align, similarity_procrustes
 from handcast.geometry.rays import kpe, plucker
 from handcast.geometry.rotations import (
@@ -40,4 +41,5 @@ __all__ = [
     "transform_points", "unproject", "apply_similarity", "procrustes_align", "similarity_procrustes", "kpe", "plucker",
     "aa_to_6d", "aa_to_rotmat", "geodesic_angle", "rotmat_to_6d", "rotmat_to_aa", "sixd_to_aa",
     "sixd_to_rotmat", "slerp_rotmat",
+    "in_image", "project_frames",
 ]

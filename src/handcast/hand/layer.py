@@ -184,6 +184,17 @@ class HandModel(nn.Module):
             self.register_buffer(name, torch.stack(vals).to(dtype))
         self._tip_posedirs_zero = bool(torch.all(torch.stack(tp) == 0))
 
+    def negate_left_shapedirs_x(self) -> None:
+        """Negate the x column of the left hand's shape directions, in place (keypoints path included).
+
+        This applies the MANO_LEFT shapedirs fix (``handcast mano import --fix-left-shapedirs``) to a model
+        imported without it, or undoes it on one imported with it: to match a dataset fitted with
+        the other variant.
+        """
+        with torch.no_grad():
+            self.layers[1].shapedirs[:, 0, :] *= -1.0
+        self._register_keypoint_buffers(self.kp_J_template.dtype)
+
     # ------------------------------------------------------------------------------------------
     @property
     def num_vertices(self) -> int:

@@ -6,6 +6,8 @@ read with a restricted unpickler: ``find_class`` admits only an explicit allow-l
 reconstruction, scipy sparse matrices, chumpy ``Ch`` and a few harmless builtins), and chumpy /
 scipy classes are replaced by inert stand-ins that only record their state. Anything else (for
 example ``os.system``) is refused with a :class:`HandcastError` before it could be called.
+The same unpickler with only the plain-data part of that list reads the dataset annotation pickles
+(:func:`load_data_pickle`, used by :mod:`handcast.data.prepare`).
 
 The result is written as ``MANO_RIGHT.npz`` / ``MANO_LEFT.npz`` (no object arrays; load with
 ``allow_pickle=False``) into ``$HANDCAST_HOME/mano`` (``HANDCAST_HOME`` defaults to
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -66,17 +68,28 @@ class _CsrStandIn(_StandIn):
     _format = "csr"
 
 
-def _numpy_multiarray():
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    return multiarray
+def _numpy_module(sub: str):
+    """numpy's ``_core.<sub>`` (numpy >= 2) or ``core.<sub>`` (numpy 1.x)."""
+    import importlib
+
+    for prefix in ("numpy._core", "numpy.core"):
+        try:
+            return importlib.import_module(f"{prefix}.{sub}")
+        except ImportError:  # pragma: no cover - depends on the numpy version
+            continue
+    raise ImportError(sub)  # pragma: no cover
 
 
 def _refuse(what: str) -> HandcastError:
+    if what.split(".")[0] == "chumpy":
+        return HandcastError(f"unsupported chumpy object '{what}' in the MANO file (only chumpy.ch.Ch is understood)")
     return HandcastError(f"refused: pickle wants to load '{what}', which is not on the allow-list for MANO "
                          "model files (a pickle that tries to run code is never executed)")
+
+
+def _refuse_data(what: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(f"refused to load '{what}' (only numpy arrays and plain data are allowed in "
+                                  "dataset pickles)")
 
 
 def _safe_reconstructor(cls, base, state):
@@ -86,28 +99,39 @@ def _safe_reconstructor(cls, base, state):
     return object.__new__(cls)
 
 
-def _safe_encode(obj, encoding="utf-8"):
-    """_codecs.encode as used by protocol-2 pickles of bytes: str -> latin-1 bytes only."""
-    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
-        raise _refuse("_codecs.encode with unexpected arguments")
-    return obj.encode("latin1")
+def _plain_data_allow_list(refuse: Callable[[str], Exception]) -> dict[tuple[str, str], Any]:
+    """numpy arrays and scalars, bytes (as protocol-2 pickles write them), set and frozenset."""
+    ma, num = _numpy_module("multiarray"), _numpy_module("numeric")
 
+    def safe_encode(obj, encoding="utf-8"):
+        """_codecs.encode as used by protocol-2 pickles of bytes: str -> latin-1 bytes only."""
+        if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
+            raise refuse("_codecs.encode with unexpected arguments")
+        return obj.encode("latin1")
 
-def _allow_list() -> dict[tuple[str, str], Any]:
-    ma = _numpy_multiarray()
     allowed: dict[tuple[str, str], Any] = {}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(mod, "_reconstruct")] = ma._reconstruct
         allowed[(mod, "scalar")] = ma.scalar
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        allowed[(mod, "_frombuffer")] = num._frombuffer
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
+    allowed[("_codecs", "encode")] = safe_encode
+    for mod in ("__builtin__", "builtins"):
+        allowed[(mod, "set")] = set
+        allowed[(mod, "frozenset")] = frozenset
+    return allowed
+
+
+def _mano_allow_list() -> dict[tuple[str, str], Any]:
+    """Plain data plus what the official MANO pickles hold: chumpy ``Ch`` and scipy sparse matrices
+    (as inert stand-ins) and the ``copyreg`` reconstruction of those stand-ins."""
+    allowed = _plain_data_allow_list(_refuse)
     for mod in ("copy_reg", "copyreg"):
         allowed[(mod, "_reconstructor")] = _safe_reconstructor
     for mod in ("__builtin__", "builtins"):
         allowed[(mod, "object")] = object
-        allowed[(mod, "set")] = set
-        allowed[(mod, "frozenset")] = frozenset
-    allowed[("_codecs", "encode")] = _safe_encode
     for mod in ("chumpy.ch", "chumpy"):
         allowed[(mod, "Ch")] = _ChStandIn
     for mod in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse"):
@@ -118,23 +142,38 @@ def _allow_list() -> dict[tuple[str, str], Any]:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An Unpickler whose ``find_class`` admits only the MANO allow-list."""
+    """An Unpickler whose ``find_class`` admits only an allow-list ((module, name) -> object); any
+    other global is refused before it is looked up (``refuse(what)`` is raised), so nothing runs.
 
-    def __init__(self, file, **kwargs):
+    allowed / refuse: default to the MANO allow-list and its HandcastError.
+    """
+
+    def __init__(self, file, allowed: dict[tuple[str, str], Any] | None = None,
+                 refuse: Callable[[str], Exception] = _refuse, **kwargs):
         super().__init__(file, **kwargs)
-        self._allowed = _allow_list()
+        self._allowed = _mano_allow_list() if allowed is None else allowed
+        self._refuse = refuse
 
     def find_class(self, module: str, name: str):
         try:
             return self._allowed[(module, name)]
         except KeyError:
-            if module.split(".")[0] == "chumpy":
-                raise HandcastError(f"unsupported chumpy object '{module}.{name}' in the MANO file "
-                                    "(only chumpy.ch.Ch is understood)") from None
-            raise _refuse(f"{module}.{name}") from None
+            raise self._refuse(f"{module}.{name}") from None
 
-    def persistent_load(self, pid):  # pragma: no cover - MANO files have none
-        raise _refuse("a persistent id")
+    def persistent_load(self, pid):  # pragma: no cover - neither MANO nor dataset pickles have one
+        raise self._refuse("a persistent id")
+
+
+def load_data_pickle(file: BinaryIO) -> Any:
+    """Unpickle plain data from an open binary file: dicts, lists, tuples, numbers, strings, bytes,
+    numpy arrays and scalars (Python 2 pickles too; their str read as latin-1).
+
+    Every other global a pickle names (a class, or a function such as ``os.system`` that a malicious
+    file would call) is refused before it is looked up, so nothing runs:
+    ``pickle.UnpicklingError("refused to load 'os.system' ...")``.
+    """
+    return RestrictedUnpickler(file, allowed=_plain_data_allow_list(_refuse_data), refuse=_refuse_data,
+                               encoding="latin1").load()
 
 
 # ----------------------------------------------------------------------------------------------

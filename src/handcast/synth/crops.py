@@ -57,6 +57,7 @@ def _clip_crops(clip, hands_model, rng: np.random.Generator, jitter: bool) -> li
     import torch
 
     from handcast.data.images import input_to_image
+    from handcast.geometry import in_image
     from handcast.hand import mirror_pose
     from handcast.synth.camera import project_np
 
@@ -72,8 +73,7 @@ def _clip_crops(clip, hands_model, rng: np.random.Generator, jitter: bool) -> li
     for hand in (0, 1):
         if not clip.valid[0, hand]:
             continue
-        inside = (z[hand] > 0.02) & (uv[hand, :, 0] >= -0.5) & (uv[hand, :, 0] <= w - 0.5) \
-            & (uv[hand, :, 1] >= -0.5) & (uv[hand, :, 1] <= h - 0.5)
+        inside = (z[hand] > 0.02) & in_image(uv[hand], (w, h))
         if inside.sum() < MIN_IN_VIEW or (z[hand] <= 0.02).any():
             continue
         lo, hi = uv[hand].min(0), uv[hand].max(0)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from handcast.data.prepare.common import (Item, Preparer, Sequence, SkipItem, as_array, read_json, read_npy_object,
-                                          rel, rigid4)
+from handcast.data.prepare.clips import Sequence, SkipItem
+from handcast.data.prepare.common import Item, Preparer
+from handcast.data.prepare.readers import as_array, read_json, read_npy_object, rel
 from handcast.errors import HandcastError
 
 FPS = 30.0
@@ -28,10 +29,7 @@ FPS = 30.0
 class ArcticPreparer(Preparer):
     name = "arctic"
     title = "ARCTIC"
-    splits = ("train", "val", "test")
     requires_mano = True
-    uses_mano = True
-    left_shapedirs_fixed = False
     options = {"protocol": "p2", "trim": 10}
 
     def check_root(self) -> None:
@@ -78,6 +76,8 @@ class ArcticPreparer(Preparer):
         return [Item(split, n, n) for n in names]
 
     def convert(self, item: Item) -> list:
+        from handcast.geometry import rigid
+
         name = item.payload
         if name not in self._cache["seqs"]:
             raise SkipItem("listed in the split file but raw_seqs/<sid>/<seq>.mano.npy is missing")
@@ -118,7 +118,7 @@ class ArcticPreparer(Preparer):
         keep = np.arange(trim, F - trim)
         if keep.size == 0:
             raise SkipItem(f"only {F} frames, fewer than 2 x trim={trim}")
-        cam = rigid4(Rk, Tk)
+        cam = rigid(Rk, Tk)
         valid = np.isfinite(joints).all(axis=(-1, -2))
         seq_obj = Sequence(
             step=1, base_id=name, frame_ids=keep, cam_from_world=cam[keep], K=K, image_size=(w, h), fps=self.fps(FPS),

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from handcast.data.prepare.common import (Item, Preparer, Sequence, SkipItem, as_array, project_points, read_json,
-                                          transform_points)
+from handcast.data.prepare.clips import Sequence, SkipItem
+from handcast.data.prepare.common import Item, Preparer
+from handcast.data.prepare.readers import as_array, existing_file, read_json
 from handcast.errors import HandcastError
 
 FPS = 30.0  # not stated by the toolkit
@@ -53,8 +54,7 @@ class AssemblyHandsPreparer(Preparer):
         if not files["ego_data"].is_file():
             return []
         for f in files.values():
-            if not f.is_file():
-                raise HandcastError(f"missing file {f}")
+            existing_file(f)
         data = read_json(files["ego_data"])
         try:
             images = {int(im["id"]): im for im in data["images"]}
@@ -84,6 +84,8 @@ class AssemblyHandsPreparer(Preparer):
         return c["calib"], c["j3d"]
 
     def convert(self, item: Item) -> list:
+        from handcast.geometry import in_image, project_frames
+
         split, seq, cam, ims = item.payload
         calib_all, j3d_all = self._loaded(split)
         calib = calib_all.get(seq)
@@ -126,11 +128,8 @@ class AssemblyHandsPreparer(Preparer):
                      image_size=size, fps=self.fps(FPS), valid=jvalid.all(-1), joints=np.stack(joints),
                      meta={"sequence": seq, "camera": cam})
         # 2D: the projections of the 3D joints, confident only where the joint is flagged valid
-        cam_pts = transform_points(s.cam_from_world, s.joints)
-        uv, front = project_points(K, cam_pts)
-        w, h = size
-        inside = front & (uv[..., 0] >= -0.5) & (uv[..., 0] <= w - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= h - 0.5)
-        s.kp2d, s.kp2d_conf, s.kp2d_source = uv, (inside & jvalid).astype(np.float64), "projected"
+        uv = project_frames(K, s.cam_from_world, s.joints)  # NaN behind the camera: not in the image
+        s.kp2d, s.kp2d_conf, s.kp2d_source = uv, (in_image(uv, size) & jvalid).astype(np.float64), "projected"
         roots = (self.root / "images", self.root / "images" / "ego_images_rectified" / split)
 
         def image(k: int):

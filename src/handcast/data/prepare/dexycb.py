@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from handcast.data.prepare.common import Item, Preparer, Sequence, SkipItem, as_array, read_yaml
+from handcast.data.prepare.clips import Sequence, SkipItem
+from handcast.data.prepare.common import Item, Preparer
+from handcast.data.prepare.readers import as_array, image_files, read_yaml
 from handcast.errors import HandcastError
 from handcast.io import load_npz
 
@@ -50,17 +52,13 @@ def split_of(setup: str, subj: int, seq: int, cam: int) -> str:
 class DexYCBPreparer(Preparer):
     name = "dexycb"
     title = "DexYCB"
-    splits = ("train", "val", "test")
     uses_mano = True
     options = {"setup": "s0"}
 
     def check_root(self) -> None:
         split_of(self.opts["setup"], 0, 0, 0)
         self.require("calibration", "camera intrinsics and MANO betas")
-        subjects = sorted(p for p in self.root.iterdir() if p.is_dir() and re.search(r"subject-\d+$", p.name))
-        if not subjects:
-            raise HandcastError(f"{self.root} does not look like DexYCB: no <date>-subject-NN folders")
-        self._cache["subjects"] = subjects
+        self._cache["subjects"] = self.require_any(self.folders(r".*subject-\d+"), "<date>-subject-NN folders")
 
     def items(self, split: str) -> list[Item]:
         out = []
@@ -155,6 +153,5 @@ class DexYCBPreparer(Preparer):
             pv = np.zeros((T, 2), bool)
             pv[:, h] = np.any(pm != 0, axis=-1)
             s.pose, s.transl, s.betas, s.pose_valid = pose, transl, betas, pv
-        s.image = lambda k: ((cdir / f"color_{frames[k]:06d}.jpg").read_bytes(), None) \
-            if (cdir / f"color_{frames[k]:06d}.jpg").is_file() else (None, None)
+        s.image = image_files(lambda k: cdir / f"color_{frames[k]:06d}.jpg")
         return self.emit(s)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from handcast.data.prepare.common import Item, Preparer, Sequence, SkipItem, as_array, read_json
+from handcast.data.prepare.clips import Sequence, SkipItem
+from handcast.data.prepare.common import Item, Preparer
+from handcast.data.prepare.readers import as_array, read_json
 from handcast.errors import HandcastError
 
 FPS = 30.0  # not stated in the annotation files (3rd-party: 30)
@@ -31,7 +33,6 @@ SIZE = (512, 512)
 class EgoExo4DPreparer(Preparer):
     name = "egoexo4d"
     title = "Ego-Exo4D"
-    splits = ("train", "val", "test")
     options = {"annotation": "manual", "min_views": 3, "upright": True}
 
     def check_root(self) -> None:

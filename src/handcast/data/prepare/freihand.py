@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from handcast.data.prepare.common import Item, Preparer, Sequence, as_array, read_json
+from handcast.data.prepare.common import Item, StillImagePreparer
+from handcast.data.prepare.readers import as_array, image_files, read_json
 from handcast.errors import HandcastError
 
 VERSIONS = ("gs", "hom", "sample", "auto")
@@ -26,12 +27,9 @@ SIZE = (224, 224)
 NON_TIPS = np.array([i for i in range(21) if i not in (4, 8, 12, 16, 20)])
 
 
-class FreiHANDPreparer(Preparer):
+class FreiHANDPreparer(StillImagePreparer):
     name = "freihand"
     title = "FreiHAND"
-    splits = ("train", "test")
-    uses_mano = True
-    single_image = True
     options = {"versions": VERSIONS, "eval_root": None}
 
     def check_root(self) -> None:
@@ -42,8 +40,7 @@ class FreiHANDPreparer(Preparer):
         if bad or not vs:
             raise HandcastError(f"option versions must be a subset of {', '.join(VERSIONS)}, got {vs!r}")
         if not (self.root / "training_K.json").is_file() and self._eval_root() is None:
-            raise HandcastError(f"{self.root} does not look like FreiHAND: missing training_K.json "
-                                "(and no evaluation_xyz.json found)")
+            raise self.not_this_dataset("missing training_K.json (and no evaluation_xyz.json found)")
 
     def _eval_root(self) -> Path | None:
         if self.opts["eval_root"]:
@@ -102,14 +99,10 @@ class FreiHANDPreparer(Preparer):
         lists = self._lists(d, prefix)
         K = as_array(lists["K"][idx], (3, 3), "K")
         xyz = as_array(lists["xyz"][idx], (21, 3), "xyz")
-        joints = np.zeros((1, 2, 21, 3))
-        joints[0, 0] = xyz
-        valid = np.array([[True, False]])
         meta = {"annotation_index": idx, "image_id": image_id, "source_split": prefix, "single_image": True}
         if version:
             meta["version"] = version
-        s = Sequence(base_id=item.name, frame_ids=np.array([0]), cam_from_world=np.eye(4)[None], K=K, image_size=SIZE,
-                     fps=30.0, valid=valid, joints=joints, meta=meta)
+        s = self.still_image(item.name, K, SIZE, xyz, meta)
         if self.poses_on and "mano" in lists:
             theta = as_array(lists["mano"][idx], (61,), "mano")
             betas = np.zeros((2, 10))
@@ -119,8 +112,8 @@ class FreiHANDPreparer(Preparer):
             fk = self.hands.keypoints(pose, betas, np.zeros((1, 2, 3)))[0, 0]
             transl = np.zeros((1, 2, 3))
             transl[0, 0] = (xyz[NON_TIPS] - fk[NON_TIPS]).mean(axis=0)
-            s.pose, s.transl, s.betas, s.pose_valid = pose, transl, betas, valid.copy()
+            s.pose, s.transl, s.betas, s.pose_valid = pose, transl, betas, s.valid.copy()
         sub = "training" if prefix == "training" else "evaluation"
         path = d / sub / "rgb" / f"{image_id:08d}.jpg"
-        s.image = lambda _k: (path.read_bytes(), None) if path.is_file() else (None, None)
+        s.image = image_files(lambda _k: path)
         return self.emit(s)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from handcast.data.prepare.common import (Item, Preparer, Sequence, SkipItem, aa_to_rotmat, invert_rigid,
-                                          read_floats, read_image_file, rel, rotmat_to_aa)
+from handcast.data.prepare.clips import Sequence, SkipItem
+from handcast.data.prepare.common import Item, Preparer
+from handcast.data.prepare.readers import image_files, read_floats, rel
 from handcast.errors import HandcastError
 
 FPS = 30.0  # not stated by the official README (3rd-party loaders assume 30)
@@ -43,6 +44,8 @@ def change_frame(pose: np.ndarray, transl: np.ndarray, M: np.ndarray, J0: np.nda
 
     pose (..., 16, 3) flat, transl (..., 3), J0 (3,) metres.
     """
+    from handcast.geometry import aa_to_rotmat, rotmat_to_aa
+
     R, t = M[..., :3, :3], M[..., :3, 3]
     out = np.array(pose, dtype=np.float64)
     out[..., 0, :] = rotmat_to_aa(R @ aa_to_rotmat(out[..., 0, :]))
@@ -53,7 +56,6 @@ def change_frame(pose: np.ndarray, transl: np.ndarray, M: np.ndarray, J0: np.nda
 class H2OPreparer(Preparer):
     name = "h2o"
     title = "H2O"
-    splits = ("train", "val", "test")
     uses_mano = True
     options = {"cams": ("cam4",), "cam_pose": "cam_to_world"}
 
@@ -62,10 +64,7 @@ class H2OPreparer(Preparer):
             raise HandcastError(f"option cam_pose must be cam_to_world or world_to_cam, got {self.opts['cam_pose']!r}")
         if isinstance(self.opts["cams"], str):
             self.opts["cams"] = (self.opts["cams"],)
-        subjects = [p for p in self.root.iterdir() if p.is_dir() and re.fullmatch(r"subject\d+(_ego)?", p.name)]
-        if not subjects:
-            raise HandcastError(f"{self.root} does not look like H2O: no subject<N> folders")
-        self._cache["subjects"] = sorted(subjects)
+        self._cache["subjects"] = self.require_any(self.folders(r"subject\d+(_ego)?"), "subject<N> folders")
 
     def items(self, split: str) -> list[Item]:
         out = []
@@ -82,6 +81,8 @@ class H2OPreparer(Preparer):
         return out
 
     def convert(self, item: Item) -> list:
+        from handcast.geometry import invert_rigid
+
         cdir: Path = item.payload
         intr = read_floats(cdir / "cam_intrinsics.txt")
         if intr.size < 4:
@@ -140,5 +141,5 @@ class H2OPreparer(Preparer):
                                                             world_from_cam, J0[hnd])
             seq.pose, seq.transl, seq.betas, seq.pose_valid = pose, transl, betas, pv
         rgb = cdir / "rgb"
-        seq.image = lambda k: read_image_file(rgb / f"{frames[k]:06d}.png")(k)
+        seq.image = image_files(lambda k: rgb / f"{frames[k]:06d}.png")
         return self.emit(seq)

@@ -14,9 +14,11 @@ from collections import OrderedDict
 
 import numpy as np
 
-from handcast.data.prepare.common import Item, Preparer, Sequence, SkipItem, as_array, read_pickle
+from handcast.data.prepare.clips import Sequence, SkipItem
+from handcast.data.prepare.common import Item, Preparer
 from handcast.data.prepare.h2o import change_frame
 from handcast.data.prepare.ho3d import OPENGL_TO_OPENCV, SIZE, opengl_joints, read_list, rgb_path
+from handcast.data.prepare.readers import as_array, image_files, read_pickle
 from handcast.errors import HandcastError
 
 FPS = 30.0  # not stated by the official scripts
@@ -31,7 +33,7 @@ class H2O3DPreparer(Preparer):
 
     def check_root(self) -> None:
         if not (self.root / "train.txt").is_file() and not (self.root / "evaluation.txt").is_file():
-            raise HandcastError(f"{self.root} does not look like H2O-3D: missing train.txt / evaluation.txt")
+            raise self.not_this_dataset("missing train.txt / evaluation.txt")
 
     def items(self, split: str) -> list[Item]:
         src = {"train": "train", "test": "evaluation"}[split]
@@ -109,10 +111,5 @@ class H2O3DPreparer(Preparer):
                 pose[:, h], transl[:, h] = change_frame(pose[:, h], transl[:, h], OPENGL_TO_OPENCV, J0[h])
             s.pose, s.transl, s.betas, s.pose_valid = pose, transl, betas, np.stack(pvalid)
         by_int = {int(f): f for f in fids}  # frame number -> file stem ("0012")
-
-        def image(k: int):
-            p = rgb_path(folder, by_int[frames[k]])
-            return (p.read_bytes(), None) if p is not None else (None, None)
-
-        s.image = image
+        s.image = image_files(lambda k: rgb_path(folder, by_int[frames[k]]))
         return self.emit(s)

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from handcast.conventions import mano21_to_common
-from handcast.data.prepare.common import (Item, Preparer, Sequence, SkipItem, as_array, first_existing, read_json,
-                                          read_pickle)
+from handcast.data.prepare.clips import SkipItem
+from handcast.data.prepare.common import Item, StillImagePreparer
 from handcast.data.prepare.h2o import change_frame
+from handcast.data.prepare.readers import (as_array, existing_file, first_existing, image_files, read_json,
+                                           read_pickle)
 from handcast.errors import HandcastError
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -32,10 +34,8 @@ SPLITS = {"train": "train", "test": "evaluation"}
 
 def read_list(path: Path) -> list[tuple[str, str]]:
     """Lines 'SEQ/FRAMEID' -> [(SEQ, FRAMEID)]; HandcastError if missing or malformed."""
-    if not path.is_file():
-        raise HandcastError(f"missing file {path}")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(existing_file(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         line = line.strip()
         if not line:
             continue
@@ -56,24 +56,14 @@ def rgb_path(folder: Path, fid: str) -> Path | None:
     return first_existing([folder / "rgb" / f"{fid}.png", folder / "rgb" / f"{fid}.jpg"])
 
 
-def image_callback(path: Path | None):
-    def load(_i: int):
-        return (path.read_bytes(), None) if path is not None and path.is_file() else (None, None)
-
-    return load
-
-
-class HO3DPreparer(Preparer):
+class HO3DPreparer(StillImagePreparer):
     name = "ho3d"
     title = "HO-3D"
-    splits = ("train", "test")
-    uses_mano = True
-    single_image = True
     options = {"eval_xyz": None}
 
     def check_root(self) -> None:
         if not any((self.root / f"{s}.txt").is_file() for s in SPLITS.values()):
-            raise HandcastError(f"{self.root} does not look like HO-3D: missing train.txt / evaluation.txt")
+            raise self.not_this_dataset("missing train.txt / evaluation.txt")
 
     def items(self, split: str) -> list[Item]:
         src = SPLITS[split]
@@ -106,13 +96,8 @@ class HO3DPreparer(Preparer):
         joints_src = xyz if xyz is not None else meta.get("handJoints3D")
         if joints_src is None or np.asarray(joints_src, dtype=object).size != 63:
             raise SkipItem("no 21-joint hand annotation in this frame")
-        J = opengl_joints(joints_src, "handJoints3D")
-        joints = np.zeros((1, 2, 21, 3))
-        joints[0, 0] = J
-        valid = np.array([[True, False]])
-        s = Sequence(base_id=f"{seq}/{fid}", frame_ids=np.array([0]), cam_from_world=np.eye(4)[None], K=K,
-                     image_size=SIZE, fps=30.0, valid=valid, joints=joints,
-                     meta={"sequence": seq, "frame": fid, "source_split": src, "single_image": True})
+        s = self.still_image(f"{seq}/{fid}", K, SIZE, opengl_joints(joints_src, "handJoints3D"),
+                             {"sequence": seq, "frame": fid, "source_split": src, "single_image": True})
         has_fit = all(meta.get(k) is not None for k in ("handPose", "handTrans", "handBeta"))
         if self.poses_on and xyz is None and has_fit:
             betas = np.zeros((2, 10))
@@ -123,6 +108,6 @@ class HO3DPreparer(Preparer):
             pose = np.zeros((1, 2, 16, 3))
             transl = np.zeros((1, 2, 3))
             pose[0, 0], transl[0, 0] = p, t
-            s.pose, s.transl, s.betas, s.pose_valid = pose, transl, betas, valid.copy()
-        s.image = image_callback(rgb_path(folder, fid))
+            s.pose, s.transl, s.betas, s.pose_valid = pose, transl, betas, s.valid.copy()
+        s.image = image_files(lambda _k: rgb_path(folder, fid))
         return self.emit(s)

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from handcast.data.prepare.common import Item, Preparer, Sequence, SkipItem, invert_rigid, read_floats
+from handcast.data.prepare.clips import Sequence, SkipItem
+from handcast.data.prepare.common import Item, Preparer
+from handcast.data.prepare.readers import existing_file, read_floats
 from handcast.errors import HandcastError
 
 FPS = 30.0
@@ -43,9 +45,9 @@ def as_pose(values: np.ndarray, what: str) -> np.ndarray:
 
 
 def read_table(path: Path) -> list[list[str]]:
-    if not path.is_file():
-        raise HandcastError(f"missing file {path}")
-    return [line.split() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    """The whitespace-separated fields of each non-empty line of a text file."""
+    text = existing_file(path).read_text(encoding="utf-8", errors="replace")
+    return [line.split() for line in text.splitlines() if line.strip()]
 
 
 def _floats(fields: list[str], what: str) -> np.ndarray:
@@ -58,13 +60,11 @@ def _floats(fields: list[str], what: str) -> np.ndarray:
 class HoloAssistPreparer(Preparer):
     name = "holoassist"
     title = "HoloAssist"
-    splits = ("train", "val", "test")
     options = {"splits_dir": None}
 
     def check_root(self) -> None:
-        vids = sorted(p.parent.name for p in self.root.glob("*/Export_py") if p.is_dir())
-        if not vids:
-            raise HandcastError(f"{self.root} does not look like HoloAssist: no <video>/Export_py folders")
+        vids = self.require_any(sorted(p.parent.name for p in self.root.glob("*/Export_py") if p.is_dir()),
+                                "<video>/Export_py folders")
         split_of = {v: "train" for v in vids}
         if self.opts["splits_dir"]:
             d = Path(self.opts["splits_dir"])
@@ -82,6 +82,8 @@ class HoloAssistPreparer(Preparer):
         return [Item(split, v, self.root / v / "Export_py") for v, s in self._cache["split_of"].items() if s == split]
 
     def convert(self, item: Item) -> list:
+        from handcast.geometry import invert_rigid
+
         ex: Path = item.payload
         intr = read_floats(ex / "Video" / "Intrinsics.txt")
         if intr.size < 11:

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from handcast.data.prepare.common import (Item, Preparer, Sequence, SkipItem, as_array, invert_rigid,
-                                          quat_wxyz_to_rotmat, rigid4)
+from handcast.data.prepare.cameras import quat_wxyz_to_rotmat
+from handcast.data.prepare.clips import Sequence, SkipItem
+from handcast.data.prepare.common import Item, Preparer
+from handcast.data.prepare.readers import as_array
 from handcast.errors import HandcastError
 
 FPS = 30.0
@@ -61,17 +63,17 @@ def pinhole_from_calibration(calib: dict) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def pose_to_matrix(d: dict, what: str) -> np.ndarray:
+    from handcast.geometry import rigid
+
     t = as_array(d["translation_xyz"], (3,), f"{what} translation_xyz")
     q = as_array(d["quaternion_wxyz"], (4,), f"{what} quaternion_wxyz")
-    return rigid4(quat_wxyz_to_rotmat(q), t)
+    return rigid(quat_wxyz_to_rotmat(q), t)
 
 
 class HOT3DPreparer(Preparer):
     name = "hot3d"
     title = "HOT3D-Clips"
-    splits = ("train", "val", "test")
     requires_mano = True
-    uses_mano = True
     left_shapedirs_fixed = True
     options = {"stream": None, "upright": True, "val_fraction": 0.2}
 
@@ -79,10 +81,9 @@ class HOT3DPreparer(Preparer):
         vf = self.opts["val_fraction"]
         if not isinstance(vf, (int, float)) or not 0 <= vf < 1:
             raise HandcastError(f"option val_fraction must be in [0, 1), got {vf!r}")
-        tars = sorted(self.root.glob("*/clip-*.tar")) + sorted(self.root.glob("clip-*.tar"))
-        if not tars:
-            raise HandcastError(f"{self.root} does not look like HOT3D-Clips: no <train|test>_<aria|quest3>/clip-*.tar")
-        self._cache["tars"] = tars
+        self._cache["tars"] = self.require_any(
+            sorted(self.root.glob("*/clip-*.tar")) + sorted(self.root.glob("clip-*.tar")),
+            "<train|test>_<aria|quest3>/clip-*.tar")
 
     def items(self, split: str) -> list[Item]:
         out = []
@@ -94,6 +95,8 @@ class HOT3DPreparer(Preparer):
         return out
 
     def convert(self, item: Item) -> list:
+        from handcast.geometry import invert_rigid
+
         path: Path = item.payload
         with tarfile.open(path, "r:*") as tar:
             files: dict[str, tarfile.TarInfo] = {m.name: m for m in tar.getmembers() if m.isfile()}
