@@ -58,3 +58,32 @@ def test_refuses_foreign_and_corrupt_files(tmp_path):
         read_checkpoint(future, "lift")
     with pytest.raises(HandcastError, match="not found"):
         read_checkpoint(tmp_path / "nope.safetensors", "lift")
+
+
+def test_older_tensor_names_load_and_are_reported(tmp_path, capsys):
+    """A checkpoint written before the motion codec's buffers were named 'wrist_*' (they were 'transl_*')
+    loads with the same weights, and the renaming is said once on stderr."""
+    from handcast.models.checkpoint import load_model
+    from handcast.models.motion import MotionCodec
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.codec, self.head = MotionCodec(), torch.nn.Linear(3, 2)
+
+    m = Net()
+    m.codec.set_statistics(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.4, 0.5, 0.6]))
+    new = save_checkpoint(tmp_path / "new.safetensors", m, "lift", {})
+    _, state, meta = read_checkpoint(new, "lift")
+    old = tmp_path / "old.safetensors"
+    save_file({k.replace("codec.wrist_", "codec.transl_"): v for k, v in state.items()}, str(old), metadata=meta)
+    assert "codec.transl_mean" in read_checkpoint(old, "lift")[1]
+
+    a, _ = load_model(new, "lift", lambda cfg: Net())
+    assert capsys.readouterr().err == ""
+    b, _ = load_model(old, "lift", lambda cfg: Net())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "older handcast" in err and "'codec.transl_mean' as 'codec.wrist_mean'" in err
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+    torch.testing.assert_close(b.codec.wrist_std, torch.tensor([0.4, 0.5, 0.6]))

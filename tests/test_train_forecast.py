@@ -51,7 +51,7 @@ def test_train_resume_load_and_checkpoint_checks(store, ckpt, tmp_path):
     ck2 = train_forecast("tiny", MICRO, store=str(store), out=str(ckpt.parent), max_steps=3, resume=True, progress=False)
     m = load_forecast(ck2)
     assert m.backbone.config.embed_dim == 32 and m.dcfg.width == 32
-    assert not torch.allclose(m.codec.transl_mean, torch.tensor([0.103, 0.029, 0.478]))  # fitted statistics
+    assert not torch.allclose(m.codec.wrist_mean, torch.tensor([0.103, 0.029, 0.478]))  # fitted statistics
     # a checkpoint whose config does not build this model is refused
     cfg, _, _ = read_checkpoint(ck2, "forecast")
     bad = tmp_path / "bad.safetensors"

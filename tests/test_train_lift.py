@@ -43,7 +43,7 @@ def test_train_resume_and_load(store, tmp_path):
     assert state["global_step"] == 6
     assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.000123)
     # the wrist statistics of the training split travel in the checkpoint
-    assert not torch.allclose(model.codec.transl_mean, torch.tensor([0.103, 0.029, 0.478]))
+    assert not torch.allclose(model.codec.wrist_mean, torch.tensor([0.103, 0.029, 0.478]))
     batch = {
         "kp2d": torch.rand(2, 16, 2, 21, 2) * 256, "kp2d_conf": torch.ones(2, 16, 2, 21),
         "K": torch.tensor([[200.0, 0, 128], [0, 200, 128], [0, 0, 1]]).expand(2, 3, 3),

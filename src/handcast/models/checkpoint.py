@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,22 @@ def load_weights_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], 
     model.load_state_dict(state, strict=True)
 
 
+def upgrade_state_names(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
+    """``state`` with the tensor names of an older handcast renamed to today's: each submodule of ``model``
+    may list ``RENAMED_STATE = {old: new}`` (names relative to it). Says so once on stderr when it renames."""
+    renames = {}
+    for prefix, module in model.named_modules():
+        for old, new in getattr(module, "RENAMED_STATE", {}).items():
+            key = f"{prefix}.{old}" if prefix else old
+            if key in state:
+                renames[key] = f"{prefix}.{new}" if prefix else new
+    if not renames:
+        return state
+    print(f"handcast: note: {source} was written by an older handcast: reading "
+          + ", ".join(f"'{a}' as '{b}'" for a, b in renames.items()), file=sys.stderr)
+    return {renames.get(k, k): v for k, v in state.items()}
+
+
 def load_model(path: str | Path, kind: str, build, device: str | torch.device = "cpu"):
     """(model, metadata) of a checkpoint of ``kind``: ``build(config)`` makes the model, whose weights must
     match the stored ones exactly; in eval mode on ``device``. A config this code cannot build is refused
@@ -150,5 +167,5 @@ def load_model(path: str | Path, kind: str, build, device: str | torch.device = 
         model = build(cfg)
     except (TypeError, KeyError, ValueError) as e:
         raise HandcastError(f"{path}: checkpoint config does not match this handcast ({e})") from None
-    load_weights_strict(model, state, path)
+    load_weights_strict(model, upgrade_state_names(model, state, path), path)
     return model.to(device).eval(), meta

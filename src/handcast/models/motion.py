@@ -17,27 +17,30 @@ from handcast.geometry import aa_to_6d
 
 ROT_DIM = 2 * NUM_MANO_JOINTS * 6  # 192
 #: reference code's training-wrist statistics (metres), used until a model is fitted to its own data
-DEFAULT_TRANSL_MEAN = (0.103, 0.029, 0.478)
-DEFAULT_TRANSL_STD = (0.201, 0.181, 0.255)
+DEFAULT_WRIST_MEAN = (0.103, 0.029, 0.478)
+DEFAULT_WRIST_STD = (0.201, 0.181, 0.255)
 
 
 class MotionCodec(nn.Module):
     """Packs (rotations, wrist positions) into normalised motion tokens and back. Holds the statistics."""
 
-    def __init__(self, mean=DEFAULT_TRANSL_MEAN, std=DEFAULT_TRANSL_STD):
+    #: buffer names of older handcast checkpoints (read by :func:`handcast.models.checkpoint.load_model`)
+    RENAMED_STATE = {"transl_mean": "wrist_mean", "transl_std": "wrist_std"}
+
+    def __init__(self, mean=DEFAULT_WRIST_MEAN, std=DEFAULT_WRIST_STD):
         super().__init__()
-        self.register_buffer("transl_mean", torch.as_tensor(mean, dtype=torch.float32).reshape(3))
-        self.register_buffer("transl_std", torch.as_tensor(std, dtype=torch.float32).reshape(3))
+        self.register_buffer("wrist_mean", torch.as_tensor(mean, dtype=torch.float32).reshape(3))
+        self.register_buffer("wrist_std", torch.as_tensor(std, dtype=torch.float32).reshape(3))
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Wrist statistics (3,) each, metres; std is floored at 1 mm."""
-        self.transl_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.transl_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
+        self.wrist_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.wrist_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
 
     def encode(self, rot6d: torch.Tensor, wrist: torch.Tensor) -> torch.Tensor:
         """rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3) metres -> tokens (..., T, 198)."""
         lead = rot6d.shape[:-3]
-        w = (wrist - self.transl_mean) / self.transl_std
+        w = (wrist - self.wrist_mean) / self.wrist_std
         return torch.cat([rot6d.reshape(*lead, ROT_DIM), w.reshape(*lead, 6)], dim=-1)
 
     def encode_aa(self, pose_aa: torch.Tensor, wrist: torch.Tensor) -> torch.Tensor:
@@ -48,7 +51,7 @@ class MotionCodec(nn.Module):
         """tokens (..., T, 198) -> rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3) metres."""
         lead = x.shape[:-1]
         rot6d = x[..., :ROT_DIM].reshape(*lead, 2, NUM_MANO_JOINTS, 6)
-        wrist = x[..., ROT_DIM:].reshape(*lead, 2, 3) * self.transl_std + self.transl_mean
+        wrist = x[..., ROT_DIM:].reshape(*lead, 2, 3) * self.wrist_std + self.wrist_mean
         return rot6d, wrist
 
 
