@@ -62,3 +62,49 @@ def test_stage_order_and_crop_set_mismatch_are_errors(crops, tmp_path):
     with pytest.raises(HandcastError, match="built with the 'open' hand model"):
         train_pose("tiny", ov, crops=str(crops), out=str(tmp_path / "b"), progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before writing anything
+
+
+def test_a_run_killed_mid_stage_resumes_that_stage(crops, tmp_path, monkeypatch):
+    import torch
+
+    from handcast.models.cascade.mesh_diffusion import MeshLatentDiffusion
+    from handcast.models.cascade.model import load_cascade
+    from handcast.train.pose import train_pose
+
+    run, ov = tmp_path / "run", SMALL + ["train.mesh.steps=4", "train.save_every_steps=2"]
+    loss, calls, kill_at = MeshLatentDiffusion.loss, [], [3]
+
+    def loss_or_kill(self, *args, **kwargs):  # the process dies in the stage's step 3
+        calls.append(1)
+        if len(calls) in kill_at:
+            raise RuntimeError("killed")
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(MeshLatentDiffusion, "loss", loss_or_kill)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_pose("tiny", ov, crops=str(crops), out=str(run), progress=False)
+    assert load_cascade(run / "pose.safetensors", require_complete=False).trained_stages == ("ae", "joint")
+    assert torch.load(run / "last_mesh.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2
+
+    calls.clear()  # count the resumed run's steps, with no more kills
+    kill_at.clear()
+    paths = train_pose("tiny", ov, crops=str(crops), out=str(run), resume=True, progress=False)
+    assert len(calls) == 2  # steps 3 and 4: the stage went on from its saved state
+    assert set(load_cascade(paths["pose"]).trained_stages) == {"ae", "joint", "mesh"} and "regressor" in paths
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["ae", "joint", "mesh", "regressor"]
+    assert "val_pa_mpvpe_mm" in log[2] and "val_pa_mpvpe_mm" in log[3]
+
+
+def test_a_fixed_seed_gives_the_same_run(crops, tmp_path):
+    from safetensors.torch import load_file
+
+    from handcast.train.pose import train_pose
+
+    logs = []
+    for name in ("a", "b"):
+        train_pose("tiny", SMALL, crops=str(crops), out=str(tmp_path / name), stages=["joint"], progress=False)
+        logs.append(json.loads((tmp_path / name / "log.jsonl").read_text()))
+    a, b = (load_file(tmp_path / name / "pose.safetensors") for name in ("a", "b"))
+    assert all(a[k].equal(b[k]) for k in a)
+    assert logs[0]["val_pa_mpjpe_mm"] == logs[1]["val_pa_mpjpe_mm"]

@@ -1,7 +1,9 @@
 """What every ``handcast train ...`` command shares: the run folder, the Lightning trainer, resuming.
 
 A run folder holds Lightning's ``last.ckpt`` (weights + optimiser state, for ``--resume``), CSV logs and,
-at the end, the handcast safetensors checkpoint ``<kind>.safetensors`` (weights + resolved config).
+at the end, the handcast safetensors checkpoint ``<kind>.safetensors`` (weights + resolved config). A run
+that trains several modules in turn (the pose cascade's stages) has a ``last_<name>.ckpt`` and
+``logs/<name>/`` for each and writes its checkpoints itself.
 """
 
 from __future__ import annotations
@@ -45,14 +47,20 @@ def motion_module_base():
     return MotionDiffusionModule
 
 
-def prepare_run(out: str | Path, resume: bool, seed: int) -> Path:
-    """Create the run folder (refusing a non-empty one unless resuming) and seed every generator."""
-    import lightning as L
-
+def check_run_folder(out: str | Path, resume: bool) -> Path:
+    """The run folder ``out``, refused when it is not empty unless resuming (checked by the first process)."""
     run = Path(out)
     launched_rank = int(os.environ.get("LOCAL_RANK", "0")) + int(os.environ.get("NODE_RANK", "0"))
     if launched_rank == 0 and run.exists() and not resume and any(run.iterdir()):
         raise HandcastError(f"run folder {run} is not empty (pass --resume to continue it, or another --out)")
+    return run
+
+
+def prepare_run(out: str | Path, resume: bool, seed: int) -> Path:
+    """Create the run folder (refusing a non-empty one unless resuming) and seed every generator."""
+    import lightning as L
+
+    run = check_run_folder(out, resume)
     run.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(seed), workers=True, verbose=False)
     return run
@@ -89,26 +97,33 @@ def save_last_callback(path: str | Path, every_steps: int):
     return SaveLast()
 
 
-def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str, model_cfg: dict, resume: bool = False,
-        devices: int | str = 1, accelerator: str = "cpu", num_nodes: int = 1, strategy: str = "auto",
-        progress: bool = True) -> Path:
-    """Train ``module`` (whose ``.model`` is saved) with the ``train`` config section ``t``; returns the
-    path of the final handcast checkpoint ``<run>/<kind>.safetensors``."""
+def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str | None = None, model_cfg: dict | None = None,
+        resume: bool = False, devices: int | str = 1, accelerator: str = "cpu", num_nodes: int = 1,
+        strategy: str = "auto", progress: bool = True, name: str = "") -> Path | None:
+    """Train ``module`` with the ``train`` config section ``t``: ``max_steps``, ``grad_clip``, ``val_every_steps``
+    and optionally ``save_every_steps`` (how often the training state is saved; default ``val_every_steps``).
+
+    kind: the module's ``.model`` is saved (by the global-zero process) with ``model_cfg`` as the handcast
+    checkpoint ``<run>/<kind>.safetensors``, whose path is returned; None: the caller saves (None returned).
+    name: for a run that trains several modules one after another (the pose cascade's stages), each one's
+    training state is ``<run>/last_<name>.ckpt`` and its CSV logs ``<run>/logs/<name>/``."""
     import lightning as L
 
     from handcast.models.checkpoint import save_checkpoint
 
-    last = run / "last.ckpt"
-    ckpt_cb = save_last_callback(last, int(t["val_every_steps"]))
+    last = run / (f"last_{name}.ckpt" if name else "last.ckpt")
+    ckpt_cb = save_last_callback(last, int(t.get("save_every_steps", t["val_every_steps"])))
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         max_steps=int(t["max_steps"]), gradient_clip_val=float(t["grad_clip"]),
         val_check_interval=min(int(t["val_every_steps"]), int(t["max_steps"])), check_val_every_n_epoch=None,
         callbacks=[ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress, enable_checkpointing=False,
-        logger=L.pytorch.loggers.CSVLogger(str(run), name="logs"), enable_model_summary=False,
-        num_sanity_val_steps=0,
+        logger=L.pytorch.loggers.CSVLogger(str(run), name=f"logs/{name}" if name else "logs"),
+        enable_model_summary=False, num_sanity_val_steps=0,
     )
     trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+    if kind is None:
+        return None
     final = run / f"{kind}.safetensors"
     if trainer.is_global_zero:
         save_checkpoint(final, module.model, kind, model_cfg)
