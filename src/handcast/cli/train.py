@@ -30,14 +30,16 @@ def _train_pose(args: argparse.Namespace) -> None:
     from handcast.train.pose import train_pose
 
     for k, p in train_pose(args.config, args.overrides, crops=args.crops, out=args.out, stages=args.stages,
-                           resume=args.resume, device=args.device, progress=not args.quiet).items():
+                           resume=args.resume, device=args.device, devices=args.devices,
+                           accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=args.strategy,
+                           progress=not args.quiet).items():
         print(f"wrote {k} checkpoint {p}")
 
 
 def _impute(args: argparse.Namespace) -> None:
     import json
 
-    from handcast.train.lift import impute
+    from handcast.fit.impute import impute
 
     summary = impute(args.ckpt, args.data, args.split, args.out, out_split=args.out_split, batch_size=args.batch_size,
                      sampler=args.sampler, steps=args.steps, iterations=args.iterations, tol=args.tol,
@@ -72,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--crops", default=None, help="crop set folder (overrides data.crops; built when missing)")
     t.add_argument("--stages", nargs="+", choices=["ae", "joint", "mesh", "regressor"], default=None,
                    help="train only these stages (default: all)")
-    add_device(t)
+    t.add_argument("--device", default=None, help="cpu, cuda or cuda:1: shorthand for --accelerator/--devices "
+                   "(kept from older versions)")
+    add_lightning(t)
     t.set_defaults(func=_train_pose)
 
     s = sub.add_parser("impute", help="turn 2D-only clips into 3D labels: lifting model L + reprojection refinement")
