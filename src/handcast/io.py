@@ -15,6 +15,8 @@ from typing import Iterator
 
 import numpy as np
 
+from handcast.errors import HandcastError
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -87,8 +89,6 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
 
     Raises HandcastError with a one-line message for a missing, corrupt or incomplete file.
     """
-    from handcast.errors import HandcastError
-
     import zipfile
 
     path = Path(path)
@@ -111,8 +111,6 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
 
 def numeric_field(data, key: str, src: str) -> np.ndarray:
     """``data[key]`` as an array; HandcastError (naming ``src``) unless it is numeric (bool, int or float)."""
-    from handcast.errors import HandcastError
-
     a = np.asarray(data[key])
     if a.dtype.kind not in "biuf":
         raise HandcastError(f"{src}: {key} must be numeric, got dtype {a.dtype}")
@@ -122,8 +120,6 @@ def numeric_field(data, key: str, src: str) -> np.ndarray:
 def check_world_to_cam(w2c: np.ndarray, num_frames: int, src: str) -> np.ndarray:
     """``w2c`` as float64 (T, 4, 4) after checking it is a finite rigid transform (rotation + translation) in
     every one of ``num_frames`` frames; HandcastError (naming ``src``) otherwise."""
-    from handcast.errors import HandcastError
-
     w2c = np.asarray(w2c, np.float64)
     T = int(num_frames)
     if w2c.shape != (T, 4, 4) or not np.isfinite(w2c).all():

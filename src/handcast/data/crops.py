@@ -57,7 +57,9 @@ import numpy as np
 import torch
 
 from handcast.conventions import NUM_KEYPOINTS
+from handcast.data.images import IMAGE_MEAN, IMAGE_STD, crop_to_input
 from handcast.errors import HandcastError
+from handcast.io import load_npz
 
 __all__ = [
     "CROP_SIZE", "CropBatches", "CropSet", "canonical_crop", "crop_intrinsics", "crop_hand", "hand_box", "mirror_x",
@@ -107,8 +109,6 @@ def canonical_crop(image: np.ndarray, box, flip: bool, scale: float = 1.0):
 
     Returns (tensor (3, 256, 192) float32 ImageNet-normalised, affine (2, 3) float64 mapping canonical crop
     pixels (u, v, 1) -> original pixels, the flip included)."""
-    from handcast.data.images import crop_to_input
-
     tensor, affine = crop_to_input(image, box, CROP_SIZE, scale=scale)
     if flip:
         tensor = tensor.flip(-1).contiguous()
@@ -155,7 +155,6 @@ def normalise_images(images_u8):
     """uint8 (N, 256, 192, 3) numpy/torch -> float32 torch (N, 3, 256, 192), ImageNet-normalised."""
     import torch
 
-    from handcast.data.images import IMAGE_MEAN, IMAGE_STD
 
     x = torch.as_tensor(np.asarray(images_u8) if not isinstance(images_u8, torch.Tensor) else images_u8)
     x = x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
@@ -201,8 +200,6 @@ class CropSet:
                 "betas", "root", "K_crop", "affine", "K", "image_size", "flip", "hand", "domain", "domains", "info")
 
     def __init__(self, path: str | os.PathLike, split: str = "train"):
-        from handcast.io import load_npz
-
         folder = Path(path)
         f = folder / f"{split}.npz"
         if not folder.is_dir():

@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from handcast import __version__
 from handcast.data.clip import CLIP_ARRAY_FIELDS, FIELDS_3D, FRAME_FIELDS, Clip
 from handcast.errors import HandcastError
 from handcast.io import atomic_dir, atomic_path
@@ -247,8 +248,6 @@ def _split_entry(shards: list[dict]) -> dict:
 
 
 def _manifest(splits: dict[str, list[dict]], created: str | None) -> dict:
-    from handcast import __version__
-
     hand_models = sorted({h for shards in splits.values() for s in shards for h in s["hand_models"]})
     frame_fields, clip_fields = _field_table()
     return {

@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from handcast.data.store import ClipStore
+from handcast.errors import HandcastError
 from handcast.eval.evaluate import write_predictions
 from handcast.eval.export import ground_truth_arrays
+from handcast.models.cascade.estimate import estimate_pose
+from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 
 
 def _fill_absent(x: np.ndarray, present: np.ndarray, default: np.ndarray) -> None:
@@ -29,10 +32,6 @@ def estimated_static_pose(store: ClipStore | str | Path, split: str, pose_ckpt: 
     the wrist placed from the 2D keypoints) are held still for the whole horizon. Clips sharing a first frame
     (a ``group_id``) are estimated once. Returns ``clip_ids``, ``joints`` (N, 1, H, 2, 21, 3) m, ``wrist``
     (N, 1, H, 2, 3) m; no ``pose6d`` (the estimator returns joints and meshes)."""
-    from handcast.errors import HandcastError
-    from handcast.models.cascade.estimate import estimate_pose
-    from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
-
     st = store if isinstance(store, ClipStore) else ClipStore(store)
     view = st.split(split)
     model = load_cascade(resolve_pose_checkpoint(pose_ckpt))

@@ -24,10 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from handcast.data import collate
 from handcast.data.store import ClipStore
+from handcast.eval.baselines import estimated_static_pose, static_pose
 from handcast.eval.evaluate import GroundTruth, Predictions, evaluate
 from handcast.eval.export import ground_truth_arrays
+from handcast.hand import HandModel
 from handcast.io import atomic_path
+from handcast.models.forecast import forecast_dataset, load_forecast
+from handcast.models.motion import keypoints_from_motion
 
 METRICS = ("M", "M-G", "M-F", "MR")
 SPLITS = ("lab_test", "diverse_test", "wild_test")
@@ -40,9 +45,6 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
     pose6d (N, S, T, 2, 16, 6), wrist (N, S, T, 2, 3) m, seconds_per_clip}; T = the longest clip."""
     from tqdm.auto import tqdm
 
-    from handcast.data import collate
-    from handcast.models.motion import keypoints_from_motion
-    from handcast.models.forecast import forecast_dataset
 
     view = store.split(split)
     horizon = int(np.max(view.lengths))
@@ -90,9 +92,6 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
     cascade checkpoint, or "shipped") a second static row holds the pose estimator's input-frame hands still."""
     from tqdm.auto import tqdm
 
-    from handcast.eval.baselines import estimated_static_pose, static_pose
-    from handcast.hand import HandModel
-    from handcast.models.forecast import load_forecast
 
     st = ClipStore(store)
     hands = HandModel("auto")

@@ -28,7 +28,14 @@ from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.data.store import ClipStore
 from handcast.eval.evaluate import GroundTruth, Predictions, evaluate
 from handcast.eval.export import ground_truth_arrays
+from handcast.fit.align import align_to_tracks
+from handcast.fit.impute import lift_initialiser
+from handcast.fit.optimize import fit_tracks
+from handcast.fit.refine import RefineConfig, refine
+from handcast.geometry import sixd_to_aa
+from handcast.hand import HandModel
 from handcast.io import atomic_path
+from handcast.models.lifting import load_lift
 
 METRICS = ("M", "M-G", "M-F", "MR")
 
@@ -63,8 +70,6 @@ def _batches(inputs: dict, size: int):
 def lift_predict(model, hands, inputs: dict, sampler: str = "ddim", steps: int = 10, seed: int = 0,
                  batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """One sample of L per clip: pose (B, T, 2, 16, 3) axis-angle and MANO transl (B, T, 2, 3), mean shape."""
-    from handcast.fit.impute import lift_initialiser
-
     init = lift_initialiser(model, hands, sampler, steps, seed)
     poses, transls = [], []
     for b in _batches(inputs, batch_size):
@@ -75,8 +80,6 @@ def lift_predict(model, hands, inputs: dict, sampler: str = "ddim", steps: int =
 
 
 def refine_predict(hands, pose, transl, inputs: dict, iterations: int = 1000, tol: float = 1e-4):
-    from handcast.fit.refine import RefineConfig, refine
-
     r = refine(hands, pose, transl, inputs["betas"], inputs["kp2d"], inputs["kp2d_conf"], inputs["K"],
                inputs["world_to_cam"], inputs["hand_obs"], config=RefineConfig(iterations=iterations, tol=tol,
                                                                                 record_history=False))
@@ -85,8 +88,6 @@ def refine_predict(hands, pose, transl, inputs: dict, iterations: int = 1000, to
 
 def align_predict(hands, pose, transl, inputs: dict):
     """Closed-form placement of each hand on its 2D keypoints (:mod:`handcast.fit.align`), rotations kept."""
-    from handcast.fit.align import align_to_tracks
-
     return align_to_tracks(hands, pose, transl, inputs["betas"], inputs["kp2d"], inputs["kp2d_conf"],
                            inputs["hand_obs"], inputs["K"], inputs["world_to_cam"])
 
@@ -99,8 +100,6 @@ def reference_predict(hands, gt: dict, inputs: dict) -> dict[str, tuple[torch.Te
     wrist positions with the mean shape (what the shape alone costs), and the true rotations placed on the
     2D tracks by :func:`align_predict` (the best a method can do that keeps its hands on the 2D keypoints
     and uses the mean shape: the depth then follows the unknown hand size)."""
-    from handcast.geometry import sixd_to_aa
-
     pose = sixd_to_aa(torch.from_numpy(gt["pose6d"]))  # both padded to the split's longest clip
     with torch.no_grad():
         j0 = hands.rest_joints(torch.zeros(2, 10))[:, 0]  # (2, 3) mean-shape rest wrist
@@ -109,8 +108,6 @@ def reference_predict(hands, gt: dict, inputs: dict) -> dict[str, tuple[torch.Te
 
 
 def optimisation_predict(hands, inputs: dict, batch_size: int = 16):
-    from handcast.fit.optimize import fit_tracks
-
     poses, transls = [], []
     for b in _batches(inputs, batch_size):
         p, tr = fit_tracks(hands, b["kp2d"], b["kp2d_conf"], b["K"], b["world_to_cam"], b["hand_obs"], b["betas"])
@@ -148,8 +145,6 @@ def bench_lifting(store: str | Path, ckpts: dict[str, str], splits=("diverse_tes
     and writes ``<out>.md`` and ``<out>.json`` when ``out`` is given."""
     from tqdm.auto import tqdm
 
-    from handcast.hand import HandModel
-    from handcast.models.lifting import load_lift
 
     st = ClipStore(store)
     hands = HandModel("auto")

@@ -27,7 +27,21 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from handcast.data.crops import CropBatches, CropSet
 from handcast.errors import HandcastError
+from handcast.eval.metrics import f_score, mpjpe, pa_mpjpe, pa_mpvpe
+from handcast.models.cascade.aggregate import (
+    AGGREGATIONS,
+    best_of_n,
+    joint_median,
+    select,
+)
+from handcast.models.cascade.fitting import fit_mesh_to_joints
+from handcast.models.cascade.model import (
+    load_cascade,
+    load_regressor,
+    resolve_pose_checkpoint,
+)
 
 ROW_ORDER = ("mean-pose", "regressor", "joint+fit", "cascade-single", "cascade-mean", "cascade-median", "cascade-reproj")
 ROW_NAMES = {
@@ -44,8 +58,6 @@ ROW_NAMES = {
 
 def _metrics(joints, verts, gt_j, gt_v) -> dict[str, np.ndarray]:
     """Per-item metrics (N,) for numpy/torch inputs."""
-    from handcast.eval.metrics import f_score, mpjpe, pa_mpjpe, pa_mpvpe
-
     f = f_score(verts, gt_v, [0.005, 0.015])
     return {"MPJPE": mpjpe(joints, gt_j), "PA-MPJPE": pa_mpjpe(joints, gt_j), "PA-MPVPE": pa_mpvpe(verts, gt_v),
             "F@5": f[..., 0], "F@15": f[..., 1]}
@@ -71,12 +83,6 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
     ckpt: the cascade (``pose.safetensors`` or its run folder); regressor: the baseline's checkpoint (default
     ``regressor.safetensors`` beside ckpt, if present). keypoints: "det" (the domain's simulated detector;
     exact projections for lab) or "gt" (exact projections for every domain)."""
-    from handcast.data.crops import CropSet
-    from handcast.models.cascade.aggregate import AGGREGATIONS, best_of_n, joint_median, select
-    from handcast.models.cascade.fitting import fit_mesh_to_joints
-    from handcast.models.cascade.model import load_cascade, load_regressor, resolve_pose_checkpoint
-    from handcast.data.crops import CropBatches
-
     ck = resolve_pose_checkpoint(ckpt)
     model = load_cascade(ck, device)
     reg_path = Path(regressor) if regressor else ck.parent / "regressor.safetensors"

@@ -14,6 +14,9 @@ import math
 import numpy as np
 import torch
 
+from handcast.data.clip import Clip
+from handcast.data.testing import smooth_image
+from handcast.fit.kinematics import fixed_shape_keypoints
 from handcast.geometry import aa_to_rotmat, rotmat_to_aa
 
 
@@ -84,7 +87,6 @@ def synthetic_tracks(hand_model, B: int, T: int, seed: int = 0, dtype: torch.dty
     pose_t = torch.tensor(pose, **fl)
     transl_t = torch.tensor(transl, **fl)
     betas_t = torch.tensor(betas, **fl)
-    from handcast.fit.kinematics import fixed_shape_keypoints
 
     j3d = fixed_shape_keypoints(hand_model, pose_t, betas_t, transl_t)  # (B, T, 2, 21, 3)
     Wt = torch.tensor(W, **fl)
@@ -108,9 +110,6 @@ def synthetic_clips(hand_model, lengths, seed: int = 0, provenance: str = "gt", 
     ``provenance`` is written as given (for "2d-only" the 3D fields still hold the true values, so a
     test can poison or compare them). ``with_image`` adds a small smooth image of ``image_size``.
     """
-    from handcast.data.clip import Clip
-    from handcast.data.testing import smooth_image
-
     rng = np.random.default_rng(seed)
     clips = []
     for k, T in enumerate(lengths):

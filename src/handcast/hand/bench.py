@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from handcast.hand import HandModel
+
 
 def _time(fn, repeats: int, device: torch.device) -> float:
     fn()  # warm-up
@@ -32,8 +34,6 @@ def keypoints_speed(batch: tuple[int, ...] = (64, 64), kind: str = "open", devic
 
     Returns a dict with keys forward_s, keypoints_s, speedup, batch, num_vertices, device, kind.
     """
-    from handcast.hand import HandModel
-
     device = torch.device(device)
     model = HandModel(kind, dtype=dtype).to(device)
     g = torch.Generator().manual_seed(seed)

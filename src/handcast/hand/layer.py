@@ -21,9 +21,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from handcast.conventions import MANO21_TO_COMMON, MANO_FINGERTIP_VERTEX_IDS, NUM_MANO_JOINTS
+from handcast.conventions import (
+    MANO21_TO_COMMON,
+    MANO_FINGERTIP_VERTEX_IDS,
+    NUM_MANO_JOINTS,
+)
 from handcast.errors import AssetMissingError, HandcastError
-from handcast.hand.pose import CONVENTIONS, check_rep, clamp_to_limits, to_axis_angle, to_rotmat
+from handcast.hand import open_model
+from handcast.hand.mano_import import default_mano_dir
+from handcast.hand.pose import (
+    CONVENTIONS,
+    check_rep,
+    clamp_to_limits,
+    to_axis_angle,
+    to_rotmat,
+)
+from handcast.io import load_npz
 
 KINDS = ("auto", "open", "mano")
 MANO_REQUIRED = ("v_template", "f", "weights", "J_regressor", "shapedirs", "posedirs", "kintree_table",
@@ -50,8 +63,6 @@ class HandOutput:
 
 def mano_model_dir(mano_dir: str | Path | None = None) -> Path:
     """Folder holding MANO_RIGHT.npz / MANO_LEFT.npz (default ``$HANDCAST_HOME/mano``)."""
-    from handcast.hand.mano_import import default_mano_dir
-
     return Path(mano_dir).expanduser() if mano_dir is not None else default_mano_dir()
 
 
@@ -63,8 +74,6 @@ def mano_installed(mano_dir: str | Path | None = None) -> bool:
 
 def describe_installed_models(mano_dir: str | Path | None = None) -> str:
     """A few lines saying which hand models are available and which one kind="auto" uses."""
-    from handcast.hand import open_model
-
     d = mano_model_dir(mano_dir)
     lines = [f"open hand model: {open_model.asset_path()} (shipped with handcast)"]
     if mano_installed(mano_dir):
@@ -89,7 +98,6 @@ def _load_arrays(kind: str, mano_dir) -> tuple[str, dict, dict, Path]:
         raise HandcastError(f"unknown hand model kind {kind!r}; use one of {', '.join(KINDS)}")
     if kind == "auto":
         kind = "mano" if mano_installed(mano_dir) else "open"
-    from handcast.hand import open_model
 
     if kind == "open":
         return kind, open_model.load_open_model("right"), open_model.load_open_model("left"), open_model.asset_path()
@@ -98,7 +106,6 @@ def _load_arrays(kind: str, mano_dir) -> tuple[str, dict, dict, Path]:
         raise AssetMissingError(
             f"official MANO files not found in {d} (MANO_RIGHT.npz, MANO_LEFT.npz); convert the "
             "downloaded pickles with `handcast mano import MANO_RIGHT.pkl MANO_LEFT.pkl`, or use kind='open'")
-    from handcast.io import load_npz
 
     right = load_npz(d / "MANO_RIGHT.npz", required=MANO_REQUIRED)
     left = load_npz(d / "MANO_LEFT.npz", required=MANO_REQUIRED)
@@ -140,7 +147,6 @@ class HandModel(nn.Module):
         self.layers = nn.ModuleList([_make_layer(right, True, dtype, path), _make_layer(left, False, dtype, path)])
         # Faces with outward winding (the official MANO_LEFT shares the right hand's face list,
         # which is inside-out on the mirrored mesh; the open left model is already flipped).
-        from handcast.hand import open_model
 
         faces = []
         for arrays in (right, left):

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from handcast.errors import HandcastError
+from handcast.io import save_npz
 
 MANO_KEYS = ("v_template", "f", "weights", "J_regressor", "shapedirs", "posedirs", "kintree_table",
              "hands_components", "hands_mean")
@@ -264,8 +265,6 @@ def import_mano(right_pkl: str | os.PathLike, left_pkl: str | os.PathLike, out_d
     known sign issue of MANO_LEFT as used by smplx, which some datasets (HOT3D) were fitted with —
     and the left file records ``left_shapedirs_fixed = True``.
     """
-    from handcast.io import save_npz
-
     right = _clean(read_mano_pickle(right_pkl))
     left = _clean(read_mano_pickle(left_pkl))
     for name, arrays, sign in (("right", right, 1.0), ("left", left, -1.0)):

@@ -27,6 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from handcast.conventions import NUM_MANO_JOINTS
+from handcast.errors import HandcastError
+from handcast.geometry import aa_to_rotmat
+from handcast.geometry import rotmat_to_aa as _to_aa
+from handcast.io import load_npz
 
 # ----------------------------------------------------------------------------------------------
 # Frame and anthropometric targets
@@ -115,15 +119,11 @@ def model_to_hand(x_m: np.ndarray) -> np.ndarray:
 
 def rodrigues(aa: np.ndarray) -> np.ndarray:
     """Axis-angle (..., 3) -> rotation matrices (..., 3, 3), float64 (handcast.geometry.aa_to_rotmat)."""
-    from handcast.geometry import aa_to_rotmat
-
     return aa_to_rotmat(np.asarray(aa, dtype=np.float64))
 
 
 def rotmat_to_aa(R: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) -> axis-angle (..., 3), float64 (handcast.geometry.rotmat_to_aa)."""
-    from handcast.geometry import rotmat_to_aa as _to_aa
-
     return _to_aa(np.asarray(R, dtype=np.float64))
 
 
@@ -342,8 +342,6 @@ def mirror_model(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str) -> dict[str, np.ndarray]:
-    from handcast.io import load_npz
-
     return load_npz(path, required=REQUIRED_KEYS)
 
 
@@ -352,8 +350,6 @@ def load_open_model(side: str = "right", path: str | Path | None = None) -> dict
 
     ``path`` defaults to the shipped asset. The left hand is the mirror image of the right.
     """
-    from handcast.errors import HandcastError
-
     if side not in ("right", "left"):
         raise HandcastError(f"hand side must be 'right' or 'left', got {side!r}")
     arrays = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v.copy())

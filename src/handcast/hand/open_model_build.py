@@ -34,6 +34,7 @@ from handcast.hand.open_model import (
     sample_poses,
     unit,
 )
+from handcast.io import save_npz
 
 # ----------------------------------------------------------------------------------------------
 # Implicit surface: tagged capsules, smooth union
@@ -458,8 +459,6 @@ def _to_storage(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def save_open_hand_model(out_dir: str | Path, arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Build (unless given) and write OPEN_HAND_RIGHT.npz into ``out_dir`` atomically."""
-    from handcast.io import save_npz
-
     arrays = build_open_hand_model() if arrays is None else arrays
     path = Path(out_dir) / ASSET_NAME
     save_npz(path, compressed=True, **_to_storage(arrays))

@@ -28,17 +28,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handcast.conventions import MIN_HAND_KEYPOINTS
+from handcast.conventions import MIN_HAND_KEYPOINTS, NUM_KEYPOINTS
+from handcast.data.images import load_image
 from handcast.errors import HandcastError
-from handcast.geometry import resolve_intrinsics  # also importable from here, where it used to live
+from handcast.geometry import (
+    resolve_intrinsics,  # also importable from here, where it used to live
+    sixd_to_aa,
+)
+from handcast.hand import HandModel
+from handcast.io import save_npz
+from handcast.models.checkpoint import shipped_checkpoint
+from handcast.models.forecast import load_forecast
+from handcast.models.motion import keypoints_from_motion
+from handcast.render.api import render_prediction
 
 SHIPPED = {"image": "forecast_image_tiny.safetensors", "keypoints": "forecast_keypoints_tiny.safetensors"}
 
 
 def input_keypoints(image: np.ndarray, keypoints: str | os.PathLike | None, detect: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """(uv (2, 21, 2) px, conf (2, 21), where from) of the input image's hands."""
-    from handcast.conventions import NUM_KEYPOINTS
-
     if keypoints is not None:
         from handcast.data.keypoints import read_keypoints
 
@@ -60,10 +68,6 @@ def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf
                    samples: int = 5, sampler: str = "ddim", steps: int = 10, seed: int = 0) -> dict:
     """Sample ``samples`` futures of ``frames`` frames for one image (uint8 (H, W, 3)) with intrinsics K and
     input keypoints (uv (2, 21, 2) px, conf (2, 21)). Returns the npz arrays (module docstring)."""
-    from handcast.geometry import sixd_to_aa
-    from handcast.hand import HandModel
-    from handcast.models.motion import keypoints_from_motion
-
     h, w = image.shape[:2]
     t = int(frames)
     if not 1 <= t <= 1024:
@@ -102,12 +106,6 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
                  steps: int = 10, seed: int = 0, video: bool = True, int8: bool = False) -> dict:
     """The ``handcast forecast`` command: writes forecast.png / .mp4 / .npz to ``out``; returns
     {"outputs": [paths], "model": path, "keypoints": source, "hands": number of input hands}."""
-    from handcast.data.images import load_image
-    from handcast.io import save_npz
-    from handcast.render.api import render_prediction
-    from handcast.models.checkpoint import shipped_checkpoint
-    from handcast.models.forecast import load_forecast
-
     img = load_image(image)
     h, w = img.shape[:2]
     K = resolve_intrinsics((w, h), fov=fov, K=intrinsics)

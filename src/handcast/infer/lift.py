@@ -37,10 +37,38 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handcast.conventions import DEFAULT_FOV_DEG, MIN_HAND_KEYPOINTS, NUM_KEYPOINTS, NUM_MANO_JOINTS
+from handcast.conventions import (
+    DEFAULT_FOV_DEG,
+    HAND_COLORS,
+    KEYPOINT_BONES,
+    MIN_HAND_KEYPOINTS,
+    NUM_KEYPOINTS,
+    NUM_MANO_JOINTS,
+)
 from handcast.diffusion import SAMPLERS
 from handcast.errors import HandcastError
-from handcast.io import check_world_to_cam, numeric_field
+from handcast.fit.align import align_to_tracks
+from handcast.fit.refine import RefineConfig, refine
+from handcast.geometry import (
+    check_intrinsics,
+    invert_rigid,
+    project,
+    resolve_intrinsics,
+    rotmat_to_aa,
+    sixd_to_rotmat,
+    transform_points,
+)
+from handcast.hand import HandModel
+from handcast.io import (
+    atomic_path,
+    check_world_to_cam,
+    load_npz,
+    numeric_field,
+    save_npz,
+)
+from handcast.models.checkpoint import shipped_checkpoint
+from handcast.models.lifting import load_lift
+from handcast.render.overlay import project_points, second_view, view_camera
 
 __all__ = ["run_lift", "LiftInput", "read_tracks", "video_input", "window_starts", "window_weights",
            "lift_windows", "align_translation", "RefineSchedule", "refine_motion", "motion_metrics", "shipped_lift_checkpoint", "SHIPPED_LIFT",
@@ -56,8 +84,6 @@ TRACKS_SUFFIXES = (".npz",)
 
 def shipped_lift_checkpoint() -> Path:
     """Path of the tiny lifting checkpoint shipped inside the package."""
-    from handcast.models.checkpoint import shipped_checkpoint
-
     return shipped_checkpoint(SHIPPED_LIFT, "handcast train lift")
 
 
@@ -109,8 +135,6 @@ def _intrinsics_for(image_size: tuple[int, int] | None, fov: float | None, intri
                     file_K: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """(K (3, 3) float32, where from): --intrinsics, else --fov, else the file's K, else the default field of
     view (:func:`handcast.geometry.resolve_intrinsics`)."""
-    from handcast.geometry import resolve_intrinsics
-
     if fov is None and intrinsics is None and file_K is not None:
         return file_K, "tracks file K"
     if image_size is None and intrinsics is None:
@@ -137,9 +161,6 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
     Intrinsics: ``intrinsics`` (a K.json) or ``fov`` override the file's ``K``; without any of them the
     default is a 60 deg horizontal field of view. Raises HandcastError (one line) for anything malformed.
     """
-    from handcast.geometry import check_intrinsics, invert_rigid
-    from handcast.io import load_npz
-
     path = Path(path)
     src = str(path)
     data = load_npz(path, required=("uv", "hand_valid"))
@@ -285,7 +306,6 @@ def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WIN
     import roma
     from tqdm.auto import tqdm
 
-    from handcast.geometry import invert_rigid, rotmat_to_aa, sixd_to_rotmat
 
     T = inp.num_frames
     obs = inp.observed
@@ -344,8 +364,6 @@ def align_translation(hand_model, pose: torch.Tensor, transl: torch.Tensor, inp:
     """Move each observed hand so that its keypoints line up with the 2D keypoints (rotations kept, mean
     shape): :func:`handcast.fit.align.align_to_tracks` on one sequence. pose (T, 2, 16, 3), transl (T, 2, 3)
     m frame-0 camera. Returns the new transl (unobserved hands unchanged)."""
-    from handcast.fit.align import align_to_tracks
-
     betas = torch.zeros(2, 10, device=pose.device)
     return align_to_tracks(hand_model, pose, transl, betas, inp.uv, inp.conf, inp.observed, inp.K, inp.cameras())
 
@@ -386,7 +404,6 @@ def refine_motion(hand_model, pose: torch.Tensor, transl: torch.Tensor, inp: Lif
     """
     from tqdm.auto import tqdm
 
-    from handcast.fit.refine import RefineConfig, refine
 
     dev = pose.device
     obs = inp.observed
@@ -423,8 +440,6 @@ def refine_motion(hand_model, pose: torch.Tensor, transl: torch.Tensor, inp: Lif
 
 def _project_seq(joints: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> np.ndarray:
     """(T, 2, 21, 3) m frame-0 camera -> (T, 2, 21, 2) px in camera t (NaN behind the camera / NaN input)."""
-    from handcast.geometry import project, transform_points
-
     return project(transform_points(w2c[:, None, None], joints), np.asarray(K, np.float64))
 
 
@@ -483,8 +498,6 @@ def _fill_invalid(x: np.ndarray, valid: np.ndarray, default: np.ndarray) -> np.n
 
 def _draw_hands(draw, kp: np.ndarray, ok: np.ndarray, colors, width: int, radius: float) -> None:
     """Skeletons (2, 21, 2) px with per-keypoint ok (2, 21) in colours (2, 3), straight onto a PIL draw."""
-    from handcast.conventions import KEYPOINT_BONES
-
     for h in range(2):
         if not ok[h].any():
             continue
@@ -507,8 +520,6 @@ def _overlay_frames(inp: LiftInput, joints: np.ndarray, valid: np.ndarray, repro
     from PIL import Image, ImageDraw
     from tqdm.auto import tqdm
 
-    from handcast.conventions import HAND_COLORS
-    from handcast.render.overlay import project_points, second_view, view_camera
 
     T = inp.num_frames
     W0, H0 = inp.image_size
@@ -569,8 +580,6 @@ def _overlay_frames(inp: LiftInput, joints: np.ndarray, valid: np.ndarray, repro
 def _outputs(out_dir: Path, names: list[str]):
     """Temporary paths for every output, all renamed into ``out_dir`` only when the block succeeds; on
     failure nothing is left (and ``out_dir`` is removed again if this call created it and it is empty)."""
-    from handcast.io import atomic_path
-
     created = not out_dir.exists()
     try:
         with contextlib.ExitStack() as stack:
@@ -622,10 +631,6 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
     missing / undecodable / empty video, a video or tracks file without any hand, a malformed tracks file,
     degenerate intrinsics or bad options.
     """
-    from handcast.hand import HandModel
-    from handcast.io import save_npz
-    from handcast.models.lifting import load_lift
-
     t_start = time.perf_counter()
     secs: dict[str, float] = {}
     window = DEFAULT_WINDOW if window is None else int(window)

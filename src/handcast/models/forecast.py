@@ -35,11 +35,13 @@ from torch.nn import functional as F
 
 from handcast.conventions import MIN_HAND_KEYPOINTS, MOTION_DIM, NUM_KEYPOINTS
 from handcast.data.dataset import ClipDataset
+from handcast.data.images import IMAGE_MEAN, IMAGE_STD
 from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
 from handcast.errors import HandcastError
 from handcast.geometry import kpe
 from handcast.models.checkpoint import load_model
-from handcast.models.denoiser import TokenMLP
+from handcast.models.denoiser import DenoiserConfig, MotionDenoiser, TokenMLP
+from handcast.models.motion import MotionCodec
 
 #: ViT input (height, width) in pixels, as HaMeR's backbone
 INPUT_HW = (256, 192)
@@ -81,8 +83,6 @@ class ForecastConfig:
 def letterbox(images: torch.Tensor, size: tuple[int, int] = INPUT_HW) -> torch.Tensor:
     """Fit whole images (B, 3, H, W) in [0, 1] into ``size`` (h, w) without distortion, centred, black bars;
     returns the ImageNet-normalised input (B, 3, h, w)."""
-    from handcast.data.images import IMAGE_MEAN, IMAGE_STD
-
     h, w = images.shape[-2:]
     th, tw = size
     s = min(th / h, tw / w)
@@ -147,8 +147,6 @@ class ForecastModel(ConditionalDiffusion):
 
     def __init__(self, config: ForecastConfig):
         super().__init__()
-        from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
-        from handcast.models.motion import MotionCodec
 
         self.config = config
         extra = KP2D_DIM if config.aux2d == "diffusion" else 0

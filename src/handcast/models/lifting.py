@@ -29,7 +29,8 @@ from torch import nn
 from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
 from handcast.geometry import kpe, plucker, rotmat_to_6d
 from handcast.models.checkpoint import load_model
-from handcast.models.denoiser import TokenMLP
+from handcast.models.denoiser import DenoiserConfig, MotionDenoiser, TokenMLP
+from handcast.models.motion import MotionCodec
 
 MODALITIES = ("keypoints", "camera", "plucker", "kpe")
 
@@ -152,8 +153,6 @@ class LiftingModel(ConditionalDiffusion):
 
     def __init__(self, config: LiftConfig):
         super().__init__()
-        from handcast.models.denoiser import DenoiserConfig, MotionDenoiser
-        from handcast.models.motion import MotionCodec
 
         self.config = config
         self.cond = LiftingConditioning(**config.conditioning)

@@ -12,7 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from handcast.conventions import HANDS, NUM_KEYPOINTS
+from handcast.data.store import ClipStore
 from handcast.errors import HandcastError
+from handcast.render.overlay import (
+    _legend_bar,
+    draw_keypoints,
+    render_sheet,
+    resize_with_K,
+    save_png,
+    time_colors,
+)
+from handcast.render.video import render_motion_video, write_video
 
 __all__ = ["render_clip", "render_prediction", "render_from_files", "hand_meshes"]
 
@@ -113,9 +123,6 @@ def _sheet_and_video(image, K, joints, valid, vertices, faces, out_png, out_mp4,
                      paths=None) -> np.ndarray:
     """The sheet of a motion (written to ``out_png``) and, with ``out_mp4``, its video; returns the sheet.
     Arrays as in :func:`handcast.render.overlay.render_sheet` (joints in the camera of ``image``)."""
-    from handcast.render.overlay import render_sheet
-    from handcast.render.video import render_motion_video, write_video
-
     sheet = render_sheet(image, K, joints, valid, None, vertices, faces, title=title, out_png=out_png, height=height,
                          paths=paths)
     if out_mp4 is not None:
@@ -126,9 +133,6 @@ def _sheet_and_video(image, K, joints, valid, vertices, faces, out_png, out_mp4,
 
 def _render_2d_clip(clip, image, T, out_png, out_mp4, fps, title, height, video_height) -> np.ndarray:
     """A clip without 3D labels: its 2D keypoints over the first image (camera motion ignored)."""
-    from handcast.render.overlay import _legend_bar, draw_keypoints, resize_with_K, save_png, time_colors
-    from handcast.render.video import write_video
-
     kp = np.asarray(clip.kp2d, np.float64)[:T]
     ok = np.asarray(clip.valid, bool)[:T, :, None] & np.isfinite(kp).all(-1)
     conf = getattr(clip, "kp2d_conf", None)
@@ -220,8 +224,6 @@ def render_from_files(
     HandModel for meshes (ground truth only).
     Returns the written paths (PNG first).
     """
-    from handcast.data.store import ClipStore
-
     if store is None:
         raise HandcastError("--store is required: the clip's image and camera come from the clip store")
     cs = ClipStore(store)

@@ -19,6 +19,8 @@ import numpy as np
 
 from handcast.conventions import HAND_COLORS, HANDS
 from handcast.errors import HandcastError
+from handcast.io import atomic_path
+from handcast.render.viewer import read_result
 
 __all__ = ["export_meshes", "FORMATS"]
 
@@ -75,9 +77,6 @@ def export_meshes(result, out_dir: str | Path, fmt: str = "obj", frames=None, sa
     atomically; frames where neither hand is valid are skipped (no file). On an error the
     files already written by this call are removed. Raises HandcastError for bad input.
     """
-    from handcast.io import atomic_path
-    from handcast.render.viewer import read_result
-
     fmt = str(fmt).lower().lstrip(".")
     if fmt not in FORMATS:
         raise HandcastError(f"unknown mesh format {fmt!r}; use one of {', '.join(FORMATS)}")

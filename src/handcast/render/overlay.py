@@ -19,6 +19,9 @@ from PIL import Image, ImageDraw
 
 from handcast.conventions import HAND_COLORS, KEYPOINT_BONES, NUM_KEYPOINTS
 from handcast.errors import HandcastError
+from handcast.geometry import look_at, project, transform_points
+from handcast.gl.renderer import Mesh, get_renderer
+from handcast.io import atomic_path
 
 __all__ = [
     "time_colors",
@@ -68,8 +71,6 @@ def project_points(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray |
     (identity). Returns (uv (..., 2) pixels, z (...) camera depth in metres). Points with z <= 0
     get NaN pixels.
     """
-    from handcast.geometry import project, transform_points
-
     p = np.asarray(points, np.float64)
     K = np.asarray(K, np.float64)
     if K.shape != (3, 3):
@@ -270,8 +271,6 @@ def _faces_pair(faces) -> tuple[np.ndarray, np.ndarray]:
 
 def _hand_meshes(verts: np.ndarray, faces, colors: np.ndarray, ok: np.ndarray):
     """verts (N, 2, V, 3), colors (N, 2, 3), ok (N, 2) -> list of Mesh (later frames first)."""
-    from handcast.gl.renderer import Mesh
-
     fr, fl = _faces_pair(faces)
     out = []
     for t in range(verts.shape[0] - 1, -1, -1):
@@ -283,8 +282,6 @@ def _hand_meshes(verts: np.ndarray, faces, colors: np.ndarray, ok: np.ndarray):
 
 
 def _render_meshes_over(image, meshes, K, world_to_cam, mesh_alpha: float) -> np.ndarray:
-    from handcast.gl.renderer import get_renderer
-
     if not meshes:
         return image
     H, W = image.shape[:2]
@@ -409,8 +406,6 @@ class ViewCamera:
 def _look_at(eye, target, up) -> np.ndarray:
     """(4, 4) world -> OpenCV camera at ``eye`` looking at ``target`` (image up ~ ``up``); an ``up``
     parallel to the view falls back to one that is not."""
-    from handcast.geometry import look_at
-
     eye, target, up = (np.asarray(a, np.float64) for a in (eye, target, up))
     z = (target - eye) / np.linalg.norm(target - eye)
     if np.linalg.norm(np.cross(z, up)) < 1e-9:
@@ -680,8 +675,6 @@ def render_sheet(
 
 def save_png(path, image: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 image as PNG atomically."""
-    from handcast.io import atomic_path
-
     im = _check_image(image)
     with atomic_path(path) as tmp:
         Image.fromarray(im).save(tmp, format="PNG")

@@ -10,6 +10,17 @@ import numpy as np
 from handcast.conventions import NUM_KEYPOINTS
 from handcast.errors import HandcastError
 from handcast.io import atomic_path
+from handcast.render.overlay import (
+    _as_seq,
+    _check_image,
+    _hand_valid,
+    _seq_vertices,
+    overlay_motion,
+    resize_with_K,
+    second_view,
+    time_colors,
+    view_camera,
+)
 
 __all__ = ["write_video", "render_motion_video", "pick_codec"]
 
@@ -73,8 +84,9 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
             )
         return len(ims)
 
-    import av
     from fractions import Fraction
+
+    import av
 
     codec = pick_codec()
     rate = Fraction(fps).limit_denominator(1001)
@@ -128,18 +140,6 @@ def render_motion_video(
     vertices: optional (T, 2, V, 3) metres with faces (F, 3) or a (right, left) pair;
     height: panel height in pixels. Returns T frames, each (height, W', 3) uint8 (W' even).
     """
-    from handcast.render.overlay import (
-        _as_seq,
-        _check_image,
-        _hand_valid,
-        _seq_vertices,
-        overlay_motion,
-        resize_with_K,
-        second_view,
-        time_colors,
-        view_camera,
-    )
-
     im, Ks = resize_with_K(_check_image(image), K, height)
     j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
     T = j.shape[0]

@@ -27,9 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from handcast.conventions import HAND_COLORS, HANDS, KEYPOINT_BONES, NUM_KEYPOINTS, NUM_MANO_JOINTS
+from handcast import __version__
+from handcast.conventions import (
+    HAND_COLORS,
+    HANDS,
+    KEYPOINT_BONES,
+    NUM_KEYPOINTS,
+    NUM_MANO_JOINTS,
+)
 from handcast.errors import HandcastError
-from handcast.io import check_world_to_cam, numeric_field
+from handcast.hand import HandModel
+from handcast.io import atomic_path, check_world_to_cam, load_npz, numeric_field
 
 __all__ = ["ResultArrays", "read_result", "write_viewer", "encode_positions", "decode_positions",
            "bundle_info", "MAX_IMAGE_SIDE"]
@@ -92,7 +100,6 @@ def _load(result, name: str) -> dict[str, np.ndarray]:
         return {k: (v if v is None else np.asarray(v)) for k, v in result.items() if v is not None}
     if not isinstance(result, (str, Path)):
         raise HandcastError(f"{name} must be a path to an .npz file or a mapping of arrays, got {type(result).__name__}")
-    from handcast.io import load_npz
 
     return load_npz(result)
 
@@ -118,7 +125,6 @@ def _mesh_from_params(data: dict, src: str, S: int, T: int | None, had_samples: 
     """Vertices (S, T, 2, V, 3) and keypoints (S, T, 2, 21, 3) from MANO parameters."""
     import torch
 
-    from handcast.hand import HandModel
 
     pose = _float(data, "pose", src)
     if pose.ndim == 4:
@@ -436,8 +442,6 @@ def _legend(r: ResultArrays) -> str:
 
 def render_page(r: ResultArrays, title: str, max_image_side: int = MAX_IMAGE_SIDE) -> str:
     """The page's HTML text for checked result arrays."""
-    from handcast import __version__
-
     data = build_page_data(r, title, max_image_side)
     data_json = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     bundle = _asset_text("viewer.bundle.js")
@@ -470,8 +474,6 @@ def write_viewer(result: str | Path, out: str | Path, *, title: str | None = Non
     with the input image as a textured plane, and the image with projected keypoints as a panel.
     Written atomically; returns ``out`` as a Path. Raises HandcastError for bad input.
     """
-    from handcast.io import atomic_path
-
     r = read_result(result, clip=clip)
     if title is None:
         title = Path(result).stem if isinstance(result, (str, Path)) else "handcast result"

@@ -12,7 +12,10 @@ import contextlib
 import os
 from pathlib import Path
 
+from handcast.data import ClipStoreWriter
+from handcast.data.store import encode_image
 from handcast.errors import HandcastError
+from handcast.synth.generate import generate_futures
 from handcast.synth.presets import SPLITS, Preset, get_preset
 
 __all__ = ["build_benchmark", "make_group"]
@@ -37,8 +40,6 @@ def make_group(job: tuple) -> tuple[str, list]:
     """Generate one group: ``job = (seed, split, split_index, group, domain, futures, n_frames,
     image_size, hand_model)`` -> (split, [(clip without image, JPEG bytes or None), ...])."""
     seed, split, split_idx, g, domain, futures, n_frames, image_size, hand_model = job
-    from handcast.data.store import encode_image
-    from handcast.synth.generate import generate_futures
 
     cid = f"{split}-{g:05d}"
     clips = generate_futures((seed, split_idx, g), domain, futures, n_frames=n_frames, image_size=image_size,
@@ -93,7 +94,6 @@ def build_benchmark(
     """
     from tqdm import tqdm
 
-    from handcast.data import ClipStoreWriter
 
     p = get_preset(preset)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:

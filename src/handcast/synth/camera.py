@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handcast.geometry import project
 from handcast.synth.domains import DomainSpec
 
 __all__ = ["CameraRig", "sample_rig", "head_trajectory", "look_at_np", "project_np"]
@@ -72,8 +73,6 @@ def project_np(points_cam: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.nd
     """Pinhole projection of camera-frame points (..., 3) -> (pixels (..., 2), depth z (...)).
 
     Points with z <= 1e-6 get pixel coordinates computed with z clamped (callers mask them)."""
-    from handcast.geometry import project
-
     p = np.asarray(points_cam, np.float64)
     return project(p, np.asarray(K, np.float64), behind="clamp"), p[..., 2]
 

@@ -16,9 +16,24 @@ from typing import Sequence
 
 import numpy as np
 
-from handcast.data.crops import CROP_SIZE, CROPS_VERSION, MIN_BOX_PX, MIN_IN_VIEW, canonical_crop, crop_intrinsics, hand_box, to_crop_pixels
+from handcast.data.crops import (
+    CROP_SIZE,
+    CROPS_VERSION,
+    MIN_BOX_PX,
+    MIN_IN_VIEW,
+    canonical_crop,
+    crop_intrinsics,
+    hand_box,
+    to_crop_pixels,
+)
+from handcast.data.images import input_to_image
 from handcast.errors import HandcastError
-
+from handcast.geometry import in_image
+from handcast.hand import HandModel, mirror_pose
+from handcast.io import atomic_dir, save_npz
+from handcast.synth import generate_clip
+from handcast.synth.camera import project_np
+from handcast.synth.generate import torch_single_thread
 
 # ------------------------------------------------------------------------------------------ presets
 
@@ -56,10 +71,6 @@ def _clip_crops(clip, hands_model, rng: np.random.Generator, jitter: bool) -> li
     """The crops of frame 0 of a rendered synthetic clip (0, 1 or 2 hands)."""
     import torch
 
-    from handcast.data.images import input_to_image
-    from handcast.geometry import in_image
-    from handcast.hand import mirror_pose
-    from handcast.synth.camera import project_np
 
     w, h = clip.image_size
     K = clip.K.astype(np.float64)
@@ -163,10 +174,6 @@ def build_crops(out: str | os.PathLike, preset: str | CropPreset = "tiny", seed:
     The folder is written atomically (nothing is left behind if building fails)."""
     import torch
 
-    from handcast.hand import HandModel
-    from handcast.io import atomic_dir
-    from handcast.synth import generate_clip
-    from handcast.synth.generate import torch_single_thread
 
     p = get_crop_preset(preset)
     hm = HandModel(hand_model)
@@ -195,7 +202,6 @@ def build_crops(out: str | os.PathLike, preset: str | CropPreset = "tiny", seed:
                         seeds.append(sd)
                         dom_idx.append(d)
             arrays = _pack(crops, seeds, dom_idx, p.domains, dict(info, split=split))
-            from handcast.io import save_npz
 
             save_npz(tmp / f"{split}.npz", **arrays)
     if progress:

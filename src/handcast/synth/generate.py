@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from handcast.data import Clip
 from handcast.errors import HandcastError
 from handcast.synth.camera import head_trajectory, look_at_np, project_np, sample_rig
 from handcast.synth.domains import DomainSpec, get_domain
@@ -26,7 +27,13 @@ from handcast.synth.handkit import HandKit, get_hand_model, model_kind
 from handcast.synth.motion import HandTimeline
 from handcast.synth.motion import tremor as tremor_noise
 from handcast.synth.noise import detect, visibility
-from handcast.synth.plan import Intent, PlanContext, plan_motion, possible_intents, rest_frame
+from handcast.synth.plan import (
+    Intent,
+    PlanContext,
+    plan_motion,
+    possible_intents,
+    rest_frame,
+)
 from handcast.synth.scene import OBJECT_CATALOG, sample_scene
 
 __all__ = ["generate_clip", "generate_futures", "SYNTH_VERSION", "FPS"]
@@ -181,7 +188,6 @@ def generate_futures(
 def _generate(ent, dom, n, T, image_size, render, hand_model, clip_id, fps, draw_hands, tremor) -> list:
     from scipy.spatial.transform import Rotation
 
-    from handcast.data import Clip
 
     w, h = image_size
     rng_s = _rng(ent, 0)

@@ -25,7 +25,14 @@ from scipy.spatial.transform import Rotation
 
 from handcast.synth.grasps import RELAXED, cross3, grasp_params
 from handcast.synth.motion import HandTimeline, min_rotation_time
-from handcast.synth.scene import OBJECT_CATALOG, OBJECT_REGION_X, OBJECT_REGION_Y, Scene, SceneObject
+from handcast.synth.scene import (
+    OBJECT_CATALOG,
+    OBJECT_REGION_X,
+    OBJECT_REGION_Y,
+    Scene,
+    SceneObject,
+    sample_hand_rest,
+)
 
 __all__ = ["Intent", "PlanContext", "frame_from", "plan_motion", "ACTIONS", "possible_intents"]
 
@@ -234,8 +241,6 @@ def rest_frame(side: int, rest) -> np.ndarray:
 
 def _new_rest(ctx: PlanContext, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fresh relaxed pose near the table edge: (wrist (3,), frame (3, 3), fingers (15, 3))."""
-    from handcast.synth.scene import sample_hand_rest
-
     r = sample_hand_rest(ctx.rng, side, out_of_view=False)
     relax = RELAXED * (0.4 + r.relax)
     return r.position, rest_frame(side, r), ctx.kit.fingers(side, relax)

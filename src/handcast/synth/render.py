@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from handcast.gl import primitives as P
+from handcast.gl.primitives import procedural_texture, random_color
+from handcast.gl.renderer import Mesh, get_renderer
 from handcast.synth.scene import OBJECT_CATALOG, Scene, SceneObject
 
 __all__ = ["BACKGROUNDS", "background_texture", "object_mesh", "scene_meshes", "render_first_frame"]
@@ -17,15 +20,11 @@ BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "wall", "stripes", "clutter
 
 
 def _color(rng: np.random.Generator, s=(0.1, 0.6), v=(0.3, 0.9)) -> np.ndarray:
-    from handcast.gl.primitives import random_color
-
     return np.asarray(random_color(rng, saturation=s, value=v), np.float32)
 
 
 def background_texture(kind: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     """(size, size, 3) uint8 texture for the backdrop wall. ``kind`` in BACKGROUNDS."""
-    from handcast.gl.primitives import procedural_texture
-
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     if kind == "plain":
         c = _color(rng, (0.0, 0.25), (0.25, 0.7))
@@ -71,8 +70,6 @@ def lathe(profile, color, sections: int = 24, transform=None):
     """Surface of revolution about z (object frame, metres) from a polyline ``profile`` of (r, z)
     points. Each profile segment is its own band with its own normals, so the corners between
     segments stay sharp while the surface is smooth around the axis. Returns a Mesh."""
-    from handcast.gl.renderer import Mesh
-
     prof = np.asarray(profile, np.float64)
     ang = np.linspace(0.0, 2 * np.pi, sections, endpoint=False)
     cs = np.stack([np.cos(ang), np.sin(ang)], axis=1)  # (S, 2)
@@ -102,7 +99,6 @@ def _torus_arc(major: float, minor: float, color, half: bool = False):
     """A torus in the object's xz plane (around the y axis); ``half`` keeps the upper arc (z >= 0)."""
     import trimesh
 
-    from handcast.gl.renderer import Mesh
 
     tor = trimesh.creation.torus(major_radius=major, minor_radius=minor, major_sections=24, minor_sections=8)
     v = np.asarray(tor.vertices)
@@ -115,8 +111,6 @@ def _torus_arc(major: float, minor: float, color, half: bool = False):
 
 def object_mesh(obj: SceneObject) -> list:
     """Meshes (world frame) of one object, resting on the table at ``obj.position``."""
-    from handcast.gl import primitives as P
-
     shape = OBJECT_CATALOG[obj.kind].shape
     d = obj.dims
     col = np.asarray(obj.color, np.float32)
@@ -162,8 +156,9 @@ def object_mesh(obj: SceneObject) -> list:
     elif shape == "cone":
         parts.append(lathe([(0, 0), (d["r"], 0), (0, d["h"])], col))
     elif shape == "ring":
-        from handcast.gl.renderer import Mesh
         import trimesh
+
+        from handcast.gl.renderer import Mesh
 
         tm = trimesh.creation.torus(major_radius=d["r"], minor_radius=d["t"], major_sections=32, minor_sections=10)
         parts.append(Mesh(np.asarray(tm.vertices) + [0, 0, d["t"]], np.asarray(tm.faces), col))
@@ -174,8 +169,6 @@ def object_mesh(obj: SceneObject) -> list:
 
 def scene_meshes(scene: Scene, rng: np.random.Generator, tex_px: int = 128) -> list:
     """Static meshes of the scene (table, its front edge, floor, backdrop, objects), world frame."""
-    from handcast.gl import primitives as P
-
     width, depth = scene.table_size
     if scene.table_texture == "lab":  # a muted, nearly uniform lab table (grey, white, beige)
         c = _color(rng, (0.0, 0.2), (0.45, 0.9))
@@ -201,8 +194,6 @@ def scene_meshes(scene: Scene, rng: np.random.Generator, tex_px: int = 128) -> l
 
 def _capsule_between(p0, p1, r0, r1, color):
     """A tapered tube from p0 to p1 (world, m), closed by spheres; returns a Mesh."""
-    from handcast.gl.renderer import Mesh
-
     p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
     axis = p1 - p0
     L = np.linalg.norm(axis)
@@ -249,8 +240,6 @@ def render_first_frame(
     wrist_world: (2, 3) wrist positions (world), fingers_dir_world: (2, 3) unit wrist->fingers
     directions, used to draw the forearms. present: (2,) bool, draw that hand at all.
     """
-    from handcast.gl.renderer import Mesh, get_renderer
-
     w, h = image_size
     meshes = scene_meshes(scene, rng, tex_px)
     C0inv = np.linalg.inv(C0)

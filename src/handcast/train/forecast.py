@@ -16,9 +16,21 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from handcast.conventions import MOTION_DIM
+from handcast.data import ClipStore, collate
+from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
 from handcast.errors import HandcastError
-from handcast.models.forecast import build_forecast, forecast_dataset, load_forecast  # noqa: F401 (load_forecast: moved)
-from handcast.models.motion import keypoints_from_motion
+from handcast.models.forecast import (  # noqa: F401 (load_forecast: moved)
+    KP2D_DIM,
+    build_forecast,
+    forecast_dataset,
+    load_forecast,
+    normalised_kp2d,
+)
+from handcast.models.motion import keypoints_from_motion, motion_mask
+from handcast.train.config import load_config, to_container
+from handcast.train.lift import image_error, wrist_statistics
+from handcast.train.runner import fit, motion_module_base, prepare_run
 
 
 @dataclass(frozen=True)
@@ -64,20 +76,12 @@ def reprojection_error(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
     """Mean squared 2D error, in normalised image units ([-1, 1] across the image), of keypoints (B, T, 2, 21, 3)
     in the frame-0 camera against the observed 2D tracks (camera t), over detected keypoints of hands present
     in the input frame."""
-    from handcast.train.lift import image_error
-
     w = (batch["kp2d_conf"] > 0) & batch["frame_mask"][:, :, None, None] & batch["hand_valid"][:, :1, :, None]
     obs = torch.where(w.unsqueeze(-1), batch["kp2d"], torch.zeros_like(batch["kp2d"]))  # missing ones may be NaN
     return image_error(kp3d, obs, w, batch)
 
 
 def _lightning_module():
-    from handcast.conventions import MOTION_DIM
-    from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
-    from handcast.models.forecast import KP2D_DIM, normalised_kp2d
-    from handcast.models.motion import motion_mask
-    from handcast.train.runner import motion_module_base
-
     class ForecastModule(motion_module_base()):
         def __init__(self, cfg: dict):
             super().__init__(cfg, build_forecast)
@@ -144,11 +148,6 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
                    num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None,
                    init_backbone: str | None = None, progress: bool = True) -> Path:
     """Train F (or a regressor baseline); returns the final checkpoint ``<out>/forecast.safetensors``."""
-    from handcast.data import ClipStore, collate
-    from handcast.train.config import load_config, to_container
-    from handcast.train.lift import wrist_statistics
-    from handcast.train.runner import fit, prepare_run
-
     ov = list(overrides)
     for key, val in (("data.store", store), ("train.out", out), ("train.max_steps", max_steps),
                      ("train.init_backbone", init_backbone)):

@@ -14,18 +14,23 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from handcast.data import ClipDataset, ClipStore, collate
 from handcast.data.dataset import wrist_statistics
+from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
 from handcast.fit.impute import impute, lift_initialiser  # noqa: F401 (moved to handcast.fit.impute)
+from handcast.geometry import project, transform_points
+from handcast.hand import HandModel
 from handcast.models.lifting import build_lift, load_lift  # noqa: F401 (load_lift: moved)
-from handcast.models.motion import keypoints_from_motion
+from handcast.models.motion import keypoints_from_motion, motion_mask
+from handcast.train.augment import LiftAugment, LiftAugmentConfig
+from handcast.train.config import load_config, to_container
+from handcast.train.runner import fit, motion_module_base, prepare_run
 
 
 def image_error(kp3d: torch.Tensor, target_uv: torch.Tensor, weight: torch.Tensor, batch: dict) -> torch.Tensor:
     """Weighted mean squared 2D distance, in normalised image units ([-1, 1] across the image), between
     keypoints kp3d (B, T, 2, 21, 3) in the frame-0 camera projected into camera t (``batch``'s world_to_cam,
     K, image_size) and ``target_uv`` (B, T, 2, 21, 2) pixels; ``weight`` (B, T, 2, 21)."""
-    from handcast.geometry import project, transform_points
-
     uv = project(transform_points(batch["world_to_cam"][:, :, None, None], kp3d), batch["K"][:, None, None, None],
                  behind="clamp")
     wh = batch["image_size"].to(uv.dtype)[:, None, None, None, :]
@@ -41,8 +46,6 @@ def reprojection_to_truth(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
     Against the clean projection of the truth, not the (jittered) input tracks, so the model learns to put
     each hand on its viewing rays without learning the noise. Hands that are invalid or whose truth is not
     in front of the camera are left out."""
-    from handcast.geometry import project, transform_points
-
     cam_gt = transform_points(batch["world_to_cam"][:, :, None, None], batch["joints3d"])
     uv_gt = project(cam_gt, batch["K"][:, None, None, None], behind="clamp")
     ok = batch["hand_valid"][..., None] & (cam_gt[..., 2] > 0.05) & batch["frame_mask"][:, :, None, None]
@@ -50,10 +53,6 @@ def reprojection_to_truth(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
 
 
 def _lightning_module():
-    from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
-    from handcast.models.motion import motion_mask
-    from handcast.train.runner import motion_module_base
-
     class LiftModule(motion_module_base()):
         def __init__(self, cfg: dict):
             super().__init__(cfg, build_lift)
@@ -143,12 +142,6 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
                out: str | None = None, resume: bool = False, devices: int | str = 1, accelerator: str = "cpu",
                num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None, progress: bool = True) -> Path:
     """Train L; returns the path of the final safetensors checkpoint (``<out>/lift.safetensors``)."""
-    from handcast.data import ClipDataset, ClipStore, collate
-    from handcast.hand import HandModel
-    from handcast.train.augment import LiftAugment, LiftAugmentConfig
-    from handcast.train.config import load_config, to_container
-    from handcast.train.runner import fit, prepare_run
-
     ov = list(overrides)
     if store:
         ov.append(f"data.store={store}")

@@ -34,7 +34,23 @@ import numpy as np
 import torch
 
 from handcast.data.crops import CropBatches, CropSet
+from handcast.diffusion import make_scheduler
 from handcast.errors import HandcastError
+from handcast.eval.metrics import pa_mpjpe, pa_mpvpe
+from handcast.geometry import aa_to_6d
+from handcast.io import atomic_path, load_npz, save_npz
+from handcast.models.cascade.handutil import finger_pose_pool, sample_meshes
+from handcast.models.cascade.model import (
+    PoseCascade,
+    RegressorModel,
+    load_cascade,
+    save_cascade,
+    save_regressor,
+)
+from handcast.synth.crops import build_crops
+from handcast.train.config import load_config, to_container
+from handcast.train.lift import EpochSampler
+from handcast.train.runner import check_run_folder, fit, prepare_run
 
 ALL_STAGES: tuple[str, ...] = ("ae", "joint", "mesh", "regressor")
 VAL_ITEMS = 128  # validation on the first test crops
@@ -114,8 +130,6 @@ def _stage_modules() -> dict:
     """The LightningModule of each stage, by name (built on first use: lightning is imported lazily)."""
     import lightning as L
 
-    from handcast.diffusion import make_scheduler
-    from handcast.eval.metrics import pa_mpjpe, pa_mpvpe
 
     class Stage(L.LightningModule):
         """One stage on ``model``: the parameters of the ``trained`` submodules are optimised (the others are
@@ -255,8 +269,6 @@ def _stage_modules() -> dict:
             super().__init__("regressor", model, [model], cfg)
 
         def losses(self, b):
-            from handcast.geometry import aa_to_6d
-
             out = self.model.predict(b["images"], b["kp"], b["conf"], b["K"])
             v_err = ((out["vertices"] - b["vertices"]) * 100).pow(2).sum(-1).mean()
             j_err = ((out["joints"] - b["joints"]) * 100).pow(2).sum(-1).mean()
@@ -279,9 +291,6 @@ def _fit_stage(module, draw, val: list[dict] | None, progress: bool, run: str | 
     batches ``val``: once, at the end) and return its log record. run: the run folder (None: a temporary
     one); ``resume`` continues the stage from ``<run>/last_<stage>.ckpt``; devices, accelerator, num_nodes,
     strategy: as for :func:`handcast.train.lift.train_lift`."""
-    from handcast.train.lift import EpochSampler
-    from handcast.train.runner import fit
-
     tr, steps = module.cfg["train"], int(module.t["steps"])
     seed = (int(tr["seed"]), ALL_STAGES.index(module.name))
     train_dl = torch.utils.data.DataLoader(_StepBatches(steps, draw, seed), batch_size=None,
@@ -306,8 +315,6 @@ def _fit_stage(module, draw, val: list[dict] | None, progress: bool, run: str | 
 def train_ae(model, cfg: dict, train_crops=None, test_crops=None, progress: bool = True, **fit_kw) -> dict:
     """Stage ``ae`` on ``model.ae`` (in place). Returns the log record (reconstruction errors in mm).
     fit_kw: run folder, resume and devices (:func:`_fit_stage`; default: one CPU, a temporary folder)."""
-    from handcast.models.cascade.handutil import finger_pose_pool, sample_meshes
-
     t, seed = cfg["train"]["ae"], int(cfg["train"]["seed"])
     ae, hm = model.ae, model.hands
     g = torch.Generator().manual_seed(seed)
@@ -398,8 +405,6 @@ def train_mesh(model, cfg: dict, batches: CropBatches, hyps: dict | None = None,
     """Stage ``mesh``: stage 2 on stage-1 hypotheses (backbone and autoencoder frozen), in place. hyps: as
     :func:`sample_hypotheses` returns them; None: drawn at the start of the stage on the training device (and
     written to ``<run>/hyps.npz`` when ``fit_kw`` names a run folder). fit_kw as for :func:`train_ae`."""
-    from handcast.io import save_npz
-
     t = cfg["train"]["mesh"]
     bs, p_gt, S = int(t["batch_size"]), float(t["p_gt_joints"]), int(cfg["train"]["hyps"]["samples"])
     run = fit_kw.get("run")
@@ -430,8 +435,6 @@ def train_regressor(model, cfg: dict, batches: CropBatches, test: CropBatches | 
 def resolve_config(config: str = "tiny", overrides: Sequence[str] = (), crops: str | None = None,
                    out: str | None = None) -> dict:
     """The resolved ``pose`` config as a plain dict (preset name or YAML path, dot-list overrides)."""
-    from handcast.train.config import load_config, to_container
-
     ov = list(overrides)
     if crops:
         ov.append(f"data.crops={crops}")
@@ -454,17 +457,6 @@ def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str |
     non-empty run folder is refused. devices, accelerator, num_nodes, strategy: as for
     :func:`handcast.train.lift.train_lift` (several GPUs or nodes with DDP). device: the older one-device form
     ("cuda", "cuda:1"; "cpu" changes nothing), sets accelerator and devices."""
-    from handcast.io import atomic_path, load_npz
-    from handcast.models.cascade.model import (
-        PoseCascade,
-        RegressorModel,
-        load_cascade,
-        save_cascade,
-        save_regressor,
-    )
-    from handcast.synth.crops import build_crops
-    from handcast.train.runner import check_run_folder, prepare_run
-
     cfg = resolve_config(config, overrides, crops, out)
     stages = tuple(stages) if stages else ALL_STAGES
     bad = [s for s in stages if s not in ALL_STAGES]

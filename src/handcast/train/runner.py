@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from handcast.diffusion import make_scheduler
 from handcast.errors import HandcastError
+from handcast.hand import HandModel
+from handcast.models.checkpoint import save_checkpoint
 
 
 def motion_module_base():
@@ -21,12 +24,10 @@ def motion_module_base():
     import lightning as L
     import torch
 
-    from handcast.diffusion import make_scheduler
 
     class MotionDiffusionModule(L.LightningModule):
         def __init__(self, cfg: dict, build_model):
             super().__init__()
-            from handcast.hand import HandModel
 
             self.cfg = cfg
             self.model = build_model(cfg["model"])
@@ -109,7 +110,6 @@ def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str | None = None, m
     training state is ``<run>/last_<name>.ckpt`` and its CSV logs ``<run>/logs/<name>/``."""
     import lightning as L
 
-    from handcast.models.checkpoint import save_checkpoint
 
     last = run / (f"last_{name}.ckpt" if name else "last.ckpt")
     ckpt_cb = save_last_callback(last, int(t.get("save_every_steps", t["val_every_steps"])))

@@ -22,6 +22,7 @@ import torch
 
 from handcast.errors import HandcastError
 from handcast.geometry._compat import as_float, numpy_io
+from handcast.geometry.procrustes import procrustes_align
 
 AGGREGATIONS: tuple[str, ...] = ("single", "mean", "median", "reproj")
 """Names of the deployable aggregations (``single`` = the first hypothesis, no aggregation)."""
@@ -146,8 +147,6 @@ def weighted_mean(samples: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 def best_of_n(samples: torch.Tensor, gt: torch.Tensor, procrustes: bool = True) -> torch.Tensor:
     """ORACLE: index (...) of the hypothesis (..., S, P, 3) with the lowest mean point error to ``gt``
     (..., P, 3), after a similarity Procrustes per hypothesis if ``procrustes`` (the PA metrics' sense)."""
-    from handcast.geometry.procrustes import procrustes_align
-
     x, g = as_float(samples, gt)
     _check_samples(x)
     g = g.unsqueeze(-3).expand_as(x)

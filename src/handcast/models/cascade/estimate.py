@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from handcast.conventions import HANDS, NUM_KEYPOINTS
+from handcast.data.crops import crop_hand, mirror_x
 from handcast.errors import HandcastError
 from handcast.geometry import resolve_intrinsics
+from handcast.models.cascade.aggregate import AGGREGATIONS, fit_root
 
 MIN_KEYPOINTS = 4
 
@@ -98,9 +100,6 @@ def estimate_pose(image: np.ndarray, model, keypoints, K=None, num_samples: int 
     num_samples S, sampler ("ddim", "ddpm", "dpm") and steps: of both diffusion stages (one-step DDIM by
     default). aggregation: "single", "mean", "median" or "reproj" (tau: its temperature in crop pixels).
     seed: the sampling noise (same seed, same result)."""
-    from handcast.data.crops import crop_hand, mirror_x
-    from handcast.models.cascade.aggregate import AGGREGATIONS, fit_root
-
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise HandcastError(f"image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")

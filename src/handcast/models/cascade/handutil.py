@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from handcast.conventions import MANO21_TO_COMMON
+from handcast.geometry import aa_to_rotmat
+from handcast.hand.pose import clamp_to_limits
 
 
 def right_hand(hand_model, rotmats: torch.Tensor, betas: torch.Tensor | None = None,
@@ -61,8 +63,6 @@ def finger_pose_pool(hand_model, n: int, seed: int = 0) -> np.ndarray:
     Open model: its own pose sampler (grasp-like curls, 80 %, and independent uniform angles inside the
     anatomical ranges, 20 %). MANO: Gaussian coefficients on its PCA basis (std 1.5 / sqrt(1 + k) for
     component k) around ``hands_mean``. Both clamped to the model's joint limits."""
-    from handcast.hand.pose import clamp_to_limits
-
     rng = np.random.default_rng(seed)
     if hand_model.kind == "open":
         from handcast.hand import open_model as om
@@ -87,8 +87,6 @@ def sample_meshes(hand_model, n: int, generator: torch.Generator, fingers: torch
     """(n, V, 3) root-relative right-hand meshes (m) with uniform random global orientation, finger poses
     drawn from ``fingers`` (P, 15, 3) axis-angle and shapes betas ~ N(0, betas_std) (a fraction
     ``betas_wide`` of them uniform in [-3.2, 3.2]). Deterministic given ``generator``."""
-    from handcast.geometry import aa_to_rotmat
-
     idx = torch.randint(0, fingers.shape[0], (n,), generator=generator)
     R = torch.cat([random_rotations(n, generator).unsqueeze(1), aa_to_rotmat(fingers[idx].to(torch.float32))], dim=1)
     b = torch.randn(n, 10, generator=generator) * betas_std

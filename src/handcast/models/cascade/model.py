@@ -18,12 +18,16 @@ from torch import nn
 
 from handcast.diffusion import DiffusionConfig
 from handcast.errors import HandcastError
+from handcast.hand import HandModel
 from handcast.models.cascade.aggregate import AGGREGATIONS, aggregate
 from handcast.models.cascade.condition import ImageBackbone
 from handcast.models.cascade.handutil import palm_vertex_ids, right_hand
 from handcast.models.cascade.joint_diffusion import JointDiffusion, JointDiffusionConfig
 from handcast.models.cascade.mesh_ae import MeshAEConfig, MeshAutoencoder
-from handcast.models.cascade.mesh_diffusion import MeshDiffusionConfig, MeshLatentDiffusion
+from handcast.models.cascade.mesh_diffusion import (
+    MeshDiffusionConfig,
+    MeshLatentDiffusion,
+)
 from handcast.models.cascade.regressor import RegressorConfig, SingleStageRegressor
 from handcast.models.checkpoint import load_model, resolve_checkpoint, save_checkpoint
 
@@ -33,8 +37,6 @@ STAGES: tuple[str, ...] = ("ae", "joint", "mesh")
 
 
 def _hand_model(kind: str):
-    from handcast.hand import HandModel
-
     return HandModel(kind)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from handcast.models.cascade.handutil import finger_pose_pool, sample_meshes
+from handcast.models.cascade.model import PoseCascade
+
 
 def small_model_cfg(**over) -> dict:
     """A ``model`` config section of a very small cascade (every width 32, one layer). ``over``: section ->
@@ -28,9 +31,6 @@ def small_model_cfg(**over) -> dict:
 def small_cascade(hand_model, seed: int = 0, meshes: int = 40, **over):
     """An eval-mode :class:`~handcast.models.cascade.model.PoseCascade` of :func:`small_model_cfg` with its
     autoencoder's PCA and latent statistics set from ``meshes`` sampled meshes (random everything else)."""
-    from handcast.models.cascade.handutil import finger_pose_pool, sample_meshes
-    from handcast.models.cascade.model import PoseCascade
-
     torch.manual_seed(seed)
     m = PoseCascade(small_model_cfg(**over), hand_model).eval()
     fingers = torch.as_tensor(finger_pose_pool(hand_model, 200, seed), dtype=torch.float32)
