@@ -16,7 +16,7 @@ import torch
 from handcast.errors import HandcastError
 from handcast.io import save_npz
 
-REAL_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "dex_retargeting" / "human_hand_video.mp4"
+REAL_VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "dex_retargeting" / "human_hand_video.mp4"
 T_SYN = 150  # > 2 windows of 64 frames
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from handcast.errors import HandcastError
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 FREIHAND = REAL / "mmpose" / "freihand"
 VIDEO = REAL / "dex_retargeting" / "human_hand_video.mp4"
 
