@@ -238,3 +238,13 @@ def test_per_vertex_colours(renderer):
     assert top[0] > 200 and top[1] < 60 and bottom[1] > 200 and bottom[0] < 60
     with pytest.raises(HandcastError):
         Mesh(quad_v, [[0, 1, 2]], np.zeros((3, 3)))
+
+
+def test_the_old_module_paths_are_aliases_for_one_release():
+    import handcast.gl.primitives as new_p
+    import handcast.gl.renderer as new_r
+    import handcast.render.gl as old_r
+    import handcast.render.primitives as old_p
+
+    assert old_r.Renderer is new_r.Renderer and old_r.get_renderer is new_r.get_renderer and old_r.Mesh is new_r.Mesh
+    assert all(getattr(old_p, n) is getattr(new_p, n) for n in new_p.__all__)

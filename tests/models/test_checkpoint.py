@@ -87,3 +87,11 @@ def test_older_tensor_names_load_and_are_reported(tmp_path, capsys):
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k])
     torch.testing.assert_close(b.codec.wrist_std, torch.tensor([0.4, 0.5, 0.6]))
+
+
+def test_the_old_module_path_is_an_alias_for_one_release():
+    import handcast.models.checkpoint as new
+    import handcast.train.checkpoint as old
+
+    for name in ("load_model", "read_checkpoint", "save_checkpoint", "shipped_checkpoint", "load_weights_strict"):
+        assert getattr(old, name) is getattr(new, name)
