@@ -56,13 +56,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from handcast.train.config import load_config, to_container
-    from handcast.train.forecast import build_model, load_forecast
+    from handcast.models.forecast import build_forecast, load_forecast
 
     if args.ckpt:
         model = load_forecast(args.ckpt)
     else:
         cfg = to_container(load_config("forecast", args.size))
-        model = build_model(cfg["model"]).eval()
+        model = build_forecast(cfg["model"]).eval()
     if args.int8:
         from handcast.models.quantize import int8_cpu
 
