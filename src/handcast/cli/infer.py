@@ -14,7 +14,7 @@ def _pose(args: argparse.Namespace) -> None:
     out = run_pose(args.image, args.out, keypoints=args.keypoints, ckpt=args.ckpt, num_samples=args.samples,
                    sampler=args.sampler, steps=args.steps, aggregation=args.aggregation, focal=args.focal,
                    fov=args.fov, intrinsics=args.intrinsics, seed=args.seed, overwrite=args.overwrite,
-                   device=args.device, mesh_format=args.mesh_format)
+                   device=args.device, mesh_format=args.mesh_format, refine=args.refine)
     print(f"wrote {out}")
 
 
@@ -77,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "instead of --fov")
     add_seed(s)
     s.add_argument("--mesh-format", choices=["ply", "obj"], default="ply")
+    s.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="skip the keypoint fit: the cascade's own estimate, placed by a least-squares root (docs/pose.md)")
     add_device(s)
     s.set_defaults(func=_pose)
 

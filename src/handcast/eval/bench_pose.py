@@ -37,13 +37,15 @@ from handcast.models.cascade.aggregate import (
     select,
 )
 from handcast.models.cascade.fitting import fit_mesh_to_joints
+from handcast.fit.keypoint_fit import fit_keypoints
 from handcast.models.cascade.model import (
     load_cascade,
     load_regressor,
     resolve_pose_checkpoint,
 )
 
-ROW_ORDER = ("mean-pose", "regressor", "joint+fit", "cascade-single", "cascade-mean", "cascade-median", "cascade-reproj")
+ROW_ORDER = ("mean-pose", "regressor", "joint+fit", "cascade-single", "cascade-mean", "cascade-median", "cascade-reproj",
+             "cascade-median+kpfit")
 ROW_NAMES = {
     "mean-pose": "reference: the hand model's mean pose (input ignored)",
     "regressor": "single-stage regressor",
@@ -52,6 +54,7 @@ ROW_NAMES = {
     "cascade-mean": "cascade + pose-level mean",
     "cascade-median": "cascade + joint-level median",
     "cascade-reproj": "cascade + 2D-consistency weighting",
+    "cascade-median+kpfit": "cascade + joint-level median + keypoint fit (the `handcast pose` default)",
     "oracle": "best-of-N (ORACLE, uses the ground truth)",
 }
 
@@ -76,13 +79,14 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
                split: str = "test", num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
                steps_table: Sequence[int] = (1, 2, 5, 10), keypoints: str = "det", tau: float = 4.0, seed: int = 0,
                max_items: int | None = None, fit_iterations: int = 150, batch_size: int = 64, out: str | Path | None = None,
-               command: str | None = None, device: str = "cpu", progress: bool = True) -> dict:
+               command: str | None = None, device: str = "cpu", progress: bool = True, keypoint_fit: bool = True) -> dict:
     """Run the benchmark; returns the result dict (``format_report`` makes the markdown). With ``out`` (a path
     without suffix, e.g. ``results/pose_tiny``) writes ``out.md`` and ``out.json`` atomically.
 
     ckpt: the cascade (``pose.safetensors`` or its run folder); regressor: the baseline's checkpoint (default
     ``regressor.safetensors`` beside ckpt, if present). keypoints: "det" (the domain's simulated detector;
-    exact projections for lab) or "gt" (exact projections for every domain)."""
+    exact projections for lab) or "gt" (exact projections for every domain). keypoint_fit: add the row of the
+    median aggregate fitted to the keypoints (:func:`handcast.fit.keypoint_fit.fit_keypoints`) and its wrist error."""
     ck = resolve_pose_checkpoint(ckpt)
     model = load_cascade(ck, device)
     reg_path = Path(regressor) if regressor else ck.parent / "regressor.safetensors"
@@ -103,6 +107,7 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
     step_time: dict[int, float] = {s: 0.0 for s in steps_list}
     reg_time = 0.0
     ae_err = []
+    root_err = []  # keypoint fit: wrist position error, mm
     with torch.no_grad():  # the reference row: one constant hand (mean finger pose, mean shape) for every input
         from handcast.geometry import aa_to_rotmat
         from handcast.models.cascade.handutil import right_hand
@@ -143,6 +148,10 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
                 with torch.enable_grad():
                     fit = fit_mesh_to_joints(model.hands, joint_median(js), iterations=fit_iterations)
                 rows["joint+fit"].append(_metrics(joint_median(js), fit["vertices"], gj, gv))
+                if keypoint_fit:
+                    kf = fit_keypoints(model.hands, est["aggregated"]["median"][0], kp, c, Kc)
+                    rows["cascade-median+kpfit"].append(_metrics(kf["joints"], kf["vertices"], gj, gv))
+                    root_err.append(((kf["root"] - data.tensor("root", idx)).norm(dim=-1) * 1000).cpu().numpy())
             if reg is not None:
                 t0 = time.perf_counter()
                 p = reg.predict(images, kp, c, Kc)
@@ -178,6 +187,9 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
         "num_vertices": model.hands.num_vertices, "ae_recon_mm": float(np.concatenate(ae_err).mean()),
         "table": table, "by_domain": by_domain, "steps_table": steps_out, "checks": checks,
         "regressor_ms_per_hand": (1000.0 * reg_time / n) if reg is not None else None,
+        "keypoint_fit_root_mm": (None if not root_err else
+                                 {"mean": float(np.concatenate(root_err).mean()),
+                                  "median": float(np.median(np.concatenate(root_err)))}),
         "training_log": _training_log(ck.parent),
     }
     if out is not None:
@@ -221,6 +233,10 @@ def format_report(r: dict) -> str:
     for k in ROW_ORDER:
         if k in r["table"]:
             lines.append(_fmt_row(ROW_NAMES[k], r["table"][k]))
+    if r.get("keypoint_fit_root_mm"):
+        kr = r["keypoint_fit_root_mm"]
+        lines += ["", f"Keypoint fit: wrist position error (absolute, camera frame of the crop) {kr['median']:.1f} mm "
+                  f"median, {kr['mean']:.1f} mm mean."]
     lines += ["", "Oracle (not a deployable estimate):", "", "| method | MPJPE | PA-MPJPE | PA-MPVPE | F@5 | F@15 |",
               "|---|---|---|---|---|---|", _fmt_row(ROW_NAMES["oracle"], r["table"]["oracle"]), ""]
     lines += ["## Steps table (DDIM steps in both stages)", "",

@@ -18,6 +18,7 @@ from handcast.conventions import NUM_KEYPOINTS
 from handcast.data.images import load_image
 from handcast.data.keypoints import keypoints_json, read_keypoints
 from handcast.errors import HandcastError
+from handcast.fit.keypoint_fit import refine_pose
 from handcast.geometry import resolve_intrinsics
 from handcast.io import atomic_dir, save_npz
 from handcast.models.cascade.estimate import PoseResult, estimate_pose, pose_arrays
@@ -95,13 +96,15 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
              ckpt: str | os.PathLike | None = None, num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
              aggregation: str = "median", focal: float | None = None, seed: int = 0, overwrite: bool = False,
              device: str = "cpu", mesh_format: str = "ply", fov: float | None = None,
-             intrinsics: str | os.PathLike | None = None) -> Path:
+             intrinsics: str | os.PathLike | None = None, refine: bool = True) -> Path:
     """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
     (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
     and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
     current folder. The camera: at most one of ``intrinsics`` (a K.json file), ``fov`` (horizontal field of
     view, degrees) and ``focal`` (pixels); default: the default field of view
-    (:func:`handcast.geometry.resolve_intrinsics`). Returns ``out_dir``."""
+    (:func:`handcast.geometry.resolve_intrinsics`). ``refine``: fit the hand model to the keypoints after the
+    cascade (:func:`handcast.fit.keypoint_fit.refine_pose`; the cascade's own estimate stays in pose.npz as
+    ``*_network``). Returns ``out_dir``."""
 
     if mesh_format not in ("ply", "obj"):
         raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
@@ -120,6 +123,8 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
         kps = detect_keypoints(img)
     res = estimate_pose(img, model, kps, intrinsics, num_samples, sampler, steps, aggregation, seed, focal=focal,
                         fov=fov)
+    if refine:
+        res = refine_pose(res, model.hands)
     overlay = overlay_image(img, res)
     spread = spread_image(res)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

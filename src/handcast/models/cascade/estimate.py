@@ -42,6 +42,9 @@ class PoseResult:
     boxes: (H, 4) crop boxes (x0, y0, x1, y1) in pixels before the aspect expansion.
     kp2d: (H, 21, 2) the 2D keypoints used (pixels, NaN where missing); kp2d_conf: (H, 21).
     image_size: (W, H) pixels. aggregation, sampler, steps, num_samples: how it was made.
+    After the keypoint fit (``refined``): joints, vertices and root are the fitted hand model's; the network's
+    aggregate is kept in joints_network / vertices_network / root_network; pose / betas are the fitted model
+    parameters and reproj_px the mean reprojection error.
     """
 
     handedness: np.ndarray
@@ -63,6 +66,14 @@ class PoseResult:
     steps: int
     num_samples: int
     hand_model: str
+    # set by the keypoint fit (handcast.fit.keypoint_fit.refine_pose); None for the network's estimate alone
+    refined: bool = False
+    joints_network: np.ndarray | None = None  # (H, 21, 3) the cascade's aggregate before the fit
+    vertices_network: np.ndarray | None = None  # (H, V, 3)
+    root_network: np.ndarray | None = None  # (H, 3) from fit_root
+    pose: np.ndarray | None = None  # (H, 16, 3) flat axis-angle of each hand's own model, camera frame
+    betas: np.ndarray | None = None  # (H, 10)
+    reproj_px: np.ndarray | None = None  # (H,) mean reprojection error of the used keypoints, pixels
 
     @property
     def num_hands(self) -> int:
@@ -161,4 +172,7 @@ def pose_arrays(res: PoseResult) -> dict[str, np.ndarray]:
         "kp2d": res.kp2d, "kp2d_conf": res.kp2d_conf, "image_size": np.asarray(res.image_size, np.int32),
         "aggregation": np.array(res.aggregation), "sampler": np.array(res.sampler),
         "steps": np.int32(res.steps), "num_samples": np.int32(res.num_samples), "hand_model": np.array(res.hand_model),
+        "refined": np.bool_(res.refined),
+        **{k: getattr(res, k) for k in ("joints_network", "vertices_network", "root_network", "pose", "betas",
+                                        "reproj_px") if getattr(res, k) is not None},
     }
