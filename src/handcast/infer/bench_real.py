@@ -49,7 +49,7 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -438,7 +438,7 @@ def bench_real(data_dir: str | os.PathLike = "../shared/data/real", *, small: bo
             if progress:
                 print(f"bench real: lift {lift['frames']} frames ({lift['seconds']:.1f} s)", flush=True)
     result = {
-        "command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
                    f"{platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} torch threads)",
         "data_dir": str(data_dir), "small": bool(small), "photos_per_set": photos_per_set, "max_frames": max_frames,
@@ -481,7 +481,7 @@ def format_report(r: dict) -> str:
           + " the real hand video. Camera: the photos have no intrinsics: "
           f"{r['camera']}. Detector: {r['detector']}. Checkpoints: pose {r['checkpoints']['pose']}, forecast "
           f"{r['checkpoints']['forecast']}, lift {r['checkpoints']['lift']}; hand model `{r['hand_model']}`.", "",
-          "2D: per hand the mean pixel distance over its annotated keypoints; the columns give the median and "
+          ("2D: per hand the mean pixel distance over its annotated keypoints; the columns give the median and "
           "mean over hands, in pixels and in hand sizes, and PCK (fraction of keypoints within 0.1 / 0.2 hand "
           "sizes). `found`: fraction of annotated hands the path produced an output for (the detector's hand "
           f"must lie within {MATCH_FRACTION:g} hand sizes). 3D sanity: fraction of estimated hands (forecast: "
@@ -489,9 +489,9 @@ def format_report(r: dict) -> str:
           f"{DEPTH_RANGE_M[1]:g}] m, all bones within the hand model's range (betas in [-{BETAS_RANGE:g}, "
           f"{BETAS_RANGE:g}], poses within its joint limits; +-{100 * BONE_TOL:g} %), all finger bends within "
           f"its range (+{BEND_TOL_DEG:g} deg), and (MANO-pose outputs) all finger components within its joint "
-          f"limits (+{LIMIT_TOL_DEG:g} deg).", "",
-          "| path | keypoints | found | median px | mean px | median / size | mean / size | PCK@0.1 | PCK@0.2 "
-          "| depth ok | bones ok | bends ok | limits ok |",
+          f"limits (+{LIMIT_TOL_DEG:g} deg)."), "",
+          ("| path | keypoints | found | median px | mean px | median / size | mean / size | PCK@0.1 | PCK@0.2 "
+          "| depth ok | bones ok | bends ok | limits ok |"),
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def line(path, src, e, found):
@@ -519,13 +519,13 @@ def format_report(r: dict) -> str:
                                                   **{k: e[k] for k in ("median_frac", "mean_frac", "pck01", "pck02",
                                                                       "depth_ok", "bones_ok", "bends_ok", "limits_ok")}},
                  None)
-        L += ["", f"Lift: `{VIDEO}`, {lf['frames']} frames, {lf['windows']} windows, K {lf['intrinsics']}; "
+        L += ["", (f"Lift: `{VIDEO}`, {lf['frames']} frames, {lf['windows']} windows, K {lf['intrinsics']}; "
               f"hand-frames right {lf['hands_observed']['right']}, left {lf['hands_observed']['left']}. The reference "
               "is mediapipe's own tracks (no ground truth); per hand-frame mean distance, then median / mean over "
               f"hand-frames (pooled over keypoints: L alone {lf['lift_only']['mean_px']:.2f} px mean, "
               f"{lf['lift_only']['median_px']:.2f} px median; refined {lf['refined']['mean_px']:.2f} / "
               f"{lf['refined']['median_px']:.2f} px). Hand size median {lf['refined']['hand_size_median_px']:.0f} px. "
-              f"run_lift {lf['seconds']:.0f} s (detection {_f(lf['seconds_detect'])} s)."]
+              f"run_lift {lf['seconds']:.0f} s (detection {_f(lf['seconds_detect'])} s).")]
     L += ["", "Per hand (px: mean over the annotated keypoints; forecast: best of the samples; `-`: no output):", "",
           "| set | image | hand (from) | size px | detect px | pose gt | pose mp | forecast gt | forecast mp |",
           "|---|---|---|---|---|---|---|---|---|"]
