@@ -1,4 +1,5 @@
-"""Benchmark subcommands: ``bench lifting``, ``bench forecasting`` and ``bench pose`` (each writes a results table)."""
+"""Benchmark subcommands: ``bench lifting``, ``bench forecasting``, ``bench pose`` and ``bench real`` (each writes a
+results table)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ def _bench_pose(args: argparse.Namespace) -> None:
                    sampler=args.sampler, steps=args.steps, steps_table=args.steps_table, keypoints=args.keypoints,
                    tau=args.tau, seed=args.seed, max_items=args.max_items, out=args.out, device=args.device,
                    progress=not args.quiet, command=command_line())
+    print(format_report(r))
+
+
+def _bench_real(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import torch
+
+    from handcast.infer.bench_real import bench_real, format_report
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    json_out = args.json if args.json is not None else (Path(args.out).with_suffix(".json") if args.out else None)
+    r = bench_real(args.data, small=args.small, photos_per_set=args.photos_per_set, max_frames=args.max_frames,
+                   video=not args.no_video, ckpt_pose=args.ckpt_pose, ckpt_forecast=args.ckpt_forecast,
+                   ckpt_lift=args.ckpt_lift, out=args.out, json_out=json_out, command=command_line(),
+                   progress=not args.quiet)
     print(format_report(r))
 
 
@@ -90,3 +108,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(b)
     add_quiet(b)
     b.set_defaults(func=_bench_pose)
+
+    b = bsub.add_parser("real", help="every real-input path (detect, pose, forecast, lift) on the real photos and "
+                                     "video, against their 2D keypoints, with 3D sanity checks")
+    b.add_argument("--data", default="../shared/data/real",
+                   help="the real data folder (mmpose/<set>/*.json photos, dex_retargeting/ video; default %(default)s)")
+    b.add_argument("--out", default=None, help="write the markdown report here (e.g. results/real.md)")
+    b.add_argument("--json", default=None, help="write the JSON (per-hand rows) here (default: --out with .json)")
+    b.add_argument("--small", action="store_true", help="the CI version: 2 photos a set, 60 video frames")
+    b.add_argument("--photos-per-set", type=int, default=None, help="only the first N annotated hands of each set")
+    b.add_argument("--max-frames", type=int, default=None, help="only the first N video frames (lift)")
+    b.add_argument("--no-video", action="store_true", help="skip the lift path on the video")
+    b.add_argument("--ckpt-pose", default=None, help="pose cascade checkpoint (default: the shipped one)")
+    b.add_argument("--ckpt-forecast", default=None,
+                   help="forecasting checkpoint (default: the shipped keypoint-conditioned one)")
+    b.add_argument("--ckpt-lift", default=None, help="lifting checkpoint (default: the shipped one)")
+    b.add_argument("--threads", type=int, default=1, help="torch CPU threads (default %(default)s)")
+    add_quiet(b)
+    b.set_defaults(func=_bench_real)
