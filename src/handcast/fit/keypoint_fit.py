@@ -16,7 +16,9 @@ are mirrored by the caller, as in :mod:`handcast.data.crops`).
 
 Loss per hand (docs/pose.md): sum_j conf_j * charbonnier(100 |uv_j - kp_j| / d, ``charbonnier``), d the
 diagonal of the keypoints' bounding box in pixels (so the weights below mean the same for a small and a large hand),
-+ ``w_prior`` * |fingers - fingers_init|^2 (rad^2) + ``w_limits`` * |limit violation|^2 (rad^2)
++ ``w_prior`` * sum_joints GM(|finger_k - finger_k_init|, ``prior_scale``) (rad^2; Geman-McClure: quadratic for
+small deviations, so detector noise does not bend the fingers, bounded for large ones, so a network that is plainly
+wrong about a finger can be overruled by the keypoints) + ``w_limits`` * |limit violation|^2 (rad^2)
 + ``w_betas`` * |betas|^2 + ``w_depth`` * (log z - log z0)^2, z0 the depth at which the 3D hand seen
 fronto-parallel has the keypoints' 2D spread (a weak pull: perspective alone is an unreliable depth cue when the
 keypoints are a few pixels off).
@@ -45,7 +47,8 @@ class KeypointFitConfig:
     iterations: int = 250
     lr: float = 0.03
     charbonnier: float = 0.5  # percent of the hand's keypoint box diagonal
-    w_prior: float = 4.0
+    w_prior: float = 100.0
+    prior_scale: float = 0.35  # rad: finger deviations beyond it cost less than quadratically (Geman-McClure)
     w_limits: float = 100.0
     w_betas: float = 1.0
     w_depth: float = 10.0  # (log depth - log initial depth)^2: weak pull to the fronto-parallel distance
@@ -184,7 +187,9 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
         err = (uv - kp_n).norm(dim=-1)
         e = 100.0 * err / diag.unsqueeze(-1)
         data = (w_n * (torch.sqrt(e * e + c2) - config.charbonnier)).sum(-1)
-        prior = ((fingers - fingers0_n) ** 2).sum((-1, -2))
+        d2 = ((fingers - fingers0_n) ** 2).sum(-1)  # (n, 15) rad^2
+        s2 = config.prior_scale ** 2
+        prior = (s2 * d2 / (d2 + s2)).sum(-1)
         loss = data + config.w_prior * prior + config.w_limits * _limit_violation(fingers, limits) \
             + config.w_betas * (betas * betas).sum(-1) + config.w_depth * (logz - logz0) ** 2
         return loss, (R, v, j, root, err)
