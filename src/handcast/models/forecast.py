@@ -41,7 +41,7 @@ from handcast.errors import HandcastError
 from handcast.geometry import kpe
 from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser, TokenMLP
-from handcast.models.motion import MotionCodec
+from handcast.models.motion import MotionCodec, motion_mask
 
 #: ViT input (height, width) in pixels, as HaMeR's backbone
 INPUT_HW = (256, 192)
@@ -213,17 +213,42 @@ class ForecastModel(ConditionalDiffusion):
         fmask = batch["frame_mask"]
         return (*self.condition(batch), fmask), (fmask.shape[1], self.dcfg.motion_dim)
 
+    def known_tokens(self, pose_aa: torch.Tensor, wrist: torch.Tensor, known: torch.Tensor,
+                     horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A known prefix as tokens for :meth:`sample`.
+
+        pose_aa (B, N, 2, 16, 3) flat axis-angle (MANO order, frame-0 camera), wrist (B, N, 2, 3) metres
+        frame-0 camera, known (B, N, 2) bool (which hand of which frame is known; N <= horizon). Returns
+        (tokens (B, horizon, D), mask (B, horizon, D) bool): frames 0..N-1 of the hands that are known; the
+        rest (later frames, unknown hands, the aux2d keypoint part) is free."""
+        b, n = pose_aa.shape[:2]
+        if n > horizon:
+            raise HandcastError(f"a known prefix of {n} frames does not fit a horizon of {horizon} frames")
+        d = self.dcfg.motion_dim
+        tok = torch.zeros(b, horizon, d, dtype=pose_aa.dtype, device=pose_aa.device)
+        mask = torch.zeros(b, horizon, d, dtype=torch.bool, device=pose_aa.device)
+        tok[:, :n, :MOTION_DIM] = self.codec.encode_aa(pose_aa, wrist.to(pose_aa.dtype))
+        mask[:, :n, :MOTION_DIM] = motion_mask(known.to(pose_aa.device)) > 0
+        return tok, mask
+
     @torch.no_grad()
     def sample(self, batch: dict, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
-               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False):
+               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
+               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None):
         """``num_samples`` futures per input. Returns rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3) m,
         frame-0 camera, hands (right, left).
 
         The diffusion head samples as :meth:`ConditionalDiffusion.sample`; the regressor returns its single
-        output S times."""
+        output S times. ``known`` (B, T, D) tokens with ``known_mask`` (B, T) or (B, T, D) bool
+        (:meth:`known_tokens` makes both from a known prefix) are imposed during sampling: every sample
+        reproduces them exactly (the regressor's output takes them too)."""
         if self.config.head == "diffusion":
-            return super().sample(batch, num_samples, sampler, steps, guidance, generator, progress)
+            return super().sample(batch, num_samples, sampler, steps, guidance, generator, progress,
+                                  known=known, known_mask=known_mask)
         x = self.regress(*self.sampling_condition(batch)[0])
+        if known is not None:
+            m = torch.as_tensor(known_mask, device=x.device).to(torch.bool)
+            x = torch.where(m if m.dim() == 3 else m.unsqueeze(-1), known.to(x), x)
         b, s = x.shape[0], int(num_samples)
         return tuple(a.unsqueeze(1).expand(b, s, *a.shape[1:]) for a in self.decode(x))
 
