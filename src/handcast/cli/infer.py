@@ -24,7 +24,7 @@ def _forecast(args: argparse.Namespace) -> None:
     res = run_forecast(args.image, args.out, ckpt=args.ckpt, samples=args.samples, frames=args.frames,
                        keypoints=args.keypoints, detect=not args.no_detect, fov=args.fov, intrinsics=args.intrinsics,
                        sampler=args.sampler, steps=args.steps, seed=args.seed, video=not args.no_video,
-                       int8=args.int8)
+                       int8=args.int8, anchor=not args.no_anchor)
     for m in res["messages"]:
         print(m)
     print(f"model {res['model']}; input hands: {res['hands']} (keypoints from {res['keypoints']})")
@@ -95,6 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-video", action="store_true", help="write only the PNG and the npz")
     s.add_argument("--int8", action="store_true",
                    help="int8 dynamic quantisation of the linear layers (CPU; 1.6-2x faster here, results/speed.md)")
+    s.add_argument("--no-anchor", action="store_true",
+                   help="do not impose the observed hands as frame 0 (default: anchored, docs/forecasting.md)")
     s.set_defaults(func=_forecast)
 
     s = sub.add_parser("lift", help="3D motion of both hands from a video or a 2D tracks file (npz + overlay MP4)")
