@@ -34,6 +34,7 @@ def sample_per_input(
     progress: bool = False,
     known: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
+    harmonise: Callable | None = None,
 ) -> torch.Tensor:
     """``num_samples`` samples x0 of ``shape`` per input: (B, S, *shape), on the condition's device.
 
@@ -59,7 +60,7 @@ def sample_per_input(
             known_mask = torch.as_tensor(known_mask, device=first.device).repeat_interleave(s, dim=0)
     x = sample(den, (b * s, *shape), sampler=sampler, steps=steps, guidance=guidance, config=config,
                generator=generator, device=first.device, dtype=dtype, progress=progress, known=known,
-               known_mask=known_mask)
+               known_mask=known_mask, harmonise=harmonise)
     return x.reshape(b, s, *shape)
 
 
@@ -89,7 +90,8 @@ class ConditionalDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, inputs: Any, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
                guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
-               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None) -> Any:
+               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None,
+               harmonise: Callable | None = None) -> Any:
         """``num_samples`` samples per input, decoded (:meth:`decode`). The condition is encoded once per input
         and shared by its samples, which are denoised together in one batch. ``sampler`` is one of
         :data:`handcast.diffusion.SAMPLERS`; ``steps`` defaults to the sampler's; ``guidance`` != 1 applies
@@ -98,4 +100,4 @@ class ConditionalDiffusion(nn.Module):
         cond, shape = self.sampling_condition(inputs)
         return self.decode(sample_per_input(self.denoise, cond, shape, num_samples, sampler, steps, guidance,
                                             self.diffusion, generator, progress=progress, known=known,
-                                            known_mask=known_mask))
+                                            known_mask=known_mask, harmonise=harmonise))

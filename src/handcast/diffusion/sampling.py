@@ -50,6 +50,7 @@ def sample(
     progress: bool = False,
     known: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
+    harmonise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Draw samples x0 of ``shape`` (B, T, D) by reverse diffusion.
 
@@ -62,6 +63,9 @@ def sample(
     predicted x0 takes the known values there before the scheduler step (so x_{t-1} carries them, noised
     as the scheduler noises its x0 estimate), and the returned samples equal ``known`` exactly where the
     mask is set; the other entries are sampled given them. Without ``known`` the loop is unchanged.
+    ``harmonise(x0, known, mask)`` (optional, model-specific) maps each predicted x0 to one consistent with
+    the known values before they are imposed (e.g. moving a whole motion so that it starts where the known
+    frames are); it is called only with ``known``.
     """
     if sampler not in SAMPLERS:
         make_scheduler(sampler, config)  # the one-line error naming the samplers
@@ -87,6 +91,8 @@ def sample(
             x0_u = denoise(x, tb, False)
             x0 = x0_u + guidance * (x0 - x0_u)
         if mask is not None:
+            if harmonise is not None:
+                x0 = harmonise(x0, known, mask)
             x0 = torch.where(mask, known, x0)
         # the generator feeds the stochastic samplers' noise (DDPM; DDIM with eta > 0); the others ignore it
         x = scheduler.step(x0, t, x, generator=generator).prev_sample

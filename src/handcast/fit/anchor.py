@@ -104,7 +104,8 @@ def lift_prefix(lift_model, hand_model, kp2d: torch.Tensor, conf: torch.Tensor, 
             continue
         cfg = RefineConfig(iterations=int(k), lr=float(lr), tol=0.0, w_smooth=config.w_smooth if n >= 3 else 0.0,
                            w_limits=config.w_limits, record_history=False)
-        r = refine(hand_model, pose, transl, betas, kp, conf, K, w2c, known, config=cfg)
+        with torch.enable_grad():  # callers may sample under no_grad
+            r = refine(hand_model, pose, transl, betas, kp, conf, K, w2c, known, config=cfg)
         pose, transl, err = r.pose, r.transl, r.reproj_error_px
     # hands never observed keep L's values (refine leaves them as they are)
     return pose.detach(), (transl + j0).detach(), known, err.detach().cpu()
