@@ -107,5 +107,9 @@ def lift_prefix(lift_model, hand_model, kp2d: torch.Tensor, conf: torch.Tensor, 
         with torch.enable_grad():  # callers may sample under no_grad
             r = refine(hand_model, pose, transl, betas, kp, conf, K, w2c, known, config=cfg)
         pose, transl, err = r.pose, r.transl, r.reproj_error_px
+    if its <= 0:  # only the error of L + alignment
+        cfg = RefineConfig(iterations=1, tol=float("inf"), record_history=False)
+        with torch.enable_grad():
+            err = refine(hand_model, pose, transl, betas, kp, conf, K, w2c, known, config=cfg).reproj_error_px
     # hands never observed keep L's values (refine leaves them as they are)
     return pose.detach(), (transl + j0).detach(), known, err.detach().cpu()

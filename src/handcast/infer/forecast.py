@@ -150,6 +150,56 @@ def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf
                 known_hands=(np.asarray(anchor["known"].cpu().numpy()).any(0) if n_known else np.zeros(2, bool)))
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".flv", ".mpg", ".mpeg")
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def video_context(video: str | os.PathLike, context: int, at: float | None = None, mirrored: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
+    """The ``context`` frames of a video that end at time ``at`` (seconds; default: as early as possible, the
+    context being the first frames) and their hands (mediapipe, tracked over those frames).
+
+    Returns (frames uint8 (N, H, W, 3), uv (N, 2, 21, 2) px, conf (N, 2, 21), fps, index of the first
+    context frame in the video). HandcastError when the video is shorter than the context, ``at`` is before
+    the end of the first ``context`` frames or after the end of the video."""
+    from collections import deque
+
+    from handcast.detect import detect_video, read_video
+
+    n = int(context)
+    if n < 1:
+        raise HandcastError(f"--context must be >= 1 frame, got {context}")
+    frames, fps, _, count = read_video(video)
+    end = n - 1 if at is None else int(round(float(at) * fps))
+    if at is not None and (not np.isfinite(float(at)) or float(at) < 0):
+        raise HandcastError(f"--at must be a time in seconds >= 0, got {at}")
+    if end < n - 1:
+        raise HandcastError(f"--at {at} s is frame {end}: a context of {n} frames needs --at >= {(n - 1) / fps:.3f} s")
+    buf: deque = deque(maxlen=n)
+    seen = 0
+    try:
+        for f in frames:
+            buf.append(f)
+            seen += 1
+            if seen > end:
+                break
+    finally:
+        frames.close()
+    if seen < n:
+        raise HandcastError(f"{video} has {seen} frames, fewer than --context {n}")
+    if seen <= end:
+        raise HandcastError(f"--at {at} s is after the end of {video} ({seen} frames at {fps:g} fps = {seen / fps:.2f} s)")
+    clip = np.stack(list(buf))
+    tr = detect_video(clip, mirrored=mirrored, progress=False, fps=fps)
+    hv = np.asarray(tr.hand_valid, bool)
+    uv = np.asarray(tr.uv, np.float32)
+    conf = np.where(np.isfinite(uv).all(-1) & hv[..., None], np.asarray(tr.confidence, np.float32), 0.0)
+    return clip, np.where(conf[..., None] > 0, uv, np.nan).astype(np.float32), conf.astype(np.float32), fps, end - n + 1
+
+
 def _hands_text(present: np.ndarray) -> str:
     names = [n for n, p in zip(("right hand", "left hand"), present) if p]
     return " and ".join(names)
@@ -159,15 +209,36 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
                  samples: int = 5, frames: int = 64, keypoints: str | os.PathLike | None = None, detect: bool = True,
                  fov: float | None = None, intrinsics: str | os.PathLike | None = None, sampler: str = "ddim",
                  steps: int = 10, seed: int = 0, video: bool = True, int8: bool = False, anchor: bool = True,
-                 lift_ckpt: str | os.PathLike | None = None) -> dict:
+                 lift_ckpt: str | os.PathLike | None = None, context: int | None = None, at: float | None = None,
+                 mirrored: bool = False) -> dict:
     """The ``handcast forecast`` command: writes forecast.png / .mp4 / .npz to ``out``; returns
     {"outputs": [paths], "model": path, "keypoints": source, "hands": number of input hands}."""
-    img = load_image(image)
+    messages = []
+    video_info = {}
+    if context is not None and int(context) < 1:
+        raise HandcastError(f"--context must be >= 1 frame, got {context}")
+    if is_video(image):
+        if keypoints is not None:
+            raise HandcastError("--keypoints is for a photo; the hands of a video are detected (mediapipe)")
+        n = 1 if context is None else int(context)
+        clip, ctx_uv, ctx_conf, fps, first = video_context(image, n, at, mirrored)
+        img, uv, conf, source = clip[0], ctx_uv[0], ctx_conf[0], "mediapipe (video)"
+        video_info = dict(context=np.int64(n), first_frame=np.int64(first), at_frame=np.int64(first + n - 1),
+                          video_fps=np.float64(fps))
+        messages.append(f"context: video frames {first}..{first + n - 1} ({n} frames, ending at "
+                        f"{(first + n - 1) / fps:.2f} s); F is conditioned on frame {first}, its frame 0")
+    else:
+        if context is not None and int(context) > 1:
+            raise HandcastError(f"--context {context} needs a video; {image} is an image (use --context 1 or none)")
+        if at is not None:
+            raise HandcastError(f"--at needs a video; {image} is an image")
+        img = load_image(image)
+        uv, conf, source = input_keypoints(img, keypoints, detect)
+        ctx_uv, ctx_conf = uv[None], conf[None]
     h, w = img.shape[:2]
     K = resolve_intrinsics((w, h), fov=fov, K=intrinsics)
-    uv, conf, source = input_keypoints(img, keypoints, detect)
     present = (conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS
-    messages = []
+    ctx_present = ((ctx_conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS).any(0)
     if ckpt is None:
         kind = "keypoints" if present.any() else "image"
         if kind == "image":
@@ -183,14 +254,16 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
         raise HandcastError(f"{ckpt} is a keypoint-conditioned model and no hand was found in {image} "
                             "(pass --keypoints KP.json, or install the detect extra)")
     anc = None
-    if anchor and present.any():
-        anc = anchor_for(uv, conf, K, (w, h), lift_ckpt, seed)
-        messages.append(f"anchored: frame 0 of every sample is the {_hands_text(present)} seen in the input "
+    if anchor and ctx_present.any():
+        anc = anchor_for(ctx_uv, ctx_conf, K, (w, h), lift_ckpt, seed)
+        what = "frame 0" if len(ctx_uv) == 1 else f"frames 0..{len(ctx_uv) - 1}"
+        messages.append(f"anchored: {what} of every sample are the {_hands_text(ctx_present)} seen in the input "
                         f"(L + refinement, {anc['reproj_error_px']:.1f} px from the keypoints)")
     elif anchor:
         messages.append("not anchored: no hand with enough keypoints in the input, the forecast starts freely")
     res = forecast_image(model, img, K, uv, conf, frames, samples, sampler, steps, seed, anchor=anc)
     res["model"] = np.asarray(str(ckpt))
+    res.update(video_info)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     npz = out / "forecast.npz"
