@@ -44,6 +44,7 @@ from handcast.geometry import (
 )
 from handcast.hand import HandModel
 from handcast.io import save_npz
+from handcast.infer.lift import shipped_lift_checkpoint
 from handcast.models.checkpoint import shipped_checkpoint
 from handcast.fit.anchor import AnchorConfig, lift_prefix
 from handcast.models.forecast import load_forecast
@@ -51,7 +52,6 @@ from handcast.models.lifting import load_lift
 from handcast.models.motion import keypoints_from_motion
 from handcast.render.api import render_prediction
 
-SHIPPED_LIFT = "lift_tiny.safetensors"
 SHIPPED = {"image": "forecast_image_tiny.safetensors", "keypoints": "forecast_keypoints_tiny.safetensors"}
 
 
@@ -87,7 +87,7 @@ def anchor_for(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, image_size: tupl
     uv, conf = np.asarray(uv, np.float32), np.asarray(conf, np.float32)
     if uv.ndim == 3:
         uv, conf = uv[None], conf[None]
-    lift = load_lift(shipped_checkpoint(SHIPPED_LIFT, "handcast train lift") if lift_ckpt is None else lift_ckpt)
+    lift = load_lift(shipped_lift_checkpoint() if lift_ckpt is None else lift_ckpt)
     hands = HandModel("auto")
     g = torch.Generator().manual_seed(int(seed))
     w2c = None if world_to_cam is None else torch.from_numpy(np.asarray(world_to_cam, np.float32))[None]
