@@ -59,3 +59,58 @@ def test_real_photo_with_keypoints_file_and_image_model_fallback(tmp_path):
                  "--frames", "8", "--no-video"]) == 0
     res2 = load_npz(out2 / "forecast.npz")
     assert "image" in str(res2["model"]) and res2["hand_valid"].all()
+
+
+def _short_video(path, n=5):
+    from handcast.render.video import write_video
+
+    rng = np.random.default_rng(0)
+    write_video(path, (rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(n)), fps=10.0)
+    return path
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["{video}", "--context", "8"], "fewer than --context 8"),
+    (["{video}", "--context", "2", "--at", "3"], "after the end"),
+    (["{video}", "--context", "3", "--at", "0.1"], "needs --at >="),
+    (["{video}", "--context", "2", "--keypoints", "{kp}"], "--keypoints is for a photo"),
+    (["{image}", "--context", "0"], "--context must be >= 1"),
+    (["{image}", "--context", "4"], "needs a video"),
+    (["{image}", "--at", "1.0"], "--at needs a video"),
+])
+def test_context_mistakes_are_one_line_errors(tmp_path, capsys, argv, needle):
+    video = _short_video(tmp_path / "short.mp4")
+    args = [a.format(video=video, image=EX / "synthetic_scene.png", kp=EX / "synthetic_scene.keypoints.json")
+            for a in argv]
+    code = main(["forecast", *args, "--out", str(tmp_path / "out"), "--no-video", "--no-detect"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "forecast.npz").exists()
+
+
+def test_photo_without_hands_runs_unanchored_and_says_so(tmp_path, capsys):
+    out = tmp_path / "none"
+    assert main(["forecast", str(EX / "synthetic_scene.png"), "--no-detect", "--out", str(out), "--samples", "2",
+                 "--frames", "4", "--no-video"]) == 0
+    printed = capsys.readouterr().out
+    res = load_npz(out / "forecast.npz")
+    assert "not anchored" in printed and not bool(res["anchored"]) and int(res["known_frames"]) == 0
+
+
+@pytest.mark.slow
+def test_anchored_photo_starts_on_its_keypoints_and_no_anchor_does_not(tmp_path):
+    """The anchor (L + refinement) puts frame 0 of every sample on the input keypoints (measured 8.3 px on this
+    640 x 360 photo; unanchored 40+ px)."""
+    common = [str(EX / "real_hand.jpg"), "--keypoints", str(EX / "real_hand.keypoints.json"), "--samples", "3",
+              "--frames", "12", "--no-video"]
+    assert main(["forecast", *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["forecast", *common, "--out", str(tmp_path / "b"), "--no-anchor"]) == 0
+    a, b = load_npz(tmp_path / "a" / "forecast.npz"), load_npz(tmp_path / "b" / "forecast.npz")
+    assert bool(a["anchored"]) and a["known_hands"].tolist() == [True, False] and not bool(b["anchored"])
+    ea, eb = t0_reprojection_px(a)[:, 0], t0_reprojection_px(b)[:, 0]
+    assert ea.max() < 12 < eb.min(), (ea, eb)
+    right0 = a["joints"][:, 0, 0]  # the anchored right hand at frame 0: one and the same in every sample
+    np.testing.assert_allclose(right0, np.broadcast_to(right0[:1], right0.shape), atol=1e-6)
+    # the motion continues from the anchor: the step after frame 0 is no larger than the later steps
+    step = np.linalg.norm(np.diff(a["wrist"][:, :, 0], axis=1), axis=-1)
+    assert (step[:, 0] < 3 * np.median(step[:, 1:], axis=1) + 0.01).all(), step

@@ -176,3 +176,62 @@ def test_keypoints_file_round_trip_and_errors(tmp_path):
             read_keypoints(p)
     with pytest.raises(HandcastError, match="not found"):
         read_keypoints(tmp_path / "none.json")
+
+
+@pytest.mark.parametrize("kw", [dict(image=None, keypoints=True), dict(aux2d="diffusion"), dict(head="regression")])
+def test_known_prefix_is_every_samples_start(kw, one_thread):
+    """Imposed prefix frames come back exactly (as rotations and wrists) for the known hands; the free hand
+    and the later frames still depend on the seed."""
+    from handcast.geometry import aa_to_rotmat, sixd_to_rotmat
+
+    torch.manual_seed(0)
+    m = ForecastModel(cfg(**kw)).eval()
+    b = batch()
+    g = torch.Generator().manual_seed(2)
+    pose = 0.4 * torch.randn(2, 3, 2, 16, 3, generator=g)
+    wrist = torch.randn(2, 3, 2, 3, generator=g) * 0.05 + torch.tensor([0.0, 0.0, 0.5])
+    known = torch.ones(2, 3, 2, dtype=torch.bool)
+    known[1, :, 1] = False  # the second input's left hand is free
+    tok, mask = m.known_tokens(pose, wrist, known, 8)
+    assert tok.shape == mask.shape == (2, 8, m.dcfg.motion_dim) and not mask[:, 3:].any()
+    r1, w1 = m.sample(b, 2, "ddim", 3, generator=torch.Generator().manual_seed(0), known=tok, known_mask=mask)
+    r2, w2 = m.sample(b, 2, "ddim", 3, generator=torch.Generator().manual_seed(1), known=tok, known_mask=mask)
+    for r, w in ((r1, w1), (r2, w2)):
+        for s in range(2):
+            kh = known[..., None, None].expand(2, 3, 2, 16, 1)[..., 0]
+            torch.testing.assert_close(sixd_to_rotmat(r[:, s, :3])[kh], aa_to_rotmat(pose)[kh], atol=1e-5, rtol=0)
+            torch.testing.assert_close(w[:, s, :3][known], wrist[known], atol=1e-5, rtol=0)
+    if kw.get("head") != "regression":
+        assert not torch.allclose(w1[1, :, :, 1], w2[1, :, :, 1])  # the free hand follows the seed
+        assert not torch.allclose(w1[:, :, 3:], w2[:, :, 3:])
+    with pytest.raises(HandcastError, match="horizon"):
+        m.known_tokens(pose, wrist, known, 2)
+
+
+def test_harmonise_moves_the_motion_rigidly_onto_the_last_known_frame():
+    from handcast.geometry import aa_to_6d
+
+    m = ForecastModel(cfg(image=None, keypoints=True))
+    g = torch.Generator().manual_seed(0)
+    t = 10
+    pose = 0.3 * torch.randn(1, t, 2, 16, 3, generator=g)
+    wrist = torch.cumsum(0.01 * torch.randn(1, t, 2, 3, generator=g), 1) + torch.tensor([0.1, 0.0, 0.5])
+    x0 = m.codec.encode(aa_to_6d(pose), wrist)
+    kpose = 0.3 * torch.randn(1, 2, 2, 16, 3, generator=g)
+    kwrist = torch.tensor([-0.2, 0.1, 0.7]).expand(1, 2, 2, 3).clone()
+    known = torch.tensor([[[True, False], [True, False]]])  # right hand known in frames 0, 1; left free
+    tok, mask = m.known_tokens(kpose, kwrist, known, t)
+    out = m.harmonise(x0, tok, mask, fade=4)
+    rot, wr = m.codec.decode(out)
+    torch.testing.assert_close(wr[0, 1, 0], kwrist[0, 1, 0], atol=1e-5, rtol=0)  # starts at the known frame 1
+    # the right wrist path keeps its step lengths (a rotation and a translation)
+    d0 = (wrist[0, 2:, 0] - wrist[0, 1:-1, 0]).norm(dim=-1)
+    d1 = (wr[0, 2:, 0] - wr[0, 1:-1, 0]).norm(dim=-1)
+    torch.testing.assert_close(d1, d0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[..., :96 * 2][:, :, 96:], x0[..., :96 * 2][:, :, 96:])  # left rotations as they were
+    torch.testing.assert_close(wr[0, :, 1], wrist[0, :, 1], atol=1e-6, rtol=0)
+    # the finger correction has faded out 4 frames after the last known one
+    from handcast.geometry import sixd_to_rotmat
+
+    torch.testing.assert_close(sixd_to_rotmat(rot[0, 6:, 0, 1:]), sixd_to_rotmat(x0[0, 6:, :96].reshape(4, 16, 6)[:, 1:]),
+                               atol=1e-5, rtol=0)

@@ -27,7 +27,9 @@ def _bench_forecasting(args: argparse.Namespace) -> None:
 
     result = bench_forecasting(args.store, _checkpoints(args), splits=tuple(args.splits), samples=args.samples,
                                sampler=args.sampler, steps=args.steps, out=args.out, pose_ckpt=args.pose_ckpt,
-                               progress=not args.quiet, command=command_line())
+                               progress=not args.quiet, command=command_line(), contexts=tuple(args.context),
+                               oracle_anchor=args.oracle_anchor, lift_ckpt=args.lift_ckpt, max_clips=args.max_clips,
+                               impute_only=args.impute_only)
     print(format_report(result))
 
 
@@ -88,6 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampler(b)
     b.add_argument("--pose-ckpt", default=None, metavar="PATH|shipped",
                    help="add the static-pose row from this single-image pose estimator (handcast train pose)")
+    b.add_argument("--context", type=int, nargs="+", default=[], metavar="N",
+                   help="also every checkpoint with its clips' first N frames as a known prefix (L + refinement on "
+                   "their 2D keypoints); N = 1 is the anchored forecast of one image")
+    b.add_argument("--oracle-anchor", action="store_true", help="also every checkpoint with the ground-truth frame 0 imposed")
+    b.add_argument("--impute-only", action="store_true",
+                   help="with --context 1: also the anchored row without harmonisation (known frame replaced only)")
+    b.add_argument("--lift-ckpt", default=None, help="lifting checkpoint for --context (default: the shipped tiny one)")
+    b.add_argument("--max-clips", type=int, default=None, help="only the first N clips of every split")
     b.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT_horizon.png")
     add_quiet(b)
     b.set_defaults(func=_bench_forecasting)

@@ -24,7 +24,8 @@ def _forecast(args: argparse.Namespace) -> None:
     res = run_forecast(args.image, args.out, ckpt=args.ckpt, samples=args.samples, frames=args.frames,
                        keypoints=args.keypoints, detect=not args.no_detect, fov=args.fov, intrinsics=args.intrinsics,
                        sampler=args.sampler, steps=args.steps, seed=args.seed, video=not args.no_video,
-                       int8=args.int8)
+                       int8=args.int8, anchor=not args.no_anchor,
+                       context=args.context, at=args.at, mirrored=args.mirrored)
     for m in res["messages"]:
         print(m)
     print(f"model {res['model']}; input hands: {res['hands']} (keypoints from {res['keypoints']})")
@@ -83,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_pose)
 
     s = sub.add_parser("forecast", help="forecast both hands' future 3D motion from one image (PNG, MP4, npz)")
-    s.add_argument("image", help="input image (JPEG, PNG, ...)")
+    s.add_argument("image", metavar="IMAGE|VIDEO",
+                   help="input image (JPEG, PNG, ...) or a video (with --context / --at: the forecast continues it)")
     s.add_argument("--out", default="forecast_out", help="output folder (default: forecast_out)")
     add_samples(s, "futures to sample")
     s.add_argument("--frames", type=int, default=64, help="frames to forecast at 30 fps (default 64)")
@@ -97,6 +99,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-video", action="store_true", help="write only the PNG and the npz")
     s.add_argument("--int8", action="store_true",
                    help="int8 dynamic quantisation of the linear layers (CPU; 1.6-2x faster here, results/speed.md)")
+    s.add_argument("--no-anchor", action="store_true",
+                   help="do not impose the observed hands as frame 0 (default: anchored, docs/forecasting.md)")
+    s.add_argument("--context", type=int, default=None, metavar="N",
+                   help="a video: the N frames ending at --at are lifted (L + refinement) and become the known "
+                   "first N frames of the forecast (default 1)")
+    s.add_argument("--at", type=float, default=None, metavar="SECONDS",
+                   help="a video: the time of the last context frame (default: (N - 1) / fps, the first N frames)")
+    s.add_argument("--mirrored", action="store_true", help="a video: it is a selfie (mirrored) view")
     s.set_defaults(func=_forecast)
 
     s = sub.add_parser("lift", help="3D motion of both hands from a video or a 2D tracks file (npz + overlay MP4)")

@@ -32,6 +32,9 @@ def sample_per_input(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
+    known: torch.Tensor | None = None,
+    known_mask: torch.Tensor | None = None,
+    harmonise: Callable | None = None,
 ) -> torch.Tensor:
     """``num_samples`` samples x0 of ``shape`` per input: (B, S, *shape), on the condition's device.
 
@@ -39,7 +42,9 @@ def sample_per_input(
     condition repeated S times along the batch (sample s of input b is row b*S + s);
     ``denoise(x_t, t, *cond, conditioned=False)``, the unconditional prediction, is called only for
     classifier-free guidance (``guidance`` != 1). The first non-None entry of ``cond`` gives B and the device.
-    Sampler, steps, guidance and generator as in :func:`handcast.diffusion.sample`.
+    Sampler, steps, guidance and generator as in :func:`handcast.diffusion.sample`. ``known`` (B, *shape)
+    and ``known_mask`` (B, T) or (B, *shape), one per input and shared by its S samples, are the entries
+    imposed during sampling (:func:`handcast.diffusion.sample`).
     """
     s = int(num_samples)
     first = next(c for c in cond if c is not None)
@@ -49,8 +54,13 @@ def sample_per_input(
     def den(x_t, t, conditioned):
         return denoise(x_t, t, *cond) if conditioned else denoise(x_t, t, *cond, conditioned=False)
 
+    if known is not None:
+        known = known.to(first.device).repeat_interleave(s, dim=0)
+        if known_mask is not None:
+            known_mask = torch.as_tensor(known_mask, device=first.device).repeat_interleave(s, dim=0)
     x = sample(den, (b * s, *shape), sampler=sampler, steps=steps, guidance=guidance, config=config,
-               generator=generator, device=first.device, dtype=dtype, progress=progress)
+               generator=generator, device=first.device, dtype=dtype, progress=progress, known=known,
+               known_mask=known_mask, harmonise=harmonise)
     return x.reshape(b, s, *shape)
 
 
@@ -79,11 +89,15 @@ class ConditionalDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, inputs: Any, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
-               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False) -> Any:
+               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
+               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None,
+               harmonise: Callable | None = None) -> Any:
         """``num_samples`` samples per input, decoded (:meth:`decode`). The condition is encoded once per input
         and shared by its samples, which are denoised together in one batch. ``sampler`` is one of
         :data:`handcast.diffusion.SAMPLERS`; ``steps`` defaults to the sampler's; ``guidance`` != 1 applies
-        classifier-free guidance."""
+        classifier-free guidance. ``known`` / ``known_mask`` (one per input, in x0's space) are imposed
+        during sampling (:func:`sample_per_input`)."""
         cond, shape = self.sampling_condition(inputs)
         return self.decode(sample_per_input(self.denoise, cond, shape, num_samples, sampler, steps, guidance,
-                                            self.diffusion, generator, progress=progress))
+                                            self.diffusion, generator, progress=progress, known=known,
+                                            known_mask=known_mask, harmonise=harmonise))

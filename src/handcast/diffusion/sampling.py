@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from handcast.diffusion.schedule import SAMPLERS, DiffusionConfig, make_scheduler
+from handcast.errors import HandcastError
 
 _local = threading.local()
 
@@ -47,18 +48,35 @@ def sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
+    known: torch.Tensor | None = None,
+    known_mask: torch.Tensor | None = None,
+    harmonise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Draw samples x0 of ``shape`` (B, T, D) by reverse diffusion.
 
     ``denoise`` predicts x0; ``guidance`` != 1 applies classifier-free guidance on x0:
     x0 = x0_uncond + guidance * (x0_cond - x0_uncond) (``denoise(..., conditioned=False)`` must give the
     unconditional prediction). ``steps`` defaults to the sampler's (ddpm 1000, ddim 50, dpm 10).
+
+    Known entries (imputation, e.g. a known prefix of frames): ``known`` (B, T, D) holds their clean values
+    and ``known_mask`` (B, T) or (B, T, D) (bool, True = known) says which they are. At every step the
+    predicted x0 takes the known values there before the scheduler step (so x_{t-1} carries them, noised
+    as the scheduler noises its x0 estimate), and the returned samples equal ``known`` exactly where the
+    mask is set; the other entries are sampled given them. Without ``known`` the loop is unchanged.
+    ``harmonise(x0, known, mask)`` (optional, model-specific) maps each predicted x0 to one consistent with
+    the known values before they are imposed (e.g. moving a whole motion so that it starts where the known
+    frames are); it is called only with ``known``.
     """
     if sampler not in SAMPLERS:
         make_scheduler(sampler, config)  # the one-line error naming the samplers
     scheduler = cached_scheduler(sampler, config)
     steps = steps or SAMPLERS[sampler][1]
     scheduler.set_timesteps(int(steps), device=device)
+    mask = None
+    if known is not None:
+        mask = _known_mask(known, known_mask, shape)
+        known = known.to(device=device, dtype=dtype)
+        mask = mask.to(device)
     x = torch.randn(shape, generator=generator, device=device, dtype=dtype)
     x = x * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
@@ -72,6 +90,27 @@ def sample(
         if guidance != 1.0:
             x0_u = denoise(x, tb, False)
             x0 = x0_u + guidance * (x0 - x0_u)
+        if mask is not None:
+            if harmonise is not None:
+                x0 = harmonise(x0, known, mask)
+            x0 = torch.where(mask, known, x0)
         # the generator feeds the stochastic samplers' noise (DDPM; DDIM with eta > 0); the others ignore it
         x = scheduler.step(x0, t, x, generator=generator).prev_sample
+    if mask is not None:
+        x = torch.where(mask, known, x)
     return x
+
+
+def _known_mask(known: torch.Tensor, known_mask: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """The known-entry mask broadcast to ``shape`` (B, T, D), bool; HandcastError for mismatched shapes."""
+    if tuple(known.shape) != tuple(shape):
+        raise HandcastError(f"known must have the samples' shape {tuple(shape)}, got {tuple(known.shape)}")
+    if known_mask is None:
+        raise HandcastError("known needs known_mask ((B, T) or (B, T, D) bool: which entries are known)")
+    m = torch.as_tensor(known_mask).to(torch.bool)
+    if m.dim() == len(shape) - 1:
+        m = m.unsqueeze(-1)
+    try:
+        return m.expand(shape)
+    except RuntimeError:
+        raise HandcastError(f"known_mask {tuple(known_mask.shape)} does not fit the samples' shape {tuple(shape)}") from None

@@ -28,33 +28,64 @@ from handcast.data import collate
 from handcast.data.store import ClipStore
 from handcast.eval.baselines import estimated_static_pose, static_pose
 from handcast.eval.evaluate import GroundTruth, Predictions, evaluate
+from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.eval.export import ground_truth_arrays
+from handcast.fit.anchor import lift_prefix
 from handcast.hand import HandModel
 from handcast.io import atomic_path
+from handcast.models.checkpoint import shipped_checkpoint
 from handcast.models.forecast import forecast_dataset, load_forecast
+from handcast.models.lifting import load_lift
 from handcast.models.motion import keypoints_from_motion
 
 METRICS = ("M", "M-G", "M-F", "MR")
 SPLITS = ("lab_test", "diverse_test", "wild_test")
 
 
+def known_prefix(model, hands, batch: dict, context: int, lift=None, oracle: bool = False,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """F's known tokens and mask (B, T, D) for a batch: the first ``context`` frames of each clip, from L +
+    refinement on the clip's own 2D keypoints of those frames (``lift``, :func:`handcast.fit.anchor.lift_prefix`;
+    what a user has), or its ground-truth 3D (``oracle``). A hand is known in a frame where it has
+    >= MIN_HAND_KEYPOINTS 2D keypoints."""
+    n = int(context)
+    conf = batch["kp2d_conf"][:, :n]
+    if oracle:
+        pose, wrist = batch["pose"][:, :n].float(), batch["joints3d"][:, :n, :, 0].float()
+        known = (conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS
+    else:
+        g = torch.Generator().manual_seed(int(seed))
+        pose, wrist, known, _ = lift_prefix(lift, hands, batch["kp2d"][:, :n], conf, batch["K"], batch["image_size"],
+                                            batch["world_to_cam"][:, :n], generator=g)
+    return model.known_tokens(pose, wrist, known, batch["frame_mask"].shape[1])
+
+
 @torch.no_grad()
 def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5, sampler: str = "ddim",
-                   steps: int = 10, seed: int = 0, batch_size: int = 16, progress: bool = False) -> dict:
+                   steps: int = 10, seed: int = 0, batch_size: int = 16, progress: bool = False,
+                   context: int = 0, lift=None, oracle: bool = False, max_clips: int | None = None,
+                   harmonise: bool = True) -> dict:
     """Predictions of ``model`` for every clip of a split: {clip_ids, joints (N, S, T, 2, 21, 3) m,
-    pose6d (N, S, T, 2, 16, 6), wrist (N, S, T, 2, 3) m, seconds_per_clip}; T = the longest clip."""
+    pose6d (N, S, T, 2, 16, 6), wrist (N, S, T, 2, 3) m, seconds_per_clip}; T = the longest clip.
+    ``context`` > 0: the first ``context`` frames are a known prefix (:func:`known_prefix`) imposed on every
+    sample; ``max_clips``: only the first clips of the split."""
     from tqdm.auto import tqdm
 
 
     view = store.split(split)
     horizon = int(np.max(view.lengths))
-    ds = forecast_dataset(store, split, horizon, needs_image=model.config.image is not None)
+    idx = None if max_clips is None else list(range(min(int(max_clips), len(view))))
+    ds = forecast_dataset(store, split, horizon, needs_image=model.config.image is not None, indices=idx)
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
     g = torch.Generator().manual_seed(seed)
     joints, pose6d, wrists, ids = [], [], [], []
     t0 = time.perf_counter()
     for batch in tqdm(dl, desc=f"forecast {split}", disable=not progress, leave=False):
-        rot6d, wrist = model.sample(batch, samples, sampler, steps, generator=g)
+        known = mask = None
+        if context > 0:
+            known, mask = known_prefix(model, hands, batch, context, lift, oracle, seed)
+        rot6d, wrist = model.sample(batch, samples, sampler, steps, generator=g, known=known, known_mask=mask,
+                                    harmonise=harmonise)
         betas = batch["betas"][:, None].expand(-1, rot6d.shape[1], 2, batch["betas"].shape[-1])
         joints.append(keypoints_from_motion(hands, rot6d, wrist, betas).numpy())
         pose6d.append(rot6d.numpy())
@@ -64,6 +95,14 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
     return dict(clip_ids=np.asarray(ids, dtype=str), joints=np.concatenate(joints).astype(np.float32),
                 pose6d=np.concatenate(pose6d).astype(np.float32), wrist=np.concatenate(wrists).astype(np.float32),
                 seconds_per_clip=dt)
+
+
+def _first(arrays: dict, n: int | None) -> dict:
+    """The first n clips of a dict of per-clip arrays (all of them for None)."""
+    if n is None:
+        return arrays
+    return {k: (v[:n] if isinstance(v, np.ndarray) and v.ndim >= 1 and k != "seconds_per_clip" else v)
+            for k, v in arrays.items()}
 
 
 def _gt(arrays: dict) -> GroundTruth:
@@ -77,7 +116,7 @@ def _summary(res: dict) -> dict:
         "mean_of_n": {k: res["mean_of_n"][k] for k in METRICS},
         "diversity": res["diversity"],
         "multimodality": res["multimodality"],
-        "horizon_M": list(map(float, res["horizon_M"])),
+        "horizon_M": [float("nan") if v is None else float(v) for v in res["horizon_M"]],
     }
 
 
@@ -86,37 +125,67 @@ ESTIMATED_STATIC = "static pose (pose estimator)"
 
 def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, samples: int = 5,
                       sampler: str = "ddim", steps: int = 10, static: bool = True, pose_ckpt: str | None = None,
-                      out: str | Path | None = None, progress: bool = True, command: str = "") -> dict:
+                      out: str | Path | None = None, progress: bool = True, command: str = "",
+                      contexts: tuple[int, ...] = (), oracle_anchor: bool = False, lift_ckpt: str | None = None,
+                      max_clips: int | None = None, impute_only: bool = False) -> dict:
     """Run the benchmark; returns {"table": {row: {split: summary}}, "seconds_per_clip": ...} and writes
     ``<out>.md``, ``<out>.json`` and ``<out>_horizon.png`` when ``out`` is given. With ``pose_ckpt`` (a pose
-    cascade checkpoint, or "shipped") a second static row holds the pose estimator's input-frame hands still."""
+    cascade checkpoint, or "shipped") a second static row holds the pose estimator's input-frame hands still.
+
+    ``contexts`` (e.g. (1, 8, 16)): for every checkpoint, one more row per N with the clip's first N frames
+    imposed as a known prefix, lifted by L (``lift_ckpt``, default the shipped tiny one) + refinement from
+    their 2D keypoints (N = 1: the anchored forecast of one image); ``oracle_anchor``: a row with the
+    ground-truth frame 0 imposed instead. ``max_clips``: only the first clips of every split (also for the
+    ground truth). ``impute_only``: also the N = 1 row without :meth:`ForecastModel.harmonise` (known frame
+    replaced at every step, nothing else). With a context N > 1, every F row is also scored on the frames
+    after the longest prefix only (rows ``[frames >= N]``)."""
     from tqdm.auto import tqdm
 
 
     st = ClipStore(store)
     hands = HandModel("auto")
     models = {name: load_forecast(p) for name, p in ckpts.items()}
+    variants = {name: (name, 0, False) for name in models}
+    for name in models:
+        for n in contexts:
+            label = f"{name}, anchored (L + refinement, frame 0)" if n == 1 else f"{name}, context {n} (L + refinement)"
+            variants[label] = (name, int(n), False)
+        if oracle_anchor:
+            variants[f"{name}, anchored (ground-truth frame 0)"] = (name, 1, True)
+        if impute_only and 1 in contexts:
+            variants[f"{name}, anchored, imputation only"] = (name, 1, "impute")
+    lift = None
+    if contexts:
+        lift = load_lift(shipped_checkpoint("lift_tiny.safetensors", "handcast train lift") if lift_ckpt is None
+                         else lift_ckpt)
     rows: dict[str, dict] = {}
     secs: dict[str, dict] = {}
-    gts = {s: ground_truth_arrays(st, s) for s in splits}
+    gts = {s: _first(ground_truth_arrays(st, s), max_clips) for s in splits}
     statics = (["static pose (GT input frame)"] if static else []) + ([ESTIMATED_STATIC] if pose_ckpt else [])
-    work = [(s, r) for s in splits for r in statics + list(models)]
+    work = [(s, r) for s in splits for r in statics + list(variants)]
     for split, row in tqdm(work, desc="bench forecasting", disable=not progress):
         gt = gts[split]
-        if row in models:
-            pred = forecast_split(models[row], hands, st, split, samples, sampler, steps)
+        if row in variants:
+            name, n, oracle = variants[row]
+            pred = forecast_split(models[name], hands, st, split, samples, sampler, steps, context=n, lift=lift,
+                                  oracle=oracle is True, max_clips=max_clips, harmonise=oracle != "impute")
             secs.setdefault(row, {})[split] = pred.pop("seconds_per_clip")
         elif row == ESTIMATED_STATIC:
-            pred = estimated_static_pose(st, split, None if pose_ckpt == "shipped" else pose_ckpt)
+            pred = _first(estimated_static_pose(st, split, None if pose_ckpt == "shipped" else pose_ckpt), max_clips)
         else:
             pred = static_pose(gt)
         t = gt["joints"].shape[1]
         cut = lambda a: None if a is None else a[:, :, :t]  # noqa: E731
         p = Predictions(pred["clip_ids"], cut(pred["joints"]), cut(pred["pose6d"]), cut(pred["wrist"]))
         rows.setdefault(row, {})[split] = _summary(evaluate(p, _gt(gt)))
+        late = max(contexts, default=0)
+        if late > 1 and row in variants and variants[row][2] is False:  # the future beyond every prefix
+            g2 = dict(gt, valid=gt["valid"].copy())
+            g2["valid"][:, :late] = False
+            rows.setdefault(f"{row} [frames >= {late}]", {})[split] = _summary(evaluate(p, _gt(g2)))
     result = {"table": rows, "seconds_per_clip": secs, "splits": list(splits), "samples": samples,
               "sampler": f"{sampler}-{steps}", "checkpoints": {k: str(v) for k, v in ckpts.items()},
-              "command": command}
+              "command": command, "max_clips": max_clips}
     if out is not None:
         write_report(result, Path(out))
     return result

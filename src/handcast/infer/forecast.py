@@ -10,7 +10,14 @@ Outputs (in ``out``; every file written atomically):
   (S, T, 2, 3) MANO translation (m); ``wrist`` (S, T, 2, 3) m; ``betas`` (2, 10) (mean shape);
   ``hand_valid`` (T, 2) (hands present in the input image; both when no keypoints were given); ``input_kp2d`` (2, 21, 2) px and
   ``input_kp2d_conf`` (2, 21) (the keypoints the model saw, NaN / 0 where none); ``K`` (3, 3);
-  ``image_size`` (2,) (W, H); ``image`` (H, W, 3) uint8; ``fps``; ``model`` (the checkpoint used).
+  ``image_size`` (2,) (W, H); ``image`` (H, W, 3) uint8; ``fps``; ``model`` (the checkpoint used); ``anchored`` (bool: the samples
+  start at the observed hands), ``known_frames`` (frames imposed on every sample: 1 for a photo, N with
+  ``--context N``, 0 unanchored) and ``known_hands`` (2,) bool (which hands were imposed).
+
+Anchoring (default; ``--no-anchor`` turns it off): each hand with at least 3 keypoints is lifted by L from
+its keypoints (the photo as a still track) and refined until it reprojects onto them; that pose and wrist
+are imposed as frame 0 of every sample during sampling (:func:`handcast.diffusion.sample`, known-prefix
+imputation). A hand without keypoints is sampled freely. docs/forecasting.md has the measured effect.
 
 Which model: ``--ckpt`` if given; otherwise the shipped tiny checkpoints: the keypoint-conditioned F when
 2D keypoints are available (``--keypoints`` file, or the mediapipe detector of the ``detect`` extra), the
@@ -37,8 +44,11 @@ from handcast.geometry import (
 )
 from handcast.hand import HandModel
 from handcast.io import save_npz
+from handcast.infer.lift import shipped_lift_checkpoint
 from handcast.models.checkpoint import shipped_checkpoint
+from handcast.fit.anchor import AnchorConfig, lift_prefix
 from handcast.models.forecast import load_forecast
+from handcast.models.lifting import load_lift
 from handcast.models.motion import keypoints_from_motion
 from handcast.render.api import render_prediction
 
@@ -64,10 +74,39 @@ def input_keypoints(image: np.ndarray, keypoints: str | os.PathLike | None, dete
     return np.full((2, NUM_KEYPOINTS, 2), np.nan, np.float32), np.zeros((2, NUM_KEYPOINTS), np.float32), "none"
 
 
+def anchor_for(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, image_size: tuple[int, int],
+               lift_ckpt: str | os.PathLike | None = None, seed: int = 0, world_to_cam: np.ndarray | None = None,
+               config: AnchorConfig = AnchorConfig()) -> dict:
+    """The known prefix of a forecast from observed 2D keypoints: L + reprojection refinement
+    (:func:`handcast.fit.anchor.lift_prefix`).
+
+    uv (N, 2, 21, 2) px (or (2, 21, 2) for one photo), conf (N, 2, 21), K (3, 3), image_size (W, H),
+    world_to_cam (N, 4, 4) frame-0 camera -> camera t (default static). Returns {pose (N, 2, 16, 3) flat
+    axis-angle, wrist (N, 2, 3) m, known (N, 2) bool, reproj_error_px}, frame-0 camera (frame 0 = the
+    first of the N frames)."""
+    uv, conf = np.asarray(uv, np.float32), np.asarray(conf, np.float32)
+    if uv.ndim == 3:
+        uv, conf = uv[None], conf[None]
+    lift = load_lift(shipped_lift_checkpoint() if lift_ckpt is None else lift_ckpt)
+    hands = HandModel("auto")
+    g = torch.Generator().manual_seed(int(seed))
+    w2c = None if world_to_cam is None else torch.from_numpy(np.asarray(world_to_cam, np.float32))[None]
+    pose, wrist, known, err = lift_prefix(
+        lift, hands, torch.from_numpy(np.nan_to_num(uv))[None], torch.from_numpy(conf)[None],
+        torch.from_numpy(np.asarray(K, np.float32))[None], torch.tensor([list(image_size)], dtype=torch.float32),
+        w2c, config, g)
+    return dict(pose=pose[0], wrist=wrist[0], known=known[0], reproj_error_px=float(err[0]))
+
+
 def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf: np.ndarray, frames: int = 64,
-                   samples: int = 5, sampler: str = "ddim", steps: int = 10, seed: int = 0) -> dict:
+                   samples: int = 5, sampler: str = "ddim", steps: int = 10, seed: int = 0,
+                   anchor: dict | None = None) -> dict:
     """Sample ``samples`` futures of ``frames`` frames for one image (uint8 (H, W, 3)) with intrinsics K and
-    input keypoints (uv (2, 21, 2) px, conf (2, 21)). Returns the npz arrays (module docstring)."""
+    input keypoints (uv (2, 21, 2) px, conf (2, 21)). Returns the npz arrays (module docstring).
+
+    ``anchor`` (from :func:`anchor_for`: pose (N, 2, 16, 3), wrist (N, 2, 3), known (N, 2), in the camera of
+    this image) is imposed as frames 0..N-1 of every sample for the hands it knows; the other hands and
+    frames are sampled freely."""
     h, w = image.shape[:2]
     t = int(frames)
     if not 1 <= t <= 1024:
@@ -84,8 +123,17 @@ def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf
         "frame_mask": torch.ones(1, t, dtype=torch.bool),
     }
     g = torch.Generator().manual_seed(int(seed))
+    known = known_mask = None
+    n_known = 0
+    if anchor is not None and bool(anchor["known"].any()):
+        n_known = int(anchor["pose"].shape[0])
+        if n_known >= t:
+            raise HandcastError(f"--frames ({t}) must be larger than the known prefix ({n_known} frames)")
+        known, known_mask = model.known_tokens(anchor["pose"][None].float(), anchor["wrist"][None].float(),
+                                               anchor["known"][None], t)
     with torch.no_grad():
-        rot6d, wrist = model.sample(batch, int(samples), sampler, steps, generator=g)
+        rot6d, wrist = model.sample(batch, int(samples), sampler, steps, generator=g, known=known,
+                                    known_mask=known_mask)
         hands = HandModel("auto")
         betas = torch.zeros(1, rot6d.shape[1], 2, 10)
         joints = keypoints_from_motion(hands, rot6d, wrist, betas)[0]
@@ -97,21 +145,100 @@ def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf
                 transl=(wrist[0] - j0).numpy().astype(np.float32), wrist=wrist[0].numpy().astype(np.float32),
                 betas=np.zeros((2, 10), np.float32), hand_valid=np.repeat(present[None], t, 0),
                 input_kp2d=uv.astype(np.float32), input_kp2d_conf=conf.astype(np.float32),
-                K=np.asarray(K, np.float32), image_size=np.array([w, h], np.int64), image=image, fps=np.float32(30.0))
+                K=np.asarray(K, np.float32), image_size=np.array([w, h], np.int64), image=image, fps=np.float32(30.0),
+                anchored=np.bool_(n_known > 0), known_frames=np.int64(n_known),
+                known_hands=(np.asarray(anchor["known"].cpu().numpy()).any(0) if n_known else np.zeros(2, bool)))
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".flv", ".mpg", ".mpeg")
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def video_context(video: str | os.PathLike, context: int, at: float | None = None, mirrored: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
+    """The ``context`` frames of a video that end at time ``at`` (seconds; default: as early as possible, the
+    context being the first frames) and their hands (mediapipe, tracked over those frames).
+
+    Returns (frames uint8 (N, H, W, 3), uv (N, 2, 21, 2) px, conf (N, 2, 21), fps, index of the first
+    context frame in the video). HandcastError when the video is shorter than the context, ``at`` is before
+    the end of the first ``context`` frames or after the end of the video."""
+    from collections import deque
+
+    from handcast.detect import detect_video, read_video
+
+    n = int(context)
+    if n < 1:
+        raise HandcastError(f"--context must be >= 1 frame, got {context}")
+    frames, fps, _, count = read_video(video)
+    end = n - 1 if at is None else int(round(float(at) * fps))
+    if at is not None and (not np.isfinite(float(at)) or float(at) < 0):
+        raise HandcastError(f"--at must be a time in seconds >= 0, got {at}")
+    if end < n - 1:
+        raise HandcastError(f"--at {at} s is frame {end}: a context of {n} frames needs --at >= {(n - 1) / fps:.3f} s")
+    buf: deque = deque(maxlen=n)
+    seen = 0
+    try:
+        for f in frames:
+            buf.append(f)
+            seen += 1
+            if seen > end:
+                break
+    finally:
+        frames.close()
+    if seen < n:
+        raise HandcastError(f"{video} has {seen} frames, fewer than --context {n}")
+    if seen <= end:
+        raise HandcastError(f"--at {at} s is after the end of {video} ({seen} frames at {fps:g} fps = {seen / fps:.2f} s)")
+    clip = np.stack(list(buf))
+    tr = detect_video(clip, mirrored=mirrored, progress=False, fps=fps)
+    hv = np.asarray(tr.hand_valid, bool)
+    uv = np.asarray(tr.uv, np.float32)
+    conf = np.where(np.isfinite(uv).all(-1) & hv[..., None], np.asarray(tr.confidence, np.float32), 0.0)
+    return clip, np.where(conf[..., None] > 0, uv, np.nan).astype(np.float32), conf.astype(np.float32), fps, end - n + 1
+
+
+def _hands_text(present: np.ndarray) -> str:
+    names = [n for n, p in zip(("right hand", "left hand"), present) if p]
+    return " and ".join(names)
 
 
 def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | os.PathLike | None = None,
                  samples: int = 5, frames: int = 64, keypoints: str | os.PathLike | None = None, detect: bool = True,
                  fov: float | None = None, intrinsics: str | os.PathLike | None = None, sampler: str = "ddim",
-                 steps: int = 10, seed: int = 0, video: bool = True, int8: bool = False) -> dict:
+                 steps: int = 10, seed: int = 0, video: bool = True, int8: bool = False, anchor: bool = True,
+                 lift_ckpt: str | os.PathLike | None = None, context: int | None = None, at: float | None = None,
+                 mirrored: bool = False) -> dict:
     """The ``handcast forecast`` command: writes forecast.png / .mp4 / .npz to ``out``; returns
     {"outputs": [paths], "model": path, "keypoints": source, "hands": number of input hands}."""
-    img = load_image(image)
+    messages = []
+    video_info = {}
+    if context is not None and int(context) < 1:
+        raise HandcastError(f"--context must be >= 1 frame, got {context}")
+    if is_video(image):
+        if keypoints is not None:
+            raise HandcastError("--keypoints is for a photo; the hands of a video are detected (mediapipe)")
+        n = 1 if context is None else int(context)
+        clip, ctx_uv, ctx_conf, fps, first = video_context(image, n, at, mirrored)
+        img, uv, conf, source = clip[0], ctx_uv[0], ctx_conf[0], "mediapipe (video)"
+        video_info = dict(context=np.int64(n), first_frame=np.int64(first), at_frame=np.int64(first + n - 1),
+                          video_fps=np.float64(fps))
+        messages.append(f"context: video frames {first}..{first + n - 1} ({n} frames, ending at "
+                        f"{(first + n - 1) / fps:.2f} s); F is conditioned on frame {first}, its frame 0")
+    else:
+        if context is not None and int(context) > 1:
+            raise HandcastError(f"--context {context} needs a video; {image} is an image (use --context 1 or none)")
+        if at is not None:
+            raise HandcastError(f"--at needs a video; {image} is an image")
+        img = load_image(image)
+        uv, conf, source = input_keypoints(img, keypoints, detect)
+        ctx_uv, ctx_conf = uv[None], conf[None]
     h, w = img.shape[:2]
     K = resolve_intrinsics((w, h), fov=fov, K=intrinsics)
-    uv, conf, source = input_keypoints(img, keypoints, detect)
     present = (conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS
-    messages = []
+    ctx_present = ((ctx_conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS).any(0)
     if ckpt is None:
         kind = "keypoints" if present.any() else "image"
         if kind == "image":
@@ -126,8 +253,17 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
     if model.config.image is None and not present.any():
         raise HandcastError(f"{ckpt} is a keypoint-conditioned model and no hand was found in {image} "
                             "(pass --keypoints KP.json, or install the detect extra)")
-    res = forecast_image(model, img, K, uv, conf, frames, samples, sampler, steps, seed)
+    anc = None
+    if anchor and ctx_present.any():
+        anc = anchor_for(ctx_uv, ctx_conf, K, (w, h), lift_ckpt, seed)
+        what = "frame 0" if len(ctx_uv) == 1 else f"frames 0..{len(ctx_uv) - 1}"
+        messages.append(f"anchored: {what} of every sample are the {_hands_text(ctx_present)} seen in the input "
+                        f"(L + refinement, {anc['reproj_error_px']:.1f} px from the keypoints)")
+    elif anchor:
+        messages.append("not anchored: no hand with enough keypoints in the input, the forecast starts freely")
+    res = forecast_image(model, img, K, uv, conf, frames, samples, sampler, steps, seed, anchor=anc)
     res["model"] = np.asarray(str(ckpt))
+    res.update(video_info)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     npz = out / "forecast.npz"

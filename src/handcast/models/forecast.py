@@ -38,10 +38,10 @@ from handcast.data.dataset import ClipDataset
 from handcast.data.images import IMAGE_MEAN, IMAGE_STD
 from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
 from handcast.errors import HandcastError
-from handcast.geometry import kpe
+from handcast.geometry import aa_to_rotmat, kpe, rotmat_to_6d, rotmat_to_aa, sixd_to_rotmat
 from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser, TokenMLP
-from handcast.models.motion import MotionCodec
+from handcast.models.motion import ROT_DIM, MotionCodec, motion_mask
 
 #: ViT input (height, width) in pixels, as HaMeR's backbone
 INPUT_HW = (256, 192)
@@ -213,17 +213,86 @@ class ForecastModel(ConditionalDiffusion):
         fmask = batch["frame_mask"]
         return (*self.condition(batch), fmask), (fmask.shape[1], self.dcfg.motion_dim)
 
+    def known_tokens(self, pose_aa: torch.Tensor, wrist: torch.Tensor, known: torch.Tensor,
+                     horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A known prefix as tokens for :meth:`sample`.
+
+        pose_aa (B, N, 2, 16, 3) flat axis-angle (MANO order, frame-0 camera), wrist (B, N, 2, 3) metres
+        frame-0 camera, known (B, N, 2) bool (which hand of which frame is known; N <= horizon). Returns
+        (tokens (B, horizon, D), mask (B, horizon, D) bool): frames 0..N-1 of the hands that are known; the
+        rest (later frames, unknown hands, the aux2d keypoint part) is free."""
+        b, n = pose_aa.shape[:2]
+        if n > horizon:
+            raise HandcastError(f"a known prefix of {n} frames does not fit a horizon of {horizon} frames")
+        d = self.dcfg.motion_dim
+        tok = torch.zeros(b, horizon, d, dtype=pose_aa.dtype, device=pose_aa.device)
+        mask = torch.zeros(b, horizon, d, dtype=torch.bool, device=pose_aa.device)
+        tok[:, :n, :MOTION_DIM] = self.codec.encode_aa(pose_aa, wrist.to(pose_aa.dtype))
+        mask[:, :n, :MOTION_DIM] = motion_mask(known.to(pose_aa.device)) > 0
+        return tok, mask
+
+    def harmonise(self, x0: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, fade: int = 16) -> torch.Tensor:
+        """Move predicted motion tokens x0 (B, T, D) so that each hand continues from its last known frame.
+
+        For every hand known in some frame of ``mask`` (B, T, D) (known tokens ``known`` (B, T, D)), with r its
+        last known frame: the whole predicted motion of that hand is moved rigidly (global orientation and
+        wrist path rotated about the predicted frame-r wrist by G = R_known(r) R_pred(r)^T, then translated
+        onto the known frame-r wrist), and each finger joint's rotation is corrected by its frame-r difference,
+        fading linearly to none ``fade`` frames after r. Imputation alone replaces the known frames but lets
+        the tiny F keep its own placement from the next frame on (a jump); this keeps the sampled motion
+        and its spread, and starts it at the observed hands. Hands never known are left as they are.
+        """
+        rp6, wp = self.codec.decode(x0[..., :MOTION_DIM])
+        rk6, wk = self.codec.decode(known[..., :MOTION_DIM])
+        hk = mask[..., ROT_DIM:MOTION_DIM].reshape(*mask.shape[:2], 2, 3).any(-1)  # (B, T, 2)
+        b, t = hk.shape[:2]
+        has = hk.any(1)  # (B, 2)
+        if not bool(has.any()):
+            return x0
+        frames = torch.arange(t, device=x0.device)
+        ref = torch.where(hk, frames[None, :, None], torch.full_like(frames[None, :, None], -1)).amax(1).clamp_min(0)
+        Rp, Rk = sixd_to_rotmat(rp6), sixd_to_rotmat(rk6)  # (B, T, 2, 16, 3, 3)
+        gi = ref[:, None, :, None, None, None].expand(b, 1, 2, *Rp.shape[3:])
+        Rp_r, Rk_r = Rp.gather(1, gi)[:, 0], Rk.gather(1, gi)[:, 0]  # (B, 2, 16, 3, 3)
+        wi = ref[:, None, :, None].expand(b, 1, 2, 3)
+        wp_r, wk_r = wp.gather(1, wi)[:, 0], wk.gather(1, wi)[:, 0]  # (B, 2, 3)
+        G = Rk_r[:, :, 0] @ Rp_r[:, :, 0].transpose(-1, -2)  # (B, 2, 3, 3)
+        root = G[:, None] @ Rp[:, :, :, 0]
+        wrist = torch.einsum("bhij,bthj->bthi", G, wp - wp_r[:, None]) + wk_r[:, None]
+        dv = rotmat_to_aa(Rk_r[:, :, 1:] @ Rp_r[:, :, 1:].transpose(-1, -2))  # (B, 2, 15, 3)
+        w = (1.0 - (frames[None, :, None] - ref[:, None, :]).clamp_min(0) / max(int(fade), 1)).clamp_min(0)
+        fingers = aa_to_rotmat(w[..., None, None] * dv[:, None]) @ Rp[:, :, :, 1:]
+        R = torch.cat([root.unsqueeze(3), fingers], 3)
+        new = self.codec.encode(rotmat_to_6d(R), wrist)
+        h = has[:, None, :, None, None]
+        rot = torch.where(h, new[..., :ROT_DIM].reshape(b, t, 2, -1, 1), x0[..., :ROT_DIM].reshape(b, t, 2, -1, 1))
+        tr = torch.where(h, new[..., ROT_DIM:MOTION_DIM].reshape(b, t, 2, 3, 1),
+                         x0[..., ROT_DIM:MOTION_DIM].reshape(b, t, 2, 3, 1))
+        return torch.cat([rot.reshape(b, t, ROT_DIM), tr.reshape(b, t, 6), x0[..., MOTION_DIM:]], -1)
+
     @torch.no_grad()
     def sample(self, batch: dict, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
-               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False):
+               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
+               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None, harmonise: bool = True):
         """``num_samples`` futures per input. Returns rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3) m,
         frame-0 camera, hands (right, left).
 
         The diffusion head samples as :meth:`ConditionalDiffusion.sample`; the regressor returns its single
-        output S times."""
+        output S times. ``known`` (B, T, D) tokens with ``known_mask`` (B, T) or (B, T, D) bool
+        (:meth:`known_tokens` makes both from a known prefix) are imposed during sampling: every sample
+        reproduces them exactly (the regressor's output takes them too); with ``harmonise`` every predicted x0
+        is first moved to continue from the known frames (:meth:`harmonise`)."""
         if self.config.head == "diffusion":
-            return super().sample(batch, num_samples, sampler, steps, guidance, generator, progress)
+            return super().sample(batch, num_samples, sampler, steps, guidance, generator, progress,
+                                  known=known, known_mask=known_mask,
+                                  harmonise=self.harmonise if harmonise else None)
         x = self.regress(*self.sampling_condition(batch)[0])
+        if known is not None:
+            m = torch.as_tensor(known_mask, device=x.device).to(torch.bool)
+            m = (m if m.dim() == 3 else m.unsqueeze(-1)).expand_as(x)
+            if harmonise:
+                x = self.harmonise(x, known.to(x), m)
+            x = torch.where(m, known.to(x), x)
         b, s = x.shape[0], int(num_samples)
         return tuple(a.unsqueeze(1).expand(b, s, *a.shape[1:]) for a in self.decode(x))
 
