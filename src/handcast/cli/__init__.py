@@ -25,8 +25,17 @@ from handcast.errors import HandcastError
 EXIT_USER_ERROR = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``handcast CMD: error: MESSAGE (see handcast CMD --help)``, exit 2
+    (subcommand parsers are of the same class)."""
+
+    def error(self, message: str):
+        first = message.splitlines()[0] if message else "bad arguments"
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {first} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="handcast",
         description="4D hand motion: lifting 2D tracks to 3D, forecasting from one image, single-image pose; "
         "synthetic benchmark, dataset converters, detection, evaluation, rendering, viewer, hand models.",
