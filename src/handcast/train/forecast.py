@@ -149,11 +149,11 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
                    init_backbone: str | None = None, progress: bool = True) -> Path:
     """Train F (or a regressor baseline); returns the final checkpoint ``<out>/forecast.safetensors``."""
     ov = list(overrides)
-    for key, val in (("data.store", store), ("train.out", out), ("train.max_steps", max_steps),
-                     ("train.init_backbone", init_backbone)):
-        if val:
-            ov.append(f"{key}={val}")
-    cfg = to_container(load_config("forecast", config, ov))
+    if max_steps is not None:
+        ov.append(f"train.max_steps={int(max_steps)}")
+    # paths are set as plain strings, never parsed as YAML
+    cfg = to_container(load_config("forecast", config, ov, paths={
+        "data.store": store or None, "train.out": out or None, "train.init_backbone": init_backbone or None}))
     d, t, mc = cfg["data"], cfg["train"], cfg["model"]
     needs_image = mc.get("image") is not None
     if not d["train"]:

@@ -143,13 +143,10 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
                num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None, progress: bool = True) -> Path:
     """Train L; returns the path of the final safetensors checkpoint (``<out>/lift.safetensors``)."""
     ov = list(overrides)
-    if store:
-        ov.append(f"data.store={store}")
-    if out:
-        ov.append(f"train.out={out}")
-    if max_steps:
-        ov.append(f"train.max_steps={max_steps}")
-    cfg = to_container(load_config("lift", config, ov))
+    if max_steps is not None:
+        ov.append(f"train.max_steps={int(max_steps)}")
+    # paths are set as plain strings, never parsed as YAML
+    cfg = to_container(load_config("lift", config, ov, paths={"data.store": store or None, "train.out": out or None}))
     d, t = cfg["data"], cfg["train"]
     run = prepare_run(t["out"], resume, int(t["seed"]))
 
