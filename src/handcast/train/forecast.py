@@ -30,7 +30,7 @@ from handcast.models.forecast import (  # noqa: F401 (load_forecast: moved)
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.config import load_config, to_container
 from handcast.train.lift import image_error, wrist_statistics
-from handcast.train.runner import fit, motion_module_base, prepare_run
+from handcast.train.runner import check_training_labels, fit, motion_module_base, prepare_run
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,7 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
         st = open_store(src.get("store"))
         parts.append(forecast_dataset(st, src["split"], int(d["horizon"]), needs_image))
         view = st.split(src["split"])
+        check_training_labels(view)
         if any(p in ("gt", "imputed") for p in view.clip_field("provenance")):
             stats_views.append(view)
     if not stats_views:
