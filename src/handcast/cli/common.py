@@ -191,7 +191,7 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
 def add_camera(p: argparse.ArgumentParser, fov_default: str = f"{DEFAULT_FOV_DEG:g}") -> None:
     """``--fov DEG`` and ``--intrinsics K.json`` (give one: handcast.geometry.resolve_intrinsics);
     ``fov_default`` describes the camera used without either."""
-    p.add_argument("--fov", type=float_range(0, 180, lo_open=True), default=None, metavar="DEG",
+    p.add_argument("--fov", type=float_range(), default=None, metavar="DEG",  # range: resolve_intrinsics
                    help=f"horizontal field of view in degrees (default: {fov_default})")
     p.add_argument("--intrinsics", default=None, metavar="K.json", help="3x3 intrinsics matrix as JSON (pixels)")
 

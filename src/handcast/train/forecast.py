@@ -176,9 +176,14 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
             stats_views.append(view)
     if not stats_views:
         raise HandcastError("forecast training needs at least one source with 3D labels (provenance gt or imputed)")
+    val_view = open_store(None).split(d["val_split"])
+    if t.get("init_backbone"):  # checked before the run folder is made
+        if not needs_image:
+            raise HandcastError("--init-backbone given but this model has no image encoder (model.image is null)")
+        if not Path(t["init_backbone"]).is_file():
+            raise HandcastError(f"checkpoint not found: {t['init_backbone']}")
     run = prepare_run(t["out"], resume, int(t["seed"]))
     train_ds = torch.utils.data.ConcatDataset(parts)
-    val_view = open_store(None).split(d["val_split"])
     val_ds = forecast_dataset(open_store(None), d["val_split"], int(d["horizon"]), needs_image,
                               indices=np.arange(min(len(val_view), int(t["val_clips"]))))
     stats = [wrist_statistics(v) for v in stats_views]
