@@ -107,13 +107,13 @@ def check_training_labels(view, fields=("pose", "transl", "joints3d", "kp2d", "k
 
 def finite_loss_callback():
     """A Lightning callback that stops training with a one-line HandcastError as soon as a training loss is
-    NaN or infinite (nothing further is saved: it runs before the save callback)."""
+    NaN or infinite, before its backward pass and optimiser step (so nothing non-finite is saved)."""
     import lightning as L
     import torch
 
     class FiniteLoss(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        def on_before_backward(self, trainer, pl_module, loss):
+            # before the gradients and the optimiser step: the weights in memory stay the last good ones
             if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
                 raise HandcastError(f"training stopped: the loss became {float(loss.detach().float().mean())} "
                                     f"at step {trainer.global_step} (non-finite training labels or weights, or "
