@@ -192,6 +192,9 @@ ROWS = [
     ("ckpt-nan-lift", ["lift", "{d}/tracks.npz", "--ckpt", "{d}/lift_nan.safetensors", "--out", "{o}", "--no-video"], None, "NaN"),
     ("ckpt-nan-forecast", ["forecast", "{d}/img.png", "--keypoints", "{d}/kp_ok.json", "--ckpt", "{d}/forecast_nan.safetensors", "--out", "{o}", "--no-video"], None, "NaN"),
     ("ckpt-nan-pose", ["pose", "{d}/img.png", "--keypoints", "{d}/kp_ok.json", "--ckpt", "{d}/pose_nan.safetensors", "--out", "{o}"], None, "NaN"),
+    ("ckpt-nan-impute", ["impute", "--ckpt", "{d}/lift_nan.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}"], None, "NaN"),
+    ("ckpt-nan-bench-forecasting", ["bench", "forecasting", "--store", "{S}", "--splits", "lab_test", "--ckpt", "F={d}/forecast_nan.safetensors", "--out", "{o}"], None, "NaN"),
+    ("ckpt-nan-bench-pose", ["bench", "pose", "--ckpt", "{d}/pose_nan.safetensors", "--out", "{o}"], None, "NaN"),
     # --- checkpoints whose stored config is out of range
     ("ckpt-width-neg", ["lift", "{d}/tracks.npz", "--ckpt", "{d}/lift_neg_width.safetensors", "--out", "{o}", "--no-video"], None, "width"),
     ("ckpt-width-1e6", ["lift", "{d}/tracks.npz", "--ckpt", "{d}/lift_huge_width.safetensors", "--out", "{o}", "--no-video"], None, "width"),
@@ -241,7 +244,7 @@ ROWS = [
 ]
 
 # rows slower than a few seconds (Lightning / training imports and store scans)
-SLOW = {"store-huge-train-forecast"}
+SLOW: set[str] = set()
 
 
 def _digest(root: Path) -> dict[str, str]:

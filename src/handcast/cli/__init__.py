@@ -25,9 +25,22 @@ from handcast.errors import HandcastError
 EXIT_USER_ERROR = 2
 
 
+class _RangeHelp(argparse.HelpFormatter):
+    """Help that states the accepted range of every flag typed by cli.common.int_range / float_range."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        span = getattr(action.type, "span", None)
+        return f"{text} [range {span}]" if span and text != argparse.SUPPRESS else text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error: ``handcast CMD: error: MESSAGE (see handcast CMD --help)``, exit 2
     (subcommand parsers are of the same class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _RangeHelp)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         first = message.splitlines()[0] if message else "bad arguments"

@@ -35,6 +35,7 @@ def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], i
         return v
 
     parse.__name__ = "integer"
+    parse.span = span  # type: ignore[attr-defined]  (the help shows it)
     return parse
 
 
@@ -54,6 +55,8 @@ def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool 
         return v
 
     parse.__name__ = "number"
+    if lo is not None or hi is not None:
+        parse.span = span  # type: ignore[attr-defined]  (the help shows it)
     return parse
 
 
@@ -166,18 +169,18 @@ class _SamplerNames:
 
 def add_samples(p: argparse.ArgumentParser, what: str) -> None:
     """``--samples N`` (default 5); ``what`` says what one sample is, e.g. 'futures to sample'."""
-    p.add_argument("--samples", type=int_range(1, 1000), default=5, help=f"{what} (1 to 1000, default 5)")
+    p.add_argument("--samples", type=int_range(1, 1000), default=5, help=f"{what} (default 5)")
 
 
 def add_sampler(p: argparse.ArgumentParser, steps: int = 10, steps_help: str = "sampler steps (default %(default)s)") -> None:
     """``--sampler`` (one of handcast.diffusion.SAMPLERS, default ddim) and ``--steps`` (default ``steps``)."""
     p.add_argument("--sampler", default="ddim", choices=_SamplerNames(), metavar="SAMPLER",
                    help="%(choices)s (default %(default)s)")
-    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=steps, help=steps_help + f" (1 to {MAX_STEPS})")
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=steps, help=steps_help)
 
 
 def add_seed(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int_range(*SEED_RANGE), default=0, help=f"random seed (0 to {SEED_RANGE[1]}, default 0)")
+    p.add_argument("--seed", type=int_range(*SEED_RANGE), default=0, help="random seed (default 0)")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_out_overwrite(s, "output store folder", "replace an existing store at --out")
     add_seed(s)
     s.add_argument("--workers", type=int_range(1, 256), default=None,
-                   help="worker processes, 1 to 256 (default: CPU count, max 2)")
+                   help="worker processes (default: CPU count, max 2)")
     add_quiet(s)
     s.set_defaults(func=_synth)
 
@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--split", required=True, help="split name")
     b.add_argument("--out", required=True, help="output prediction .npz")
     b.add_argument("--horizon", type=int_range(1, 100000), default=None,
-                   help="frames to predict, 1 to 100000 (default: each clip's length)")
+                   help="frames to predict (default: each clip's length)")
     b.set_defaults(func=_baseline_static)
 
     s = sub.add_parser("render", help="render a clip or a prediction: overlay + second view PNG and an MP4")

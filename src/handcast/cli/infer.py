@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("image", help="input image (JPEG, PNG, ...)")
     s.add_argument("--out", default="forecast_out", help="output folder (default: forecast_out)")
     add_samples(s, "futures to sample")
-    s.add_argument("--frames", type=int_range(1, 1024), default=64, help="frames to forecast at 30 fps (1 to 1024, default 64)")
+    s.add_argument("--frames", type=int_range(1, 1024), default=64, help="frames to forecast at 30 fps (default 64)")
     s.add_argument("--ckpt", default=None, help="forecasting checkpoint (default: the shipped tiny models)")
     s.add_argument("--keypoints", default=None, metavar="KP.json",
                    help="2D keypoints of the image's hands from any detector (format: docs/forecasting.md)")
@@ -110,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--ckpt", default=None, help="lifting checkpoint (default: the shipped tiny model)")
     s.add_argument("--max-frames", type=int_range(1), default=None, help="only the first N frames")
     s.add_argument("--no-video", action="store_true", help="write only the npz files")
-    s.add_argument("--window", type=int_range(8, 1024), default=None, help="frames per lifting window (8 to 1024, default 64)")
+    s.add_argument("--window", type=int_range(8, 1024), default=None, help="frames per lifting window (default 64)")
     s.add_argument("--overlap", type=int_range(0, 1023), default=16, help="frames shared by consecutive windows (default 16)")
     s.add_argument("--refine-iterations", type=int_range(0, 10**6), default=500, help="refinement iterations (default 500; 0 = L only)")
     s.add_argument("--smooth", type=float_range(0, 1e6), default=3.0, help="weight of the joint-acceleration term (default 3)")
