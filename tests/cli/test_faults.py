@@ -167,6 +167,7 @@ ROWS = [
     ("devices-0", ["train", "lift", "--store", "{S}", "--out", "{o}", "--devices", "0"], None, "--devices"),
     ("num-nodes-0", ["train", "forecast", "--store", "{S}", "--out", "{o}", "--num-nodes", "0"], None, "--num-nodes"),
     ("accelerator-tpu", ["train", "lift", "--store", "{S}", "--out", "{o}", "--accelerator", "tpu"], None, "--accelerator"),
+    ("accelerator-gpu-absent", ["train", "forecast", "--store", "{S}", "--out", "{o}", "--accelerator", "gpu"], None, "--accelerator gpu"),
     ("strategy-bogus", ["train", "lift", "--store", "{S}", "--out", "{o}", "--strategy", "bogus"], None, "--strategy"),
     ("device-potato-impute", ["impute", "--ckpt", "{ck}/lift_tiny.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}", "--device", "potato"], None, "--device"),
     ("device-potato-pose", ["pose", "{d}/img.png", "--out", "{o}", "--device", "potato"], None, "--device"),
@@ -243,8 +244,19 @@ ROWS = [
     ("unknown-flag", ["forecast", "{d}/img.png", "--out", "{o}", "--bogus"], None, "--bogus"),
 ]
 
-# rows slower than a few seconds (Lightning / training imports and store scans)
+# rows slower than a few seconds (none at present: every row is refused before the work starts)
 SLOW: set[str] = set()
+# rows that assume a machine without CUDA
+NO_CUDA = {"accelerator-gpu-absent"}
+
+
+def _marks(row_id: str) -> list:
+    import torch
+
+    marks = [pytest.mark.slow] if row_id in SLOW else []
+    if row_id in NO_CUDA:
+        marks.append(pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device"))
+    return marks
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -253,7 +265,7 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("argv,setup,needle", [
-    pytest.param(a, s, n, id=i, marks=[pytest.mark.slow] if i in SLOW else []) for i, a, s, n in ROWS])
+    pytest.param(a, s, n, id=i, marks=_marks(i)) for i, a, s, n in ROWS])
 def test_damaged_input_is_refused_cleanly(damaged, tmp_path, capfd, monkeypatch, argv, setup, needle):
     monkeypatch.setenv("HANDCAST_HOME", str(tmp_path / "home"))  # no user-installed models or MANO files
     monkeypatch.chdir(tmp_path)

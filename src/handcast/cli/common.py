@@ -104,8 +104,13 @@ def check_lightning(args: argparse.Namespace) -> None:
     """Refuse (one-line HandcastError) ``--devices`` beyond what the machine has for ``--accelerator``, and
     a ``--strategy`` Lightning does not know; before any work starts."""
     acc, devices = args.accelerator, args.devices
-    if acc in ("gpu", "cuda", "mps"):
-        check_device("mps" if acc == "mps" else "cuda", "--accelerator")
+    if acc == "mps":
+        check_device("mps", "--accelerator")
+    elif acc in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HandcastError(f"--accelerator {acc}: this machine has no CUDA device")
     if devices != "auto":
         if acc == "cpu":
             have, what = cpu_count(), "CPU core(s)"
