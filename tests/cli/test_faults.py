@@ -36,7 +36,7 @@ def _ckpt_variant(src: Path, dst: Path, config=None, tensor_fn=None) -> None:
 
     with safe_open(str(src), framework="pt") as f:
         meta = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     if config is not None:
         cfg = json.loads(meta["handcast_config"])
         config(cfg)
@@ -86,12 +86,12 @@ def damaged(tmp_path_factory):
     (d / "K_object.json").write_text('{"fx": 50, "fy": 50, "cx": 31.5, "cy": 23.5}')
     (d / "K_nan.json").write_text("[[NaN, 0, 31.5], [0, 50, 23.5], [0, 0, 1]]")
     (d / "K_2x2.json").write_text("[[50, 0], [0, 50]]")
-    hand = lambda side, v: {"handedness": side, "keypoints": [[v, v]] * 21}  # noqa: E731
+    hand = lambda side, v: {"handedness": side, "keypoints": [[v, v]] * 21}
     (d / "kp_huge.json").write_text(json.dumps({"hands": [hand("right", 1e300)]}))
     (d / "kp_nan.json").write_text(json.dumps({"hands": [hand("right", float("nan"))]}))
     (d / "kp_inf.json").write_text(json.dumps({"hands": [hand("left", float("inf"))]}))
     (d / "kp_ok.json").write_text(json.dumps({"hands": [hand("right", 30.0)]}))
-    ok = dict(hand_valid=np.ones((2, 2), bool), image_size=np.array([64, 48]))
+    ok = {"hand_valid": np.ones((2, 2), bool), "image_size": np.array([64, 48])}
     np.savez(d / "tracks.npz", uv=np.full((2, 2, 21, 2), 30.0, np.float32), **ok)
     np.savez(d / "tracks_huge.npz", uv=np.full((2, 2, 21, 2), 1e30, np.float32), **ok)
     np.savez(d / "tracks_K_nan.npz", uv=np.full((2, 2, 21, 2), 30.0, np.float32),
@@ -100,7 +100,7 @@ def damaged(tmp_path_factory):
     (d / "user.txt").write_text("the user's own file")
 
     rng = np.random.default_rng(0)
-    mk = lambda n, T: [random_clip(rng, T, True, clip_id=f"c{i}", hand_model="open", image_size=(64, 48))  # noqa: E731
+    mk = lambda n, T: [random_clip(rng, T, True, clip_id=f"c{i}", hand_model="open", image_size=(64, 48))
                        for i in range(n)]
     write_clips(d / "store", {"lab_train": mk(6, 20), "lab_val": mk(2, 20), "lab_test": mk(2, 20)})
     _damage_store(d / "store", d / "store_nan", "joints3d", float("nan"))
