@@ -161,6 +161,8 @@ ROWS = [
     ("render-sample-neg", ["render", "--store", "{S}", "--split", "lab_test", "--out", "{o}", "--sample", "-2"], None, "--sample"),
     ("view-clip-neg", ["view", "{d}/tracks.npz", "--out", "{o}", "--clip", "-1"], None, "--clip"),
     ("export-sample-neg", ["export-meshes", "{d}/tracks.npz", "--out", "{o}", "--sample", "-1"], None, "--sample"),
+    ("prepare-clip-len-0", ["prepare", "freihand", "--root", "{d}", "--out", "{o}", "--clip-len", "0"], None, "clip_len"),
+    ("prepare-fps-inf", ["prepare", "freihand", "--root", "{d}", "--out", "{o}", "--option", "fps=inf"], None, "fps"),
     ("detect-max-frames-0", ["detect", "{d}/img.png", "--out", "{o}", "--max-frames", "0"], None, "--max-frames"),
     # --- devices against what exists, Lightning settings
     ("devices-64", ["train", "lift", "--store", "{S}", "--out", "{o}", "--devices", "64"], None, "--devices 64"),
