@@ -170,6 +170,8 @@ ROWS = [
     ("num-nodes-0", ["train", "forecast", "--store", "{S}", "--out", "{o}", "--num-nodes", "0"], None, "--num-nodes"),
     ("accelerator-tpu", ["train", "lift", "--store", "{S}", "--out", "{o}", "--accelerator", "tpu"], None, "--accelerator"),
     ("accelerator-gpu-absent", ["train", "forecast", "--store", "{S}", "--out", "{o}", "--accelerator", "gpu"], None, "--accelerator gpu"),
+    ("devices-64-pose", ["train", "pose", "--out", "{o}", "--devices", "64"], None, "--devices 64"),
+    ("strategy-bogus-forecast", ["train", "forecast", "--store", "{S}", "--out", "{o}", "--strategy", "bogus"], None, "--strategy"),
     ("strategy-bogus", ["train", "lift", "--store", "{S}", "--out", "{o}", "--strategy", "bogus"], None, "--strategy"),
     ("device-potato-impute", ["impute", "--ckpt", "{ck}/lift_tiny.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}", "--device", "potato"], None, "--device"),
     ("device-potato-pose", ["pose", "{d}/img.png", "--out", "{o}", "--device", "potato"], None, "--device"),
