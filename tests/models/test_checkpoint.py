@@ -95,3 +95,46 @@ def test_the_old_module_path_is_an_alias_for_one_release():
 
     for name in ("load_model", "read_checkpoint", "save_checkpoint", "shipped_checkpoint", "load_weights_strict"):
         assert getattr(old, name) is getattr(new, name)
+
+
+def test_model_configs_out_of_range_are_refused():
+    from handcast.models.checkpoint import check_model_config
+
+    good = {"denoiser": {"motion_dim": 198, "width": 128, "layers": 4, "heads": 4, "ff_width": 256, "dropout": 0.1},
+            "image": {"img_size": [128, 96], "embed_dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0}}
+    check_model_config(good, "cfg")
+    for path, value, needle in ((("denoiser", "width"), -128, "denoiser.width must be in"),
+                                (("denoiser", "width"), 1_000_000, "denoiser.width must be in"),
+                                (("denoiser", "layers"), [4], "denoiser.layers must be an integer"),
+                                (("denoiser", "heads"), 3, "width 128 is not divisible by heads 3"),
+                                (("denoiser", "dropout"), float("nan"), "dropout must be a number"),
+                                (("image", "img_size"), [128, "x"], "img_size"),
+                                (("denoiser", "layers"), 256, "parameters")):
+        import copy
+
+        cfg = copy.deepcopy(good)
+        cfg[path[0]][path[1]] = value
+        if needle == "parameters":
+            cfg["denoiser"].update(width=16384, ff_width=65536)
+        with pytest.raises(HandcastError, match=needle):
+            check_model_config(cfg, "cfg")
+
+
+def test_nan_weights_are_refused_by_name(tmp_path):
+    from handcast.models.checkpoint import check_finite_state
+    from handcast.models.vit import ViT, ViTConfig, load_backbone
+
+    state = {"a": torch.zeros(3), "b": torch.tensor([1.0, float("inf")]), "n": torch.arange(3)}
+    with pytest.raises(HandcastError, match=r"1 tensor\(s\) hold NaN or infinite weights \(b\)"):
+        check_finite_state(state, "src")
+    check_finite_state({"a": torch.zeros(3), "n": torch.arange(3)}, "src")
+    from safetensors.torch import save_file
+
+    vit = ViT(ViTConfig(img_size=(32, 32), embed_dim=16, depth=1, num_heads=2, drop_path_rate=0.0))
+    bad = {f"backbone.{k}": v.clone() for k, v in vit.state_dict().items()}
+    next(v for v in bad.values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    save_file(bad, str(tmp_path / "hamer.safetensors"))
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
+    with pytest.raises(HandcastError, match="NaN"):
+        load_backbone(vit, tmp_path / "hamer.safetensors")
+    assert all(torch.equal(before[k], v) for k, v in vit.state_dict().items())  # left untouched

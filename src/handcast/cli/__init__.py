@@ -25,8 +25,30 @@ from handcast.errors import HandcastError
 EXIT_USER_ERROR = 2
 
 
+class _RangeHelp(argparse.HelpFormatter):
+    """Help that states the accepted range of every flag typed by cli.common.int_range / float_range."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        span = getattr(action.type, "span", None)
+        return f"{text} [range {span}]" if span and text != argparse.SUPPRESS else text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``handcast CMD: error: MESSAGE (see handcast CMD --help)``, exit 2
+    (subcommand parsers are of the same class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _RangeHelp)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        first = message.splitlines()[0] if message else "bad arguments"
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {first} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="handcast",
         description="4D hand motion: lifting 2D tracks to 3D, forecasting from one image, single-image pose; "
         "synthetic benchmark, dataset converters, detection, evaluation, rendering, viewer, hand models.",
@@ -41,7 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # KEY=VALUE config overrides may stand anywhere on the command line, not only together
+        if isinstance(getattr(args, "overrides", None), list) and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides.extend(extra)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

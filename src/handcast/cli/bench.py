@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from handcast.cli.common import add_device, add_quiet, add_sampler, add_samples, add_seed, command_line, pairs
+from handcast.cli.common import (MAX_STEPS, add_device, add_quiet, add_sampler, add_samples, add_seed, check_device,
+                                 command_line, float_range, int_range, pairs)
 
 
 def _checkpoints(args: argparse.Namespace) -> dict[str, str]:
@@ -36,6 +37,7 @@ def _bench_forecasting(args: argparse.Namespace) -> None:
 def _bench_pose(args: argparse.Namespace) -> None:
     from handcast.eval.bench_pose import bench_pose, format_report
 
+    check_device(args.device)
     r = bench_pose(args.ckpt, regressor=args.regressor, crops=args.crops, split=args.split, num_samples=args.samples,
                    sampler=args.sampler, steps=args.steps, steps_table=args.steps_table, keypoints=args.keypoints,
                    tau=args.tau, seed=args.seed, max_items=args.max_items, out=args.out, device=args.device,
@@ -109,11 +111,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--split", default="test")
     add_samples(b, "hypotheses per hand")
     add_sampler(b, steps=1, steps_help="sampler steps of the main table (default 1)")
-    b.add_argument("--steps-table", type=int, nargs="+", default=[1, 2, 5, 10])
+    b.add_argument("--steps-table", type=int_range(1, MAX_STEPS), nargs="+", default=[1, 2, 5, 10])
     b.add_argument("--keypoints", choices=["det", "gt"], default="det", help="detector-like or exact 2D input")
-    b.add_argument("--tau", type=float, default=4.0, help="pixel scale of the 2D-consistency weights")
+    b.add_argument("--tau", type=float_range(0, None, lo_open=True), default=4.0, help="pixel scale of the 2D-consistency weights")
     add_seed(b)
-    b.add_argument("--max-items", type=int, default=None)
+    b.add_argument("--max-items", type=int_range(1), default=None, help="at most this many crops (>= 1)")
     b.add_argument("--out", default=None, help="write OUT.md and OUT.json (e.g. results/pose_tiny)")
     add_device(b)
     add_quiet(b)

@@ -3,12 +3,159 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import shlex
 import sys
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from handcast.conventions import DEFAULT_FOV_DEG
 from handcast.errors import HandcastError
+
+
+#: the most sampler steps: the training steps of every shipped diffusion schedule
+MAX_STEPS = 1000
+#: random seeds: what numpy and torch both accept
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer within [lo, hi] (None: unbounded); argparse names the flag in the
+    one-line error, which gives the range."""
+    span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in {span}, got '{text}'") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be in {span}, got {text}")
+        return v
+
+    parse.__name__ = "integer"
+    parse.span = span  # type: ignore[attr-defined]  (the help shows it)
+    return parse
+
+
+def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number within [lo, hi] (``lo_open``: (lo, hi]); NaN and inf refused."""
+    span = f"{'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {span}, got '{text}'") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {text}")
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be in {span}, got {text}")
+        return v
+
+    parse.__name__ = "number"
+    if lo is not None or hi is not None:
+        parse.span = span  # type: ignore[attr-defined]  (the help shows it)
+    return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type``: a torch device name, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    if not re.fullmatch(r"cpu|mps|cuda(:\d{1,3})?", text):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or mps, got '{text}'")
+    return text
+
+
+def devices_count(text: str) -> int | str:
+    """An argparse ``type`` of ``--devices``: ``auto`` or a count >= 1 (checked against the machine later)."""
+    return text if text == "auto" else int_range(1, 4096)(text)
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_device(device: str | None, flag: str = "--device") -> None:
+    """Refuse (one-line HandcastError) a device that does not exist on this machine."""
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise HandcastError(f"{flag} mps: no MPS device on this machine")
+        return
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= n:
+        raise HandcastError(f"{flag} {device}: this machine has {n} CUDA device(s)")
+
+
+#: --accelerator values (Lightning's names)
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+def check_lightning(args: argparse.Namespace) -> None:
+    """Refuse (one-line HandcastError) ``--devices`` beyond what the machine has for ``--accelerator``, and
+    a ``--strategy`` Lightning does not know; before any work starts."""
+    acc, devices = args.accelerator, args.devices
+    if acc == "mps":
+        check_device("mps", "--accelerator")
+    elif acc in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HandcastError(f"--accelerator {acc}: this machine has no CUDA device")
+    if devices != "auto":
+        if acc == "cpu":
+            have, what = cpu_count(), "CPU core(s)"
+        elif acc in ("gpu", "cuda"):
+            import torch
+
+            have, what = torch.cuda.device_count(), "CUDA device(s)"
+        else:
+            have, what = None, ""
+        if have is not None and devices > have:
+            raise HandcastError(f"--devices {devices}: this machine has {have} {what} for --accelerator {acc}")
+    if args.strategy != "auto":
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        names = sorted(StrategyRegistry.available_strategies())
+        if args.strategy not in names:
+            raise HandcastError(f"--strategy '{args.strategy}' is not a Lightning strategy "
+                                f"(e.g. auto, ddp, ddp_spawn, fsdp, deepspeed)")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux /proc/meminfo MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(need: float, what: str) -> None:
+    """Refuse (one-line HandcastError with both numbers) work estimated to need ``need`` bytes when the
+    machine has less available; ``what`` names the flags that set the size."""
+    have = available_memory()
+    if have is not None and need > have:
+        raise HandcastError(f"{what} needs about {need / 2**30:.1f} GiB of memory, "
+                            f"{have / 2**30:.1f} GiB is available: ask for less")
+
+
+def attention_memory(batch: float, tokens: float, width: int = 1024, heads: int = 16) -> float:
+    """A generous estimate (bytes, float32) of one transformer layer's activations at inference: ``batch``
+    sequences of ``tokens`` tokens (the attention matrices dominate for long sequences)."""
+    return 4.0 * batch * (heads * tokens * tokens * 2 + tokens * width * 8)
 
 
 class _SamplerNames:
@@ -27,22 +174,22 @@ class _SamplerNames:
 
 def add_samples(p: argparse.ArgumentParser, what: str) -> None:
     """``--samples N`` (default 5); ``what`` says what one sample is, e.g. 'futures to sample'."""
-    p.add_argument("--samples", type=int, default=5, help=f"{what} (default 5)")
+    p.add_argument("--samples", type=int_range(1, 1000), default=5, help=f"{what} (default 5)")
 
 
 def add_sampler(p: argparse.ArgumentParser, steps: int = 10, steps_help: str = "sampler steps (default %(default)s)") -> None:
     """``--sampler`` (one of handcast.diffusion.SAMPLERS, default ddim) and ``--steps`` (default ``steps``)."""
     p.add_argument("--sampler", default="ddim", choices=_SamplerNames(), metavar="SAMPLER",
                    help="%(choices)s (default %(default)s)")
-    p.add_argument("--steps", type=int, default=steps, help=steps_help)
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=steps, help=steps_help)
 
 
 def add_seed(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int_range(*SEED_RANGE), default=0, help="random seed (default 0)")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
@@ -52,7 +199,7 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
 def add_camera(p: argparse.ArgumentParser, fov_default: str = f"{DEFAULT_FOV_DEG:g}") -> None:
     """``--fov DEG`` and ``--intrinsics K.json`` (give one: handcast.geometry.resolve_intrinsics);
     ``fov_default`` describes the camera used without either."""
-    p.add_argument("--fov", type=float, default=None, metavar="DEG",
+    p.add_argument("--fov", type=float_range(), default=None, metavar="DEG",  # range: resolve_intrinsics
                    help=f"horizontal field of view in degrees (default: {fov_default})")
     p.add_argument("--intrinsics", default=None, metavar="K.json", help="3x3 intrinsics matrix as JSON (pixels)")
 
@@ -75,9 +222,10 @@ def add_train(p: argparse.ArgumentParser, resume_help: str, overrides_help: str)
 
 def add_lightning(p: argparse.ArgumentParser) -> None:
     """Where a Lightning training runs: ``--accelerator``, ``--devices``, ``--num-nodes``, ``--strategy``."""
-    p.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto (default: cpu)")
-    p.add_argument("--devices", default=1, type=lambda v: v if v == "auto" else int(v), help="devices per node")
-    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--accelerator", default="cpu", choices=ACCELERATORS, help="%(choices)s (default: cpu)")
+    p.add_argument("--devices", default=1, type=devices_count,
+                   help="devices per node: a count up to the CPU cores / GPUs there are, or auto (default 1)")
+    p.add_argument("--num-nodes", type=int_range(1, 4096), default=1)
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
 
 

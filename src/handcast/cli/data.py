@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from handcast.cli.common import add_out_overwrite, add_quiet, add_seed, pairs
+from handcast.cli.common import add_out_overwrite, add_quiet, add_seed, int_range, pairs
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--preset", default="tiny", help="benchmark size: smoke, tiny or paper (default: tiny)")
     add_out_overwrite(s, "output store folder", "replace an existing store at --out")
     add_seed(s)
-    s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count, max 2)")
+    s.add_argument("--workers", type=int_range(1, 256), default=None,
+                   help="worker processes (default: CPU count, max 2)")
     add_quiet(s)
     s.set_defaults(func=_synth)
 
@@ -101,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--store", required=True, help="clip store folder")
     b.add_argument("--split", required=True, help="split name")
     b.add_argument("--out", required=True, help="output prediction .npz")
-    b.add_argument("--horizon", type=int, default=None, help="frames to predict (default: each clip's length)")
+    b.add_argument("--horizon", type=int_range(1, 100000), default=None,
+                   help="frames to predict (default: each clip's length)")
     b.set_defaults(func=_baseline_static)
 
     s = sub.add_parser("render", help="render a clip or a prediction: overlay + second view PNG and an MP4")
@@ -109,8 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", default=None, help="split of --store")
     s.add_argument("--clip", default=None, help="clip id, or an index into the split (default: 0)")
     s.add_argument("--pred", default=None, help="prediction .npz to draw instead of the clip's ground truth")
-    s.add_argument("--sample", type=int, default=0, help="which prediction sample to draw")
+    s.add_argument("--sample", type=int_range(0), default=0, help="which prediction sample to draw")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--no-video", action="store_true", help="write only the PNG")
-    s.add_argument("--max-frames", type=int, default=None, help="render at most this many frames")
+    s.add_argument("--max-frames", type=int_range(1), default=None, help="render at most this many frames")
     s.set_defaults(func=_render)

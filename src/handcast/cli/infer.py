@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from handcast.cli.common import add_camera, add_device, add_out_overwrite, add_quiet, add_sampler, add_samples, add_seed
+from handcast.cli.common import (add_camera, add_device, add_out_overwrite, add_quiet, add_sampler, add_samples, add_seed,
+                                 attention_memory, check_device, check_memory, float_range, int_range)
 from handcast.conventions import DEFAULT_FOV_DEG
 
 
 def _pose(args: argparse.Namespace) -> None:
     from handcast.infer.pose import run_pose
 
+    check_device(args.device)
     out = run_pose(args.image, args.out, keypoints=args.keypoints, ckpt=args.ckpt, num_samples=args.samples,
                    sampler=args.sampler, steps=args.steps, aggregation=args.aggregation, focal=args.focal,
                    fov=args.fov, intrinsics=args.intrinsics, seed=args.seed, overwrite=args.overwrite,
@@ -21,6 +23,7 @@ def _pose(args: argparse.Namespace) -> None:
 def _forecast(args: argparse.Namespace) -> None:
     from handcast.infer.forecast import run_forecast
 
+    check_memory(attention_memory(args.samples, args.frames + 64), f"--samples {args.samples} x --frames {args.frames}")
     res = run_forecast(args.image, args.out, ckpt=args.ckpt, samples=args.samples, frames=args.frames,
                        keypoints=args.keypoints, detect=not args.no_detect, fov=args.fov, intrinsics=args.intrinsics,
                        sampler=args.sampler, steps=args.steps, seed=args.seed, video=not args.no_video,
@@ -36,6 +39,8 @@ def _forecast(args: argparse.Namespace) -> None:
 def _lift(args: argparse.Namespace) -> None:
     from handcast.infer.lift import run_lift
 
+    if args.window is not None:
+        check_memory(attention_memory(16, args.window), f"--window {args.window}")
     res = run_lift(args.source, args.out, ckpt=args.ckpt, fov=args.fov, intrinsics=args.intrinsics, window=args.window,
                    overlap=args.overlap, refine_iterations=args.refine_iterations, smooth=args.smooth,
                    video=not args.no_video, max_frames=args.max_frames, progress=not args.quiet, sampler=args.sampler,
@@ -73,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampler(s, steps=1, steps_help="sampler steps (default 1: one-step DDIM)")
     s.add_argument("--aggregation", choices=["single", "mean", "median", "reproj"], default="median")
     add_camera(s)
-    s.add_argument("--focal", type=float, default=None, metavar="PX",
+    s.add_argument("--focal", type=float_range(0, None, lo_open=True), default=None, metavar="PX",
                    help="focal length in pixels: an alias kept from older versions, the camera by its focal length "
                    "instead of --fov")
     add_seed(s)
@@ -88,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input image (JPEG, PNG, ...) or a video (with --context / --at: the forecast continues it)")
     s.add_argument("--out", default="forecast_out", help="output folder (default: forecast_out)")
     add_samples(s, "futures to sample")
-    s.add_argument("--frames", type=int, default=64, help="frames to forecast at 30 fps (default 64)")
+    s.add_argument("--frames", type=int_range(1, 1024), default=64, help="frames to forecast at 30 fps (default 64)")
     s.add_argument("--ckpt", default=None, help="forecasting checkpoint (default: the shipped tiny models)")
     s.add_argument("--keypoints", default=None, metavar="KP.json",
                    help="2D keypoints of the image's hands from any detector (format: docs/forecasting.md)")
@@ -115,12 +120,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default="lift_out", help="output folder (default: lift_out)")
     add_camera(s, f"the tracks file's K, else {DEFAULT_FOV_DEG:g}")
     s.add_argument("--ckpt", default=None, help="lifting checkpoint (default: the shipped tiny model)")
-    s.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    s.add_argument("--max-frames", type=int_range(1), default=None, help="only the first N frames")
     s.add_argument("--no-video", action="store_true", help="write only the npz files")
-    s.add_argument("--window", type=int, default=None, help="frames per lifting window (default 64)")
-    s.add_argument("--overlap", type=int, default=16, help="frames shared by consecutive windows (default 16)")
-    s.add_argument("--refine-iterations", type=int, default=500, help="refinement iterations (default 500; 0 = L only)")
-    s.add_argument("--smooth", type=float, default=3.0, help="weight of the joint-acceleration term (default 3)")
+    s.add_argument("--window", type=int_range(8, 1024), default=None, help="frames per lifting window (default 64)")
+    s.add_argument("--overlap", type=int_range(0, 1023), default=16, help="frames shared by consecutive windows (default 16)")
+    s.add_argument("--refine-iterations", type=int_range(0, 10**6), default=500, help="refinement iterations (default 500; 0 = L only)")
+    s.add_argument("--smooth", type=float_range(0, 1e6), default=3.0, help="weight of the joint-acceleration term (default 3)")
     s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view)")
     add_sampler(s)
     add_seed(s)
@@ -131,6 +136,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("video", help="input video")
     s.add_argument("--out", required=True, help="output tracks .npz (the handcast lift tracks format)")
     s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view)")
-    s.add_argument("--max-frames", type=int, default=None, help="detect at most this many frames")
+    s.add_argument("--max-frames", type=int_range(1), default=None, help="detect at most this many frames")
     add_quiet(s)
     s.set_defaults(func=_detect)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from handcast.cli.common import add_device, add_lightning, add_quiet, add_sampler, add_train
+from handcast.cli.common import (add_device, add_lightning, add_quiet, add_sampler, add_train, check_device, check_lightning,
+                                 device_name, float_range, int_range)
 
 
 def _lightning_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments train_lift and train_forecast share."""
+    """The keyword arguments train_lift and train_forecast share (the Lightning flags checked first)."""
+    check_lightning(args)
     return dict(store=args.store, out=args.out, resume=args.resume, devices=args.devices, accelerator=args.accelerator,
                 num_nodes=args.num_nodes, strategy=args.strategy, max_steps=args.max_steps, progress=not args.quiet)
 
@@ -29,6 +31,8 @@ def _train_forecast(args: argparse.Namespace) -> None:
 def _train_pose(args: argparse.Namespace) -> None:
     from handcast.train.pose import train_pose
 
+    check_device(args.device)
+    check_lightning(args)
     for k, p in train_pose(args.config, args.overrides, crops=args.crops, out=args.out, stages=args.stages,
                            resume=args.resume, device=args.device, devices=args.devices,
                            accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=args.strategy,
@@ -41,6 +45,7 @@ def _impute(args: argparse.Namespace) -> None:
 
     from handcast.fit.impute import impute
 
+    check_device(args.device)
     summary = impute(args.ckpt, args.data, args.split, args.out, out_split=args.out_split, batch_size=args.batch_size,
                      sampler=args.sampler, steps=args.steps, iterations=args.iterations, tol=args.tol,
                      use_3d_labels=args.use_3d_labels, device=args.device, progress=not args.quiet)
@@ -52,7 +57,7 @@ def _lightning_model(tsub: argparse._SubParsersAction, name: str, help: str) -> 
     t = tsub.add_parser(name, help=help)
     add_train(t, "continue an interrupted run in --out", "config overrides, e.g. train.lr=1e-4")
     t.add_argument("--store", default=None, help="clip store to train on (overrides data.store)")
-    t.add_argument("--max-steps", type=int, default=None, help="overrides train.max_steps")
+    t.add_argument("--max-steps", type=int_range(1, 10**9), default=None, help="overrides train.max_steps")
     add_lightning(t)
     return t
 
@@ -74,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--crops", default=None, help="crop set folder (overrides data.crops; built when missing)")
     t.add_argument("--stages", nargs="+", choices=["ae", "joint", "mesh", "regressor"], default=None,
                    help="train only these stages (default: all)")
-    t.add_argument("--device", default=None, help="cpu, cuda or cuda:1: shorthand for --accelerator/--devices "
+    t.add_argument("--device", type=device_name, default=None, help="cpu, cuda or cuda:1: shorthand for --accelerator/--devices "
                    "(kept from older versions)")
     add_lightning(t)
     t.set_defaults(func=_train_pose)
@@ -85,10 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", required=True, help="split of --data to impute")
     s.add_argument("--out", required=True, help="clip store to write (created, or appended to; resumable)")
     s.add_argument("--out-split", default=None, help="split name in --out (default: <split>_imputed)")
-    s.add_argument("--batch-size", type=int, default=64, help="clips refined together (default 64)")
+    s.add_argument("--batch-size", type=int_range(1, 65536), default=64, help="clips refined together (default 64)")
     add_sampler(s)
-    s.add_argument("--iterations", type=int, default=1000, help="refinement iterations (default 1000)")
-    s.add_argument("--tol", type=float, default=1e-4, help="refinement early-stop loss (default 1e-4; 0 = never)")
+    s.add_argument("--iterations", type=int_range(0, 10**6), default=1000, help="refinement iterations (default 1000)")
+    s.add_argument("--tol", type=float_range(0), default=1e-4, help="refinement early-stop loss (default 1e-4; 0 = never)")
     s.add_argument("--use-3d-labels", action="store_true", help="also fit 3D keypoints where a clip has them")
     add_device(s)
     add_quiet(s)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from handcast.cli.common import int_range
+
 
 def _view(args: argparse.Namespace) -> None:
     from handcast.render.viewer import write_viewer
@@ -24,13 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("result", help="result .npz (handcast forecast or lift, a prediction or ground-truth file)")
     s.add_argument("--out", required=True, help="output .html")
     s.add_argument("--title", default=None, help="page title")
-    s.add_argument("--clip", type=int, default=0, help="which clip of a prediction / ground-truth file")
+    s.add_argument("--clip", type=int_range(0), default=0, help="which clip of a prediction / ground-truth file")
     s.set_defaults(func=_view)
 
     s = sub.add_parser("export-meshes", help="one mesh per frame (OBJ, PLY or GLB) of a result's hands")
     s.add_argument("result", help="result .npz with MANO parameters or vertices")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--format", default="obj", choices=("obj", "ply", "glb"))
-    s.add_argument("--sample", type=int, default=0, help="which sample of a multi-sample result")
-    s.add_argument("--clip", type=int, default=0, help="which clip of a prediction / ground-truth file")
+    s.add_argument("--sample", type=int_range(0), default=0, help="which sample of a multi-sample result")
+    s.add_argument("--clip", type=int_range(0), default=0, help="which clip of a prediction / ground-truth file")
     s.set_defaults(func=_export_meshes)

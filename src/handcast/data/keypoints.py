@@ -61,6 +61,8 @@ def parse_keypoints(data, source: str = "keypoints") -> tuple[np.ndarray, np.nda
                 raise HandcastError(f"{source}: hand {i} ({side}) keypoint {j} is not a pair of numbers") from None
             if not (np.isfinite(u) and np.isfinite(v) and np.isfinite(cj)):
                 raise HandcastError(f"{source}: hand {i} ({side}) keypoint {j} is not finite")
+            if max(abs(u), abs(v)) > 1e6:  # pixels: far outside any image
+                raise HandcastError(f"{source}: hand {i} ({side}) keypoint {j} = ({u:g}, {v:g}) is beyond 1e6 pixels")
             if cj > 0:
                 uv[k, j] = (u, v)
                 conf[k, j] = min(max(cj, 0.0), 1.0)

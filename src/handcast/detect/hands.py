@@ -20,7 +20,9 @@ keypoint carries its hand's handedness probability.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -37,6 +39,28 @@ INSTALL_HINT = "pip install handcast[detect]"
 MEDIAPIPE_VERSION = "0.10.14"
 
 _STATIC_CACHE: dict[tuple[float, int], "HandDetector"] = {}
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the duration: mediapipe's C++ (absl, TFLite) writes log lines
+    ("INFO: Created TensorFlow Lite XNNPACK delegate", "W0000 ... inference_feedback_manager") straight to
+    it, past every Python logging setting. Python's own sys.stderr is flushed first and works again after."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(null)
 
 
 def _hands_module():
@@ -85,10 +109,11 @@ class HandDetector:
         hands = _hands_module()
         self.video = bool(video)
         self.mirrored = bool(mirrored)
-        self._graph = hands.Hands(static_image_mode=not self.video, max_num_hands=2,
-                                  model_complexity=int(model_complexity),
-                                  min_detection_confidence=float(min_confidence),
-                                  min_tracking_confidence=float(min_tracking_confidence))
+        with _native_stderr_silenced():
+            self._graph = hands.Hands(static_image_mode=not self.video, max_num_hands=2,
+                                      model_complexity=int(model_complexity),
+                                      min_detection_confidence=float(min_confidence),
+                                      min_tracking_confidence=float(min_tracking_confidence))
         self._prev: np.ndarray | None = None  # (2, 21, 2) previous frame's keypoints (video)
 
     def close(self) -> None:
@@ -107,7 +132,8 @@ class HandDetector:
             raise HandcastError("this HandDetector was closed")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protobuf deprecation warnings from inside mediapipe
-            return self._graph.process(image)
+            with _native_stderr_silenced():
+                return self._graph.process(image)
 
     def detect(self, image: np.ndarray, mirrored: bool | None = None) -> HandDetections:
         """Detect up to two hands in an (H, W, 3) uint8 RGB image -> :class:`HandDetections`.

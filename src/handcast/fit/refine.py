@@ -100,7 +100,9 @@ def sanitise_params(pose: torch.Tensor, transl: torch.Tensor, hand_valid: torch.
     fin = torch.isfinite(pose).flatten(-2).all(-1) & torch.isfinite(transl).all(-1)  # (B, T, 2)
     if bool((~fin & hand_valid).any()):
         b, t, h = (~fin & hand_valid).nonzero()[0].tolist()
-        raise HandcastError(f"initial pose/transl is NaN or inf at clip {b}, frame {t}, hand {h} (a valid hand)")
+        raise HandcastError(f"refinement cannot start: the initial pose/transl is NaN or inf at clip {b}, frame "
+                            f"{t}, hand {h} (a valid hand); the 2D input, cameras or model that gave it hold values "
+                            "out of range")
     if not bool(fin.all()):
         pose = torch.where(fin[..., None, None], pose, torch.zeros_like(pose))
         transl = torch.where(fin[..., None], transl, torch.zeros_like(transl))

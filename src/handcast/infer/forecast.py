@@ -242,8 +242,9 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
     if ckpt is None:
         kind = "keypoints" if present.any() else "image"
         if kind == "image":
-            messages.append("no hands found in the input (no --keypoints and the detector found none or is not "
-                            "installed): running the image-only model")
+            why = (f"the --keypoints file has no hand with {MIN_HAND_KEYPOINTS} keypoints" if keypoints is not None
+                   else "no --keypoints and the detector found none or is not installed")
+            messages.append(f"no hands found in the input ({why}): running the image-only model")
         ckpt = shipped_checkpoint(SHIPPED[kind], "handcast train forecast")
     model = load_forecast(ckpt)
     if int8:

@@ -227,6 +227,10 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
         uv, hv, conf = uv[:n], hv[:n], conf[:n]
         w2c = None if w2c is None else w2c[:n]
     finite = np.isfinite(uv).all(-1)
+    far = finite & (np.abs(np.where(np.isfinite(uv), uv, 0.0)) > 1e6).any(-1)  # pixels: far outside any image
+    if far.any():
+        t, h, j = (int(x) for x in np.argwhere(far)[0])
+        raise HandcastError(f"{src}: uv of frame {t}, hand {h}, keypoint {j} is beyond 1e6 pixels ({uv[t, h, j]})")
     conf = np.where(finite & hv[..., None], conf, 0.0).astype(np.float32)
     uv = np.where(finite[..., None], uv, np.nan).astype(np.float32)
     return LiftInput(uv=uv, conf=conf, hand_valid=hv, K=np.asarray(K, np.float32), world_to_cam=w2c, fps=fps,

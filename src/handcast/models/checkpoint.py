@@ -163,9 +163,86 @@ def load_model(path: str | Path, kind: str, build, device: str | torch.device = 
     match the stored ones exactly; in eval mode on ``device``. A config this code cannot build is refused
     with a one-line HandcastError."""
     cfg, state, meta = read_checkpoint(path, kind)
+    if not isinstance(cfg, dict):
+        raise HandcastError(f"{path}: checkpoint config is not a mapping")
+    check_model_config(cfg, f"{path}: checkpoint config")
+    check_finite_state(state, path)
     try:
         model = build(cfg)
-    except (TypeError, KeyError, ValueError) as e:
-        raise HandcastError(f"{path}: checkpoint config does not match this handcast ({e})") from None
+    except HandcastError as e:
+        raise HandcastError(f"{path}: checkpoint config: {e}") from None
+    except (TypeError, KeyError, ValueError, AttributeError, AssertionError, OverflowError) as e:
+        raise HandcastError(f"{path}: checkpoint config does not match this handcast ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     load_weights_strict(model, upgrade_state_names(model, state, path), path)
     return model.to(device).eval(), meta
+
+
+#: architecture keys of every model config section (at any depth) and their allowed integer ranges
+INT_KEYS: dict[str, tuple[int, int]] = {
+    "width": (1, 16384), "ff_width": (1, 65536), "embed_dim": (1, 16384), "hidden": (1, 65536),
+    "layers": (1, 256), "depth": (1, 256), "heads": (1, 256), "num_heads": (1, 256), "motion_dim": (1, 4096),
+    "latent_dim": (1, 4096), "pca_components": (1, 4096), "token_dim": (1, 4096), "patch_size": (1, 1024),
+    "patch_padding": (0, 1024), "num_train_timesteps": (1, 100000), "kpe_freqs": (0, 64),
+}
+#: probability-like and ratio keys of model configs and their allowed (closed) float ranges
+FLOAT_KEYS: dict[str, tuple[float, float]] = {
+    "dropout": (0.0, 1.0), "p_token_dropout": (0.0, 1.0), "p_cond_dropout": (0.0, 1.0),
+    "drop_path_rate": (0.0, 1.0), "mlp_ratio": (1e-3, 64.0), "joint_scale": (1e-9, 1e3),
+}
+#: the most parameters a config may describe (an estimate over its transformer stacks)
+MAX_PARAMETERS = 4e9
+
+
+def check_model_config(cfg: Any, source: str = "model config") -> None:
+    """Refuse (one-line HandcastError naming ``source`` and the key) a model config section whose
+    architecture numbers are of the wrong type or out of range (:data:`INT_KEYS`, :data:`FLOAT_KEYS`), whose
+    width does not divide into its heads, or which describes more than :data:`MAX_PARAMETERS` parameters.
+    Keys are found at any depth; other keys are left to the model's own config classes."""
+    total = [0.0]
+
+    def walk(d: Any, path: str) -> None:
+        if isinstance(d, list):
+            for i, v in enumerate(d):
+                walk(v, f"{path}[{i}]")
+            return
+        if not isinstance(d, dict):
+            return
+        for k, v in d.items():
+            name = f"{path}.{k}" if path else str(k)
+            if k in INT_KEYS:
+                lo, hi = INT_KEYS[k]
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise HandcastError(f"{source}: {name} must be an integer in [{lo}, {hi}], got {v!r:.60}")
+                if not lo <= v <= hi:
+                    raise HandcastError(f"{source}: {name} must be in [{lo}, {hi}], got {v}")
+            elif k in FLOAT_KEYS:
+                lo, hi = FLOAT_KEYS[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= float(v) <= hi:
+                    raise HandcastError(f"{source}: {name} must be a number in [{lo:g}, {hi:g}], got {v!r:.60}")
+            elif k == "img_size" and v is not None:
+                if (not isinstance(v, (list, tuple)) or len(v) != 2
+                        or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 8192 for s in v)):
+                    raise HandcastError(f"{source}: {name} must be [H, W] pixels within [1, 8192], got {v!r:.60}")
+            else:
+                walk(v, name)
+        for w, h in (("width", "heads"), ("embed_dim", "num_heads")):
+            if w in d and h in d and d[w] % d[h]:
+                raise HandcastError(f"{source}: {path + '.' if path else ''}{w} {d[w]} is not divisible by "
+                                    f"{h} {d[h]}")
+        width = d.get("width", d.get("embed_dim"))
+        layers = d.get("layers", d.get("depth"))
+        if width and layers:
+            ff = d.get("ff_width", d.get("hidden", width * float(d.get("mlp_ratio", 4.0))))
+            total[0] += float(layers) * (4.0 * width * width + 2.0 * width * ff)
+
+    walk(cfg, "")
+    if total[0] > MAX_PARAMETERS:
+        raise HandcastError(f"{source}: the config describes about {total[0]:.3g} parameters (at most "
+                            f"{MAX_PARAMETERS:.0e}): a width or layer count is out of range")
+
+
+def check_finite_state(state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Refuse (one-line HandcastError naming the tensors) a state dict with NaN or infinite weights."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise HandcastError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite weights ({name_list(bad)})")

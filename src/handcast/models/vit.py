@@ -32,7 +32,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from handcast.errors import HandcastError
-from handcast.models.checkpoint import compare_state, name_list
+from handcast.models.checkpoint import check_finite_state, compare_state, name_list
 
 LAYER_NORM_EPS = 1e-6
 """ViTPose builds every LayerNorm with eps 1e-6 (not torch's default 1e-5)."""
@@ -447,6 +447,7 @@ def load_backbone(
     for k in ok:
         if not (state[k].is_floating_point() or state[k].dtype == expected[k].dtype):
             raise HandcastError(f"backbone entry {k} in {path} has dtype {state[k].dtype}, expected floating point")
+    check_finite_state({k: state[k] for k in ok}, f"backbone in {path}")
     model.load_state_dict({k: state[k] for k in ok}, strict=False)
     return dataclasses.replace(report, loaded=tuple(ok), missing=tuple(missing), unexpected=tuple(unexpected),
                                mismatched=tuple(mismatched))

@@ -7,9 +7,11 @@ against the packaged ``tiny`` preset of its kind: an unknown or misspelt key is 
 
 from __future__ import annotations
 
+import math
+import os
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from handcast.errors import HandcastError
 
@@ -37,8 +39,96 @@ def _read(kind: str, name_or_path: str):
     return OmegaConf.create(res.read_text())
 
 
-def load_config(kind: str, name_or_path: str = "tiny", overrides: Sequence[str] = ()):
-    """The resolved config (an omegaconf DictConfig) of ``kind`` from a preset name or YAML path."""
+#: value rules of the config keys, by dotted-key pattern (fnmatch; the first match wins): (kind, low, high)
+#: with kind "int", "float" (a finite number), "float>" (low excluded) or "ints" (a list of ints)
+RULES: list[tuple[str, str, float, float]] = [
+    ("train.seed", "int", 0, 2**32 - 1),
+    ("*batch_size", "int", 1, 65536),
+    ("*.lr", "float>", 0.0, 10.0),
+    ("*weight_decay", "float", 0.0, 10.0),
+    ("train.hyps.steps", "ints", 1, 1000),
+    ("train.hyps.samples", "int", 1, 1000),
+    ("*val_every_steps", "int", 1, 10**9),
+    ("*save_every_steps", "int", 1, 10**9),
+    ("*val_steps", "int", 1, 1000),
+    ("*max_steps", "int", 1, 10**9),
+    ("train.*.steps", "int", 1, 10**9),
+    ("*val_clips", "int", 1, 10**9),
+    ("*num_workers", "int", 0, 256),
+    ("*threads", "int", 0, 1024),
+    ("*meshes", "int", 1, 10**9),
+    ("*grad_clip", "float", 0.0, 1e9),
+    ("data.horizon", "int", 1, 1024),
+    ("*.p_*", "float", 0.0, 1.0),
+    ("*drop*", "float", 0.0, 1.0),
+    ("*jitter*", "float", 0.0, 1e4),
+    ("train.*", "float", 0.0, 1e9),  # loss weights
+]
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_config(cfg: dict, schema: dict, kind: str) -> None:
+    """Refuse (one-line HandcastError naming the key and what it takes) a resolved config ``cfg`` (plain
+    dict) with a value of another type than the packaged tiny preset's (``schema``: a number given as a
+    string, a list where a number belongs, ...), a non-finite number, a value outside :data:`RULES`, or a
+    model section :func:`handcast.models.checkpoint.check_model_config` refuses."""
+    import fnmatch
+
+    from handcast.models.checkpoint import check_model_config
+
+    def walk(d, ref, path):
+        for k, v in d.items():
+            key = f"{path}.{k}" if path else str(k)
+            r = ref.get(k) if isinstance(ref, dict) else None
+            if isinstance(v, dict):
+                walk(v, r if isinstance(r, dict) else {}, key)
+                continue
+            if _number(r) and not _number(v):
+                raise HandcastError(f"invalid {kind} config: {key} must be a number, got {v!r:.60}")
+            if isinstance(r, int) and not isinstance(r, bool) and isinstance(v, float) and not v.is_integer():
+                raise HandcastError(f"invalid {kind} config: {key} must be an integer, got {v!r}")
+            if isinstance(r, bool) and not isinstance(v, bool):
+                raise HandcastError(f"invalid {kind} config: {key} must be true or false, got {v!r:.60}")
+            if isinstance(r, str) and r and v is not None and not isinstance(v, str):
+                raise HandcastError(f"invalid {kind} config: {key} must be a string, got {v!r:.60}")
+            if _number(v) and not math.isfinite(v):
+                raise HandcastError(f"invalid {kind} config: {key} must be a finite number, got {v}")
+            if key.startswith("model.") or isinstance(v, bool) or v is None:
+                continue
+            for pattern, typ, lo, hi in RULES:
+                if not fnmatch.fnmatchcase(key, pattern):
+                    continue
+                vals = v if typ == "ints" and isinstance(v, list) else [v]
+                if typ == "ints" and not isinstance(v, list):
+                    raise HandcastError(f"invalid {kind} config: {key} must be a list of integers in [{lo}, {hi}]")
+                for x in vals:
+                    if not _number(x) or (typ in ("int", "ints") and not float(x).is_integer()):
+                        if typ == "float" and not _number(x):
+                            break  # e.g. a string-valued train.* key: checked by its own code
+                        raise HandcastError(f"invalid {kind} config: {key} must be "
+                                            f"{'an integer' if typ in ('int', 'ints') else 'a number'} in "
+                                            f"[{lo:g}, {hi:g}], got {x!r:.60}")
+                    low_ok = x > lo if typ == "float>" else x >= lo
+                    if not (low_ok and x <= hi):
+                        span = f"{'(' if typ == 'float>' else '['}{lo:g}, {hi:g}]"
+                        raise HandcastError(f"invalid {kind} config: {key} must be in {span}, got {x}")
+                break
+
+    walk(cfg, schema, "")
+    if isinstance(cfg.get("model"), dict):
+        check_model_config(cfg["model"], f"invalid {kind} config: model")
+
+
+def load_config(kind: str, name_or_path: str = "tiny", overrides: Sequence[str] = (),
+                paths: Mapping[str, str | os.PathLike | None] | None = None):
+    """The resolved, checked config (an omegaconf DictConfig) of ``kind`` from a preset name or YAML path.
+
+    overrides: dot-list ``KEY=VALUE`` strings (values parsed as YAML). paths: {dotted key: path} set last,
+    as plain strings, never parsed (a ``#``, ``: `` or ``${...}`` in a path stays as it is); None values
+    are skipped. Every value is then checked (:func:`check_config`): one-line HandcastError."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -46,16 +136,22 @@ def load_config(kind: str, name_or_path: str = "tiny", overrides: Sequence[str] 
     OmegaConf.set_struct(schema, True)
     try:
         cfg = OmegaConf.merge(schema, _read(kind, name_or_path), OmegaConf.from_dotlist(list(overrides)))
+        if cfg.get("kind") != kind:
+            raise HandcastError(f"config is for '{cfg.get('kind')}', expected '{kind}'")
+        OmegaConf.resolve(cfg)
+        for key, value in (paths or {}).items():
+            if value is not None:
+                OmegaConf.update(cfg, key, str(value), force_add=False)
     except OmegaConfBaseException as e:
         msg = str(e).splitlines()[0]
         raise HandcastError(f"invalid {kind} config: {msg}") from None
-    if cfg.get("kind") != kind:
-        raise HandcastError(f"config is for '{cfg.get('kind')}', expected '{kind}'")
-    OmegaConf.resolve(cfg)
+    check_config(to_container(cfg), to_container(schema), kind)
     return cfg
 
 
 def to_container(cfg) -> dict:
+    """A config from :func:`load_config` (already resolved) as plain dicts and lists; path values set
+    through ``paths`` keep any ``${...}`` as it is."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(cfg, resolve=False)

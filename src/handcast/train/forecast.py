@@ -30,7 +30,7 @@ from handcast.models.forecast import (  # noqa: F401 (load_forecast: moved)
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.config import load_config, to_container
 from handcast.train.lift import image_error, wrist_statistics
-from handcast.train.runner import fit, motion_module_base, prepare_run
+from handcast.train.runner import check_training_labels, fit, motion_module_base, prepare_run
 
 
 @dataclass(frozen=True)
@@ -149,11 +149,11 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
                    init_backbone: str | None = None, progress: bool = True) -> Path:
     """Train F (or a regressor baseline); returns the final checkpoint ``<out>/forecast.safetensors``."""
     ov = list(overrides)
-    for key, val in (("data.store", store), ("train.out", out), ("train.max_steps", max_steps),
-                     ("train.init_backbone", init_backbone)):
-        if val:
-            ov.append(f"{key}={val}")
-    cfg = to_container(load_config("forecast", config, ov))
+    if max_steps is not None:
+        ov.append(f"train.max_steps={int(max_steps)}")
+    # paths are set as plain strings, never parsed as YAML
+    cfg = to_container(load_config("forecast", config, ov, paths={
+        "data.store": store or None, "train.out": out or None, "train.init_backbone": init_backbone or None}))
     d, t, mc = cfg["data"], cfg["train"], cfg["model"]
     needs_image = mc.get("image") is not None
     if not d["train"]:
@@ -171,13 +171,19 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
         st = open_store(src.get("store"))
         parts.append(forecast_dataset(st, src["split"], int(d["horizon"]), needs_image))
         view = st.split(src["split"])
+        check_training_labels(view)
         if any(p in ("gt", "imputed") for p in view.clip_field("provenance")):
             stats_views.append(view)
     if not stats_views:
         raise HandcastError("forecast training needs at least one source with 3D labels (provenance gt or imputed)")
+    val_view = open_store(None).split(d["val_split"])
+    if t.get("init_backbone"):  # checked before the run folder is made
+        if not needs_image:
+            raise HandcastError("--init-backbone given but this model has no image encoder (model.image is null)")
+        if not Path(t["init_backbone"]).is_file():
+            raise HandcastError(f"checkpoint not found: {t['init_backbone']}")
     run = prepare_run(t["out"], resume, int(t["seed"]))
     train_ds = torch.utils.data.ConcatDataset(parts)
-    val_view = open_store(None).split(d["val_split"])
     val_ds = forecast_dataset(open_store(None), d["val_split"], int(d["horizon"]), needs_image,
                               indices=np.arange(min(len(val_view), int(t["val_clips"]))))
     stats = [wrist_statistics(v) for v in stats_views]

@@ -24,7 +24,7 @@ from handcast.models.lifting import build_lift, load_lift  # noqa: F401 (load_li
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.augment import LiftAugment, LiftAugmentConfig
 from handcast.train.config import load_config, to_container
-from handcast.train.runner import fit, motion_module_base, prepare_run
+from handcast.train.runner import check_training_labels, fit, motion_module_base, prepare_run
 
 
 def image_error(kp3d: torch.Tensor, target_uv: torch.Tensor, weight: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -143,17 +143,14 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
                num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None, progress: bool = True) -> Path:
     """Train L; returns the path of the final safetensors checkpoint (``<out>/lift.safetensors``)."""
     ov = list(overrides)
-    if store:
-        ov.append(f"data.store={store}")
-    if out:
-        ov.append(f"train.out={out}")
-    if max_steps:
-        ov.append(f"train.max_steps={max_steps}")
-    cfg = to_container(load_config("lift", config, ov))
+    if max_steps is not None:
+        ov.append(f"train.max_steps={int(max_steps)}")
+    # paths are set as plain strings, never parsed as YAML
+    cfg = to_container(load_config("lift", config, ov, paths={"data.store": store or None, "train.out": out or None}))
     d, t = cfg["data"], cfg["train"]
-    run = prepare_run(t["out"], resume, int(t["seed"]))
-
     st = ClipStore(d["store"])
+    check_training_labels(st.split(d["train_split"]))
+    run = prepare_run(t["out"], resume, int(t["seed"]))  # after the input checks: nothing made for a bad input
     hands = HandModel("auto")
 
     def rest_wrist(betas):

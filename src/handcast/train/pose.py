@@ -435,12 +435,8 @@ def train_regressor(model, cfg: dict, batches: CropBatches, test: CropBatches | 
 def resolve_config(config: str = "tiny", overrides: Sequence[str] = (), crops: str | None = None,
                    out: str | None = None) -> dict:
     """The resolved ``pose`` config as a plain dict (preset name or YAML path, dot-list overrides)."""
-    ov = list(overrides)
-    if crops:
-        ov.append(f"data.crops={crops}")
-    if out:
-        ov.append(f"train.out={out}")
-    return to_container(load_config("pose", config, ov))
+    return to_container(load_config("pose", config, overrides, paths={"data.crops": crops or None,
+                                                                      "train.out": out or None}))
 
 
 def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str | None = None, out: str | None = None,

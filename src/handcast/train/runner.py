@@ -14,7 +14,11 @@ from pathlib import Path
 from handcast.diffusion import make_scheduler
 from handcast.errors import HandcastError
 from handcast.hand import HandModel
-from handcast.models.checkpoint import save_checkpoint
+from handcast.models.checkpoint import check_finite_state, save_checkpoint
+
+#: the largest magnitude a training label may have (metres, pixels, intrinsics in pixels): anything above is
+#: damage, not data
+MAX_LABEL = 1e6
 
 
 def motion_module_base():
@@ -67,6 +71,57 @@ def prepare_run(out: str | Path, resume: bool, seed: int) -> Path:
     return run
 
 
+def check_training_labels(view, fields=("pose", "transl", "joints3d", "kp2d", "kp2d_conf", "world_to_cam"),
+                          clip_fields=("betas", "K")) -> None:
+    """Refuse (one-line HandcastError naming the split, the array and the first bad clip) a store split
+    (:class:`~handcast.data.store.SplitView`) whose float labels hold NaN, infinite or absurd (> ``MAX_LABEL``)
+    values: a clip store has no NaN (unlabelled entries are 0), so these are damage. Streams the memory maps."""
+    import numpy as np
+
+    def first_bad(arr) -> int | None:
+        flat = np.asarray(arr).reshape(len(arr), -1)
+        for start in range(0, len(flat), 65536):
+            chunk = flat[start:start + 65536]
+            ok = np.isfinite(chunk) & (np.abs(chunk) <= MAX_LABEL)
+            rows = np.flatnonzero(~ok.all(1))
+            if rows.size:
+                return start + int(rows[0])
+        return None
+
+    for name in clip_fields:
+        row = first_bad(view.clip_field(name))
+        if row is not None:
+            raise HandcastError(f"split '{view.name}': labels '{name}' of clip {row} hold NaN, infinite or values "
+                                f"beyond {MAX_LABEL:g}: the store is damaged (refusing to train on it)")
+    offsets = view.frame_offsets
+    for name in fields:
+        base = 0
+        for chunk in view.frame_chunks(name):
+            row = first_bad(chunk)
+            if row is not None:
+                clip = int(np.searchsorted(offsets, base + row, side="right") - 1)
+                raise HandcastError(f"split '{view.name}': labels '{name}' of clip {clip} hold NaN, infinite or "
+                                    f"values beyond {MAX_LABEL:g}: the store is damaged (refusing to train on it)")
+            base += len(chunk)
+
+
+def finite_loss_callback():
+    """A Lightning callback that stops training with a one-line HandcastError as soon as a training loss is
+    NaN or infinite, before its backward pass and optimiser step (so nothing non-finite is saved)."""
+    import lightning as L
+    import torch
+
+    class FiniteLoss(L.Callback):
+        def on_before_backward(self, trainer, pl_module, loss):
+            # before the gradients and the optimiser step: the weights in memory stay the last good ones
+            if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+                raise HandcastError(f"training stopped: the loss became {float(loss.detach().float().mean())} "
+                                    f"at step {trainer.global_step} (non-finite training labels or weights, or "
+                                    "a learning rate too large); no checkpoint written for this step")
+
+    return FiniteLoss()
+
+
 def save_last_callback(path: str | Path, every_steps: int):
     """A Lightning callback that writes the full training state (weights, optimiser, loop) to ``path`` every
     ``every_steps`` optimiser steps and when training ends, atomically (temporary file, then rename), so a
@@ -117,7 +172,7 @@ def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str | None = None, m
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         max_steps=int(t["max_steps"]), gradient_clip_val=float(t["grad_clip"]),
         val_check_interval=min(int(t["val_every_steps"]), int(t["max_steps"])), check_val_every_n_epoch=None,
-        callbacks=[ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress, enable_checkpointing=False,
+        callbacks=[finite_loss_callback(), ckpt_cb], default_root_dir=str(run), enable_progress_bar=progress, enable_checkpointing=False,
         logger=L.pytorch.loggers.CSVLogger(str(run), name=f"logs/{name}" if name else "logs"),
         enable_model_summary=False, num_sanity_val_steps=0,
     )
@@ -125,6 +180,7 @@ def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str | None = None, m
     if kind is None:
         return None
     final = run / f"{kind}.safetensors"
+    check_finite_state(module.model.state_dict(), f"training of {run}: the trained model")
     if trainer.is_global_zero:
         save_checkpoint(final, module.model, kind, model_cfg)
     return final

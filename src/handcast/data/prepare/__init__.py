@@ -138,7 +138,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, split: str | Non
         v = opts.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise HandcastError(f"option {key} must be a positive integer, got {v!r}")
-    if opts.get("fps") is not None and not (isinstance(opts["fps"], (int, float)) and opts["fps"] > 0):
+    if opts.get("fps") is not None and not (isinstance(opts["fps"], (int, float)) and 0 < opts["fps"] < float("inf")):
         raise HandcastError(f"option fps must be a positive number, got {opts['fps']!r}")
     if opts.get("hand_model") not in (None, "auto", "mano", "open", "none"):
         raise HandcastError(f"option hand_model must be auto, mano, open or none, got {opts['hand_model']!r}")
