@@ -287,7 +287,10 @@ def test_damaged_input_is_refused_cleanly(damaged, tmp_path, capfd, monkeypatch,
     err = capfd.readouterr().err
     assert code not in (0, None), err
     assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    # mediapipe's native (C++) log lines reach fd 2 when another test in this worker already opened its graph;
+    # they are not handcast's output (known leftover, issue 13)
+    native = ("INFO: Created TensorFlow", "WARNING: All log messages", "W0000 ", "I0000 ", "E0000 ")
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(native)]
     assert len(lines) == 1 and "error" in lines[0], err
     if needle is not None:
         assert needle in lines[0], err

@@ -49,7 +49,7 @@ def test_fit_recovers_a_hand_turned_the_wrong_way(hands):
     torch.manual_seed(0)
     j, root, R, kp, K = _scene(hands)
     start = j @ _roll(120.0).T  # the network's answer, turned 120 degrees in the image plane
-    out = fit_keypoints(hands, start, kp, torch.ones(3, 21), K, KeypointFitConfig(iterations=250))
+    out = fit_keypoints(hands, start, kp, torch.ones(3, 21), K, KeypointFitConfig(iterations=250, w_prior=4.0))
     assert float(out["reproj_px"].max()) < 1.0  # lands on the keypoints
     P = out["joints"] + out["root"][:, None]
     uv = (K[:, None] @ P.unsqueeze(-1)).squeeze(-1)
