@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from handcast.cli.common import (add_camera, add_device, add_out_overwrite, add_quiet, add_sampler, add_samples, add_seed,
-                                 attention_memory, check_device, check_memory, float_range, int_range)
+from handcast.cli.common import (
+    add_camera,
+    add_device,
+    add_out_overwrite,
+    add_quiet,
+    add_sampler,
+    add_samples,
+    add_seed,
+    attention_memory,
+    check_device,
+    check_memory,
+    float_range,
+    int_range,
+)
 from handcast.conventions import DEFAULT_FOV_DEG
 
 
@@ -109,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--context", type=int, default=None, metavar="N",
                    help="a video: the N frames ending at --at are lifted (L + refinement) and become the known "
                    "first N frames of the forecast (default 1)")
-    s.add_argument("--at", type=float, default=None, metavar="SECONDS",
+    s.add_argument("--at", type=float_range(0.0), default=None, metavar="SECONDS",
                    help="a video: the time of the last context frame (default: (N - 1) / fps, the first N frames)")
     s.add_argument("--mirrored", action="store_true", help="a video: it is a selfie (mirrored) view")
     s.set_defaults(func=_forecast)

@@ -9,7 +9,6 @@ The files carry no handedness; callers decide it (see :func:`read_coco_hand_keyp
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from handcast.conventions import NUM_KEYPOINTS
+from handcast.data.keypoints import read_json_file
 from handcast.errors import HandcastError
 
 
@@ -40,12 +40,7 @@ def read_coco_hand_keypoints(json_path: str | os.PathLike) -> list[CocoHand]:
     Raises HandcastError (one line) for a missing or malformed file, an annotation without 21 keypoints or
     pointing at an image id the file does not list."""
     p = Path(json_path)
-    if not p.is_file():
-        raise HandcastError(f"keypoint file not found: {p}")
-    try:
-        data = json.loads(p.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HandcastError(f"{p}: not a JSON file ({e})") from None
+    data = read_json_file(p, "keypoint file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
         raise HandcastError(f"{p}: expected a COCO-style object with 'images' and 'annotations' lists")

@@ -69,16 +69,20 @@ def parse_keypoints(data, source: str = "keypoints") -> tuple[np.ndarray, np.nda
     return uv, conf
 
 
-def read_keypoints(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a keypoints file (module docstring) -> (uv (2, 21, 2) px, conf (2, 21))."""
+def read_json_file(path: str | os.PathLike, what: str = "keypoints file"):
+    """The parsed JSON of ``path``; a one-line HandcastError naming ``what`` if it is missing or not JSON."""
     p = Path(path)
     if not p.is_file():
-        raise HandcastError(f"keypoints file not found: {p}")
+        raise HandcastError(f"{what} not found: {p}")
     try:
-        data = json.loads(p.read_text())
+        return json.loads(p.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HandcastError(f"{p}: not a JSON keypoints file ({e})") from None
-    return parse_keypoints(data, str(p))
+        raise HandcastError(f"{p}: not a JSON {what} ({e})") from None
+
+
+def read_keypoints(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a keypoints file (module docstring) -> (uv (2, 21, 2) px, conf (2, 21))."""
+    return parse_keypoints(read_json_file(path), str(path))
 
 
 def keypoints_json(uv: np.ndarray, conf: np.ndarray) -> dict:

@@ -29,14 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-
 import roma
 import torch
 
 from handcast.errors import HandcastError
 from handcast.geometry import rotmat_to_6d, sixd_to_rotmat
-from handcast.models.cascade.fitting import fit_mesh_to_joints
 from handcast.models.cascade.estimate import PoseResult
+from handcast.models.cascade.fitting import fit_mesh_to_joints
 from handcast.models.cascade.handutil import right_hand
 
 
@@ -88,8 +87,7 @@ def inplane_angle(joints: torch.Tensor, rays: torch.Tensor, w: torch.Tensor) -> 
     return torch.atan2(cross, dot)
 
 
-def _initial_translation(joints: torch.Tensor, rays: torch.Tensor, w: torch.Tensor, f: torch.Tensor,
-                         min_depth: float) -> torch.Tensor:
+def _initial_translation(joints: torch.Tensor, rays: torch.Tensor, w: torch.Tensor, min_depth: float) -> torch.Tensor:
     """Translation (B, 3) for root-relative joints (B, 21, 3) from the ratio of their 3D spread to the
     keypoint rays' spread (depth) and the weighted centroid of the rays (x, y)."""
     ws = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
@@ -130,7 +128,6 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
     w = torch.where(torch.isfinite(kp2d).all(-1), conf.detach().to(dt).clamp(0, 1), torch.zeros_like(conf, dtype=dt))
     Kd = K.detach().to(dt)
     b = J.shape[0]
-    f = 0.5 * (Kd[:, 0, 0] + Kd[:, 1, 1])
     rays = _rays(kp, Kd)
 
     with torch.enable_grad():
@@ -156,9 +153,9 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
     kp0 = torch.einsum("bcij,bpj->bcpi", corrections, kp_model)  # (B, C, 21, 3)
 
     n = b * C
-    rep = lambda x: x.unsqueeze(1).expand(b, C, *x.shape[1:]).reshape(n, *x.shape[1:])  # noqa: E731
-    kp_n, w_n, K_n, f_n, rays_n = rep(kp), rep(w), rep(Kd), rep(f), rep(rays)
-    t0 = _initial_translation(kp0.reshape(n, 21, 3), rays_n, w_n, f_n, config.min_depth)
+    rep = lambda x: x.unsqueeze(1).expand(b, C, *x.shape[1:]).reshape(n, *x.shape[1:])
+    kp_n, w_n, K_n, rays_n = rep(kp), rep(w), rep(Kd), rep(rays)
+    t0 = _initial_translation(kp0.reshape(n, 21, 3), rays_n, w_n, config.min_depth)
     fingers0 = roma.rotmat_to_rotvec(R0[:, 1:]).reshape(b, 15, 3)
     fingers0_n = rep(fingers0)
     limits = hand_model.joint_limits[0].to(dt)  # (15, 3, 2)
@@ -205,10 +202,9 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
     with torch.no_grad():
         loss, (R, v, j, root, err) = losses()
         best = loss.reshape(b, C).argmin(-1)
-        pick = lambda x: x.reshape(b, C, *x.shape[1:])[torch.arange(b, device=dev), best]  # noqa: E731
+        pick = lambda x: x.reshape(b, C, *x.shape[1:])[torch.arange(b, device=dev), best]
         Rb, vb, jb, rootb, errb = pick(R), pick(v), pick(j), pick(root), pick(err)
-        wb = w
-        reproj = (wb * errb).sum(-1) / wb.sum(-1).clamp_min(1e-9)
+        reproj = (w * errb).sum(-1) / w.sum(-1).clamp_min(1e-9)
         # the rotation taking the network's estimate into the fitted orientation
         corr = Rb[:, 0] @ R0[:, 0].transpose(-1, -2)
     ok = (w > 0).sum(-1) >= 2

@@ -60,6 +60,9 @@ from handcast.data.coco_keypoints import CocoHand, read_coco_hand_keypoints
 from handcast.data.images import load_image
 from handcast.data.keypoints import keypoints_json
 from handcast.errors import HandcastError
+from handcast.geometry import (
+    project as project_np,  # numpy in, numpy out; NaN behind the camera
+)
 from handcast.hand import HandModel
 from handcast.infer.forecast import run_forecast
 from handcast.infer.lift import run_lift
@@ -165,14 +168,6 @@ def hand_size(uv: np.ndarray) -> float:
     """Diagonal (px) of the box of the finite keypoints (21, 2)."""
     p = uv[np.isfinite(uv).all(-1)]
     return float(np.linalg.norm(p.max(0) - p.min(0))) if len(p) else float("nan")
-
-
-def project_np(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Camera-frame points (..., 3) m -> pixels (..., 2) with intrinsics K (3, 3); NaN at or behind z = 0."""
-    p = np.asarray(points, np.float64)
-    z = p[..., 2:3]
-    uv = (p @ np.asarray(K, np.float64).T)[..., :2] / np.where(z > 1e-6, z, np.nan)
-    return uv
 
 
 def kp_distances(uv: np.ndarray, gt: np.ndarray, vis: np.ndarray) -> np.ndarray:

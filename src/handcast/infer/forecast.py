@@ -172,10 +172,10 @@ def video_context(video: str | os.PathLike, context: int, at: float | None = Non
     n = int(context)
     if n < 1:
         raise HandcastError(f"--context must be >= 1 frame, got {context}")
-    frames, fps, _, count = read_video(video)
-    end = n - 1 if at is None else int(round(float(at) * fps))
     if at is not None and (not np.isfinite(float(at)) or float(at) < 0):
         raise HandcastError(f"--at must be a time in seconds >= 0, got {at}")
+    frames, fps, _, count = read_video(video)
+    end = n - 1 if at is None else int(round(float(at) * fps))
     if end < n - 1:
         raise HandcastError(f"--at {at} s is frame {end}: a context of {n} frames needs --at >= {(n - 1) / fps:.3f} s")
     buf: deque = deque(maxlen=n)
