@@ -33,16 +33,17 @@ system-deps:
 		$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq $$pkgs >/dev/null; fi
 
 # The main job: build the tiny synthetic benchmark, score the static-pose baseline, render one clip, and
+# (--overwrite: the demo re-runs into its own folder)
 # forecast with the shipped tiny models: the image model on a synthetic scene, the keypoint model on a real photo.
 demo: $(STAMP)
 	$(HANDCAST) synth --preset tiny --out $(DEMO)/store --overwrite
-	$(HANDCAST) export-gt --store $(DEMO)/store --split lab_test --out $(DEMO)/gt_lab_test.npz
-	$(HANDCAST) baseline static --store $(DEMO)/store --split lab_test --out $(DEMO)/pred_static.npz
-	$(HANDCAST) evaluate --pred $(DEMO)/pred_static.npz --gt $(DEMO)/gt_lab_test.npz --json $(DEMO)/static_lab_test.json
-	$(HANDCAST) render --store $(DEMO)/store --split lab_test --clip 0 --out $(DEMO)/render
-	$(HANDCAST) forecast $(EX)/synthetic_scene.png --intrinsics $(EX)/synthetic_scene.K.json --no-detect --out $(DEMO)/forecast_synthetic
-	$(HANDCAST) forecast $(EX)/real_hand.jpg --keypoints $(EX)/real_hand.keypoints.json --out $(DEMO)/forecast_real
-	$(HANDCAST) view $(DEMO)/forecast_real/forecast.npz --out $(DEMO)/forecast_real/view.html
+	$(HANDCAST) export-gt --store $(DEMO)/store --split lab_test --out $(DEMO)/gt_lab_test.npz --overwrite
+	$(HANDCAST) baseline static --store $(DEMO)/store --split lab_test --out $(DEMO)/pred_static.npz --overwrite
+	$(HANDCAST) evaluate --pred $(DEMO)/pred_static.npz --gt $(DEMO)/gt_lab_test.npz --json $(DEMO)/static_lab_test.json --overwrite
+	$(HANDCAST) render --store $(DEMO)/store --split lab_test --clip 0 --out $(DEMO)/render --overwrite
+	$(HANDCAST) forecast $(EX)/synthetic_scene.png --intrinsics $(EX)/synthetic_scene.K.json --no-detect --out $(DEMO)/forecast_synthetic --overwrite
+	$(HANDCAST) forecast $(EX)/real_hand.jpg --keypoints $(EX)/real_hand.keypoints.json --out $(DEMO)/forecast_real --overwrite
+	$(HANDCAST) view $(DEMO)/forecast_real/forecast.npz --out $(DEMO)/forecast_real/view.html --overwrite
 	@echo "demo outputs in $(DEMO)/"
 
 # the layer contract (pyproject.toml [tool.importlinter], docs/architecture.md), then the whole suite

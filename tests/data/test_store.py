@@ -11,6 +11,7 @@ from handcast.data.clip import FRAME_FIELDS
 from handcast.data.store import (
     ClipStore,
     ClipStoreWriter,
+    check_store,
     compact_store,
     decode_image,
     encode_image,
@@ -338,3 +339,130 @@ def test_loading_1000_clips_is_fast(tmp_path):
     elapsed = time.perf_counter() - t
     assert len(clips) == 1000 and clips[-1].num_frames == 64
     assert elapsed < 2.0, f"loading 1000 clips took {elapsed:.2f} s (expected ~0.1 s)"
+
+
+# ------------------------------------------------------------------ damaged stores: one-line errors, store check
+def _small_store(tmp_path, rng, name="s"):
+    clips = [random_clip(rng, 6 + i, with_image=True, clip_id=f"c{i}") for i in range(3)]
+    write_clips(tmp_path / name, {"train": clips})
+    return tmp_path / name
+
+
+def _touch_all(path):
+    view = ClipStore(path).split("train")
+    for i in range(len(view)):
+        view.load(i)
+    return view
+
+
+def _set_manifest(path, fn):
+    m = json.loads((path / "manifest.json").read_text())
+    fn(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def _shard(path):
+    return path / "train" / "00000"
+
+
+def _poke(path, index, value):
+    a = np.load(path, mmap_mode="r+")
+    a[index] = value
+    a.flush()
+
+
+DAMAGES = {
+    "empty npy": (lambda p: (_shard(p) / "frames" / "pose.npy").write_bytes(b""), "pose.npy"),
+    "0-d npy": (lambda p: np.save(_shard(p) / "frames" / "transl.npy", np.float32(1)), "0-d"),
+    "wrong shape npy": (lambda p: np.save(_shard(p) / "clips" / "K.npy", np.zeros((3, 4, 4))), "K.npy: expected"),
+    "truncated npy": (lambda p: (_shard(p) / "frames" / "joints3d.npy").write_bytes(
+        (_shard(p) / "frames" / "joints3d.npy").read_bytes()[:300]), "joints3d.npy"),
+    "huge offsets": (lambda p: np.save(_shard(p) / "clips" / "offsets.npy",
+                                       np.array([0, 5, 2 ** 42, 2 ** 43], np.int64)), "offsets end at"),
+    "images.bin truncated": (lambda p: (_shard(p) / "images.bin").write_bytes(b"\xff\xd8"), "images.bin"),
+    "images.bin garbage": (lambda p: (_shard(p) / "images.bin").write_bytes(
+        b"x" * (_shard(p) / "images.bin").stat().st_size), "not a readable JPEG/PNG"),
+    "bad meta.jsonl": (lambda p: (_shard(p) / "meta.jsonl").write_text("{}\n{oops\n{}\n"), "line 2 is not JSON"),
+    "num_frames many": (lambda p: _set_manifest(p, lambda m: m["splits"]["train"]["shards"][0].__setitem__(
+        "num_frames", "many")), "num_frames must be a count"),
+    "traversal shard": (lambda p: _set_manifest(p, lambda m: m["splits"]["train"]["shards"][0].__setitem__(
+        "name", "../../other/train/00000")), "refused path"),
+    "absolute shard": (lambda p: _set_manifest(p, lambda m: m["splits"]["train"]["shards"][0].__setitem__(
+        "name", "/etc")), "refused path"),
+    "non-rigid camera": (lambda p: _poke(_shard(p) / "frames" / "world_to_cam.npy", (2, 0, 1), 0.5),
+                         "not a rigid transform"),
+    "nan pose": (lambda p: _poke(_shard(p) / "frames" / "pose.npy", (1, 0, 3, 0), np.nan), "non-finite"),
+    "zero focal length": (lambda p: _poke(_shard(p) / "clips" / "K.npy", (0, 0, 0), 0.0), "focal length <= 0"),
+    "traversal split": (lambda p: _set_manifest(p, lambda m: m["splits"].__setitem__(
+        "train", m["splits"].pop("train")) or m["splits"].__setitem__("..", m["splits"]["train"])), None),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_store_is_a_one_line_error_and_store_check_reports_it(tmp_path, rng, damage):
+    path = _small_store(tmp_path, rng)
+    assert check_store(path) == []
+    fn, needle = DAMAGES[damage]
+    fn(path)
+    problems = check_store(path)
+    assert problems and all("\n" not in p for p in problems), problems
+    if needle is None:  # damage in a split that is not read here
+        assert any("refused path '..'" in p for p in problems), problems
+        return
+    assert any(needle in p for p in problems), problems
+    if damage in ("non-rigid camera", "nan pose", "zero focal length"):  # values: refused by their users
+        return
+    with pytest.raises(HandcastError, match=needle.replace("(", r"\(")) as ei:
+        _touch_all(path)
+    assert "\n" not in str(ei.value)
+
+
+def test_a_manifest_cannot_send_reads_into_another_store(tmp_path, rng):
+    other = _small_store(tmp_path / "other", rng, name="victim")
+    mine = _small_store(tmp_path, rng, name="mine")
+    rel = "../../" + str((other / "train").relative_to(tmp_path))
+    _set_manifest(mine, lambda m: m["splits"]["train"]["shards"][0].__setitem__("name", rel + "/00000"))
+    with pytest.raises(HandcastError, match="refused path"):
+        ClipStore(mine).split("train")
+    (mine / "train" / "lnk").symlink_to(other / "train" / "00000")  # a link out of the store: refused too
+    _set_manifest(mine, lambda m: m["splits"]["train"]["shards"][0].__setitem__("name", "lnk"))
+    with pytest.raises(HandcastError, match="leads outside the store"):
+        ClipStore(mine).split("train")
+
+
+def test_stale_staging_folders_of_a_killed_append_are_removed_by_the_next(tmp_path, rng):
+    path = _small_store(tmp_path, rng)
+    dead = path / f".staging-{2 ** 22 + 7}-0123456789ab"
+    legacy = path / ".staging-abcdefabcdef"
+    for d in (dead, legacy):
+        (d / "train" / "00001").mkdir(parents=True)
+    assert sum("leftover" in p for p in check_store(path)) == 2
+    with ClipStoreWriter(path, append=True) as w:
+        w.add("train", random_clip(rng, 5, clip_id="new"))
+    assert not dead.exists() and not legacy.exists()
+    assert check_store(path) == [] and len(ClipStore(path).split("train")) == 4
+
+
+def test_store_check_cli(tmp_path, rng, capsys):
+    from handcast.cli import main
+
+    path = _small_store(tmp_path, rng)
+    assert main(["store", "check", str(path)]) == 0
+    DAMAGES["bad meta.jsonl"][0](path)
+    DAMAGES["empty npy"][0](path)
+    assert main(["store", "check", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert "line 2 is not JSON" in out and "pose.npy" in out
+    assert err.count("\n") == 1 and "2 problem(s)" in err
+
+
+def test_overwrite_replaces_only_a_clip_store(tmp_path, rng):
+    user = tmp_path / "Documents"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(HandcastError, match="not a clip store .* --overwrite replaces only a clip store"):
+        write_clips(user, {"train": [random_clip(rng, 5, clip_id="a")]}, overwrite=True)
+    assert (user / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["Documents"]
+    store = _small_store(tmp_path, rng)
+    write_clips(store, {"train": [random_clip(rng, 5, clip_id="a")]}, overwrite=True)
+    assert len(ClipStore(store).split("train")) == 1

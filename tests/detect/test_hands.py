@@ -169,6 +169,21 @@ def test_mirrored_flag_swaps_handedness(freihand):
     assert np.linalg.norm(mirrored_back - base.uv[0], axis=-1).mean() < 0.08 * size
 
 
+def test_native_log_lines_never_reach_stderr(freihand, capfd):
+    """mediapipe's C++ writes log lines ("W0000 ... inference_feedback_manager") to descriptor 2 each time a
+    graph starts; under a capture sys.stderr is another descriptor, and silencing that one let them through."""
+    _mediapipe()
+    from handcast.detect import HandDetector
+
+    img = freihand[0][1]
+    for video in (False, True):
+        with HandDetector(video=video) as det:  # a fresh graph each time: the lines come at its start
+            det.detect(img)
+    print("python's stderr still works", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert err == "python's stderr still works\n", err
+
+
 def test_no_hand_in_a_blank_image():
     _mediapipe()
     from handcast.detect import detect_image

@@ -208,6 +208,17 @@ def test_bad_inputs(tmp_path, hm, clips):
 
     with pytest.raises(HandcastError, match="initialiser returned pose"):
         impute_split(src.path, "wild", tmp_path / "out4", "imp", bad, hm, progress=False)
+    # a failed first run leaves no empty output store behind
+    assert not any((tmp_path / f"out{k}").exists() for k in (2, 3, 4))
+    # an --out that is a file or a folder that is no store is refused, naming no flag impute lacks
+    (tmp_path / "notastore").mkdir()
+    (tmp_path / "notastore" / "mine.txt").write_text("user")
+    (tmp_path / "afile").write_text("user")
+    for out in ("notastore", "afile"):
+        with pytest.raises(HandcastError, match="give a clip store to add to, or a new folder") as ei:
+            impute_split(src.path, "wild", tmp_path / out, "imp", oracle(truth), hm, progress=False)
+        assert "--overwrite" not in str(ei.value)
+    assert (tmp_path / "notastore" / "mine.txt").read_text() == "user" and (tmp_path / "afile").read_text() == "user"
 
 
 def test_into_the_source_store(tmp_path, hm, clips):

@@ -21,7 +21,6 @@ def hands():
 
 def _scene(hands, n=3, seed=0):
     """n right hands: (joints root-relative, root, rotmats, keypoints px, K)."""
-    g = torch.Generator().manual_seed(seed)
     fingers = torch.as_tensor(finger_pose_pool(hands, n, seed=seed), dtype=torch.float32)
     glob = torch.tensor([[2.2, 0.3, 0.1], [1.5, -0.6, 0.4], [2.8, 0.2, -0.5]])[:n]
     R = torch.cat([aa_to_rotmat(glob).unsqueeze(1), aa_to_rotmat(fingers)], 1)

@@ -209,3 +209,49 @@ def test_other_bad_inputs(tmp_path, monkeypatch):
     p.write_bytes(pickle.dumps({"a": np.zeros(3)}, protocol=2))
     with pytest.raises(HandcastError, match="missing"):
         read_mano_pickle(p)
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("nan_vertices", "v_template holds 1 non-finite"),
+    ("face_out_of_range", "faces index vertices"),
+    ("posedirs_shape", "posedirs must be"),
+    ("shapedirs_shape", "shapedirs must be"),
+    ("weights_shape", "weights must be"),
+])
+def test_import_refuses_a_model_whose_arrays_do_not_fit(tmp_path, monkeypatch, damage, needle):
+    Ch, csc = _fake_modules(monkeypatch)
+    arr = om.load_open_model("right")
+    d = _fake_mano_dict(arr, Ch, csc)
+    if damage == "nan_vertices":
+        d["v_template"] = arr["v_template"].copy()
+        d["v_template"][5, 1] = np.nan
+    elif damage == "face_out_of_range":
+        d["f"] = arr["f"].astype(np.uint32).copy()
+        d["f"][0, 0] = 5000
+    elif damage == "posedirs_shape":
+        d["posedirs"] = np.zeros((778, 3, 10))
+    elif damage == "shapedirs_shape":
+        d["shapedirs"] = _make_ch(Ch, np.zeros((700, 3, 10)))
+    else:
+        d["weights"] = arr["weights"][:, :5]
+    bad = tmp_path / "MANO_RIGHT.pkl"
+    bad.write_bytes(pickle.dumps(d, protocol=2))
+    (tmp_path / "ok").mkdir()
+    _, left = _write_fake_mano(tmp_path / "ok", monkeypatch)
+    with pytest.raises(HandcastError, match=needle) as ei:
+        import_mano(bad, left, tmp_path / "mano")
+    assert "\n" not in str(ei.value) and str(bad) in str(ei.value)
+    assert not (tmp_path / "mano").exists()
+
+
+def test_mano_info_says_when_the_installed_files_are_damaged(tmp_path, monkeypatch):
+    from handcast.hand import describe_installed_models
+
+    right_pkl, left_pkl = _write_fake_mano(tmp_path, monkeypatch)
+    out = import_mano(right_pkl, left_pkl, tmp_path / "mano")
+    assert "HandModel(kind='auto') uses: mano" in describe_installed_models(out)
+    (out / "MANO_RIGHT.npz").write_bytes(b"garbage")
+    text = describe_installed_models(out)
+    assert "damaged" in text and "not a readable .npz" in text and "fails until" in text
+    with pytest.raises(HandcastError, match="MANO_RIGHT.npz"):
+        HandModel("mano", mano_dir=out)

@@ -1,6 +1,7 @@
 """Checkpoint I/O: round trip, and refusal of mismatching or foreign files."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -138,3 +139,76 @@ def test_nan_weights_are_refused_by_name(tmp_path):
     with pytest.raises(HandcastError, match="NaN"):
         load_backbone(vit, tmp_path / "hamer.safetensors")
     assert all(torch.equal(before[k], v) for k, v in vit.state_dict().items())  # left untouched
+
+
+# ------------------------------------------------------------------ training state (--resume) and sniffing
+class _Payload:
+    """Unpickling this runs code: it touches a marker file (what a planted last.ckpt would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _training_state(m):
+    return {"epoch": 0, "global_step": 4, "pytorch-lightning_version": "2.6", "state_dict": m.state_dict(),
+            "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": []}
+
+
+def test_torch_zip_named_safetensors_is_recognised_by_content(tmp_path):
+    from handcast.models.checkpoint import sniff_checkpoint
+
+    p = tmp_path / "fake.safetensors"
+    torch.save(_model().state_dict(), p)
+    assert sniff_checkpoint(p) == "zip"
+    with pytest.raises(HandcastError, match="is a torch .pickle. file, not a safetensors checkpoint"):
+        read_checkpoint(p, "lift")
+    good = save_checkpoint(tmp_path / "m.bin", _model(), "lift", {})
+    assert sniff_checkpoint(good) == "safetensors"
+
+
+def test_read_training_state_round_trip_and_mismatch(tmp_path):
+    from handcast.models.checkpoint import read_training_state
+
+    m = _model()
+    p = tmp_path / "last.ckpt"
+    torch.save(_training_state(m), p)
+    assert read_training_state(p, m.state_dict())["global_step"] == 4
+    with pytest.raises(HandcastError, match="does not match the model this config builds: .*shape of"):
+        read_training_state(p, _model(16).state_dict())
+    bad = _model()
+    with torch.no_grad():
+        bad[0].weight[0, 0] = float("nan")
+    torch.save(_training_state(bad), p)
+    with pytest.raises(HandcastError, match="non-finite weights .0.weight"):
+        read_training_state(p, m.state_dict())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "safetensors", "no_state", "planted"])
+def test_a_damaged_or_planted_training_state_is_one_line_and_never_runs_code(tmp_path, monkeypatch, damage):
+    from handcast.models.checkpoint import read_training_state
+
+    # torch honours TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD wherever weights_only is left unset: it must not matter
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    m = _model()
+    p = tmp_path / "last.ckpt"
+    marker = tmp_path / "PWNED"
+    if damage == "truncated":
+        torch.save(_training_state(m), p)
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    elif damage == "garbage":
+        p.write_bytes(b"not a checkpoint at all")
+    elif damage == "safetensors":
+        save_checkpoint(p, m, "lift", {})
+    elif damage == "no_state":
+        torch.save({"hello": 1}, p)
+    else:
+        torch.save({**_training_state(m), "loops": _Payload(marker)}, p)
+    with pytest.raises(HandcastError) as ei:
+        read_training_state(p, m.state_dict())
+    msg = str(ei.value)
+    assert "\n" not in msg and str(p) in msg and "start afresh" in msg
+    assert not marker.exists()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"  # restored afterwards

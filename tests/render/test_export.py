@@ -112,3 +112,13 @@ def test_joints_only_result_has_no_meshes(tmp_path):
     np.savez(npz, joints=np.zeros((2, 2, 21, 3)))
     with pytest.raises(HandcastError, match="no meshes"):
         export_meshes(npz, tmp_path / "o")
+
+
+def test_no_valid_hand_is_an_error_not_an_empty_export(tmp_path, result):
+    npz, _, _ = result
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["hand_valid"] = np.zeros_like(arrays["hand_valid"])
+    with pytest.raises(HandcastError, match="no mesh to write"):
+        export_meshes(arrays, tmp_path / "o")
+    assert not (tmp_path / "o").exists()

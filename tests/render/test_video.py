@@ -185,3 +185,29 @@ def test_render_from_files(tmp_path):
         render_from_files(store=tmp_path / "store", split="val", clip="nope", out=tmp_path / "out")
     with pytest.raises(HandcastError):
         render_from_files(store=None, split=None, clip=None, out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("fx0", "positive focal lengths"), ("nan_pose", "pose holds"), ("shear", "not a rigid transform"),
+])
+def test_render_refuses_a_stored_clip_it_cannot_draw(tmp_path, damage, needle):
+    from handcast.data.store import write_clips
+    from handcast.data.testing import random_clip
+    from handcast.render.api import render_from_files
+
+    rng = np.random.default_rng(1)
+    write_clips(tmp_path / "store", {"val": [random_clip(rng, 4, with_image=True, clip_id="c0")]})
+    shard = tmp_path / "store" / "val" / "00000"
+    name = {"fx0": "clips/K.npy", "nan_pose": "frames/pose.npy", "shear": "frames/world_to_cam.npy"}[damage]
+    a = np.load(shard / name, mmap_mode="r+")
+    if damage == "fx0":
+        a[0, 0, 0] = 0.0
+    elif damage == "nan_pose":
+        a[1, 0, 3, 0] = np.nan
+    else:
+        a[2, 0, 1] += 0.5
+    a.flush()
+    del a
+    with pytest.raises(HandcastError, match=needle) as ei:
+        render_from_files(store=tmp_path / "store", split="val", clip="0", out=tmp_path / "out", video=True)
+    assert "\n" not in str(ei.value) and not (tmp_path / "out").exists()

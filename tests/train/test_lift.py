@@ -184,3 +184,47 @@ def test_a_run_killed_midway_resumes_from_its_last_save(store, tmp_path, monkeyp
     ck = train_lift("tiny", MICRO, store=str(store), out=str(out), max_steps=6, resume=True, progress=False)
     assert torch.load(out / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 6
     assert load_lift(ck).denoiser.config.width == 32
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("damage", ["planted", "truncated", "mismatched"])
+def test_resume_reads_last_ckpt_safely_and_refuses_a_bad_one_in_one_line(store, tmp_path, monkeypatch, damage):
+    """--resume never hands last.ckpt to an unprotected torch.load: a planted pickle does not run even with
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, and a damaged or foreign state is a one-line error."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "PWNED"
+    last = out / "last.ckpt"
+    sd = {"model.w": torch.zeros(3)}
+    if damage == "planted":
+        torch.save({"global_step": 2, "state_dict": sd, "loops": _Payload(marker)}, last)
+        torch.load(last, weights_only=False)  # the file really runs code when unpickled unprotected
+        assert marker.exists()
+        marker.unlink()
+    elif damage == "truncated":
+        torch.save({"global_step": 2, "state_dict": sd}, last)
+        last.write_bytes(last.read_bytes()[:200])
+    else:
+        torch.save({"global_step": 2, "state_dict": sd}, last)
+    with pytest.raises(HandcastError, match="last.ckpt") as ei:
+        train_lift("tiny", MICRO, store=str(store), out=str(out), max_steps=4, resume=True, progress=False)
+    assert "\n" not in str(ei.value)
+    assert not marker.exists()
+    assert not (out / "lift.safetensors").exists()
+
+
+def test_a_run_folder_that_is_a_file_is_refused_in_one_line(store, tmp_path):
+    (tmp_path / "f").write_text("user")
+    for out in (tmp_path / "f", tmp_path / "f" / "run"):
+        for resume in (False, True):
+            with pytest.raises(HandcastError, match="is an existing file|is a file, not a folder"):
+                train_lift("tiny", MICRO, store=str(store), out=str(out), max_steps=2, resume=resume, progress=False)
+    assert (tmp_path / "f").read_text() == "user"

@@ -210,6 +210,27 @@ def add_out_overwrite(p: argparse.ArgumentParser, out_help: str, overwrite_help:
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
+def add_overwrite(p: argparse.ArgumentParser, what: str = "the output") -> None:
+    """``--overwrite``: replace an existing output (a user's file is never touched without it)."""
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists")
+
+
+def refuse_existing(out_dir, names, overwrite: bool) -> None:
+    """Before any work: the output folder ``out_dir`` must not be a file, and none of ``names`` (file names, or
+    glob patterns) may exist in it unless ``overwrite``. One-line HandcastError otherwise."""
+    from handcast.errors import HandcastError
+    from handcast.io import check_output_dir
+
+    out_dir = check_output_dir(out_dir)
+    if overwrite or not out_dir.is_dir():
+        return
+    for n in names:
+        hit = sorted(out_dir.glob(n))
+        if hit:
+            raise HandcastError(f"{hit[0]} already exists (pass --overwrite to replace, or another --out)")
+    return None
+
+
 def add_train(p: argparse.ArgumentParser, resume_help: str, overrides_help: str) -> None:
     """The flags of every ``handcast train MODEL``: ``--config``, ``--out``, ``--resume``, ``--quiet`` and the
     KEY=VALUE config overrides."""

@@ -1,11 +1,12 @@
-"""Data subcommands: ``synth``, ``prepare``, ``export-gt``, ``evaluate``, ``baseline`` and ``render``."""
+"""Data subcommands: ``synth``, ``prepare``, ``export-gt``, ``evaluate``, ``baseline``, ``store check`` and
+``render``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from handcast.cli.common import add_out_overwrite, add_quiet, add_seed, int_range, pairs
+from handcast.cli.common import add_out_overwrite, add_overwrite, add_quiet, add_seed, int_range, pairs
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -28,27 +29,38 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _export_gt(args: argparse.Namespace) -> None:
     from handcast.eval.export import export_ground_truth
+    from handcast.io import check_output_file
 
+    check_output_file(args.out, overwrite=args.overwrite, suffix=".npz")
     n = export_ground_truth(Path(args.store), args.split, Path(args.out))
     print(f"wrote ground truth of {n} clips to {args.out}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from handcast.eval.evaluate import evaluate_files
+    from handcast.io import check_output_file
 
+    if args.json:
+        check_output_file(args.json, overwrite=args.overwrite, suffix=".json", flag="--json")
     _, table = evaluate_files(Path(args.pred), Path(args.gt), json_out=Path(args.json) if args.json else None)
     print(table)
 
 
 def _baseline_static(args: argparse.Namespace) -> None:
     from handcast.eval.baselines import static_pose_predictions
+    from handcast.io import check_output_file
 
+    check_output_file(args.out, overwrite=args.overwrite, suffix=".npz")
     n = static_pose_predictions(Path(args.store), args.split, Path(args.out), horizon=args.horizon)
     print(f"wrote static-pose predictions for {n} clips to {args.out}")
 
 
 def _render(args: argparse.Namespace) -> None:
+    from handcast.cli.common import refuse_existing
     from handcast.render.api import render_from_files
+
+    if args.clip is not None and not str(args.clip).lstrip("-").isdigit():  # names known before any work
+        refuse_existing(args.out, [f"{args.clip}.*", f"{args.clip}_pred_*"], args.overwrite)
 
     outputs = render_from_files(
         store=Path(args.store) if args.store else None, split=args.split, clip=args.clip,
@@ -57,6 +69,18 @@ def _render(args: argparse.Namespace) -> None:
     )
     for p in outputs:
         print(f"wrote {p}")
+
+
+def _store_check(args: argparse.Namespace) -> None:
+    from handcast.data.store import check_store
+    from handcast.errors import HandcastError
+
+    problems = check_store(Path(args.store), finite=not args.no_finite)
+    for p in problems:
+        print(p)
+    if problems:
+        raise HandcastError(f"{len(problems)} problem(s) in {args.store}")
+    print(f"{args.store}: no problems found")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,12 +111,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--store", required=True, help="clip store folder")
     s.add_argument("--split", required=True, help="split name, e.g. lab_test")
     s.add_argument("--out", required=True, help="output .npz")
+    add_overwrite(s, "--out")
     s.set_defaults(func=_export_gt)
 
     s = sub.add_parser("evaluate", help="score a prediction file against a ground-truth file")
     s.add_argument("--pred", required=True, help="prediction .npz (see docs/formats.md)")
     s.add_argument("--gt", required=True, help="ground-truth .npz (from handcast export-gt)")
     s.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    add_overwrite(s, "--json")
     s.set_defaults(func=_evaluate)
 
     s = sub.add_parser("baseline", help="run a non-learned baseline and write a prediction file")
@@ -104,7 +130,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="output prediction .npz")
     b.add_argument("--horizon", type=int_range(1, 100000), default=None,
                    help="frames to predict (default: each clip's length)")
+    add_overwrite(b, "--out")
     b.set_defaults(func=_baseline_static)
+
+    s = sub.add_parser("store", help="clip store tools")
+    ssub = s.add_subparsers(dest="store_command", metavar="ACTION")
+    ssub.required = True
+    c = ssub.add_parser("check", help="check every file of a clip store and report every problem, one per line")
+    c.add_argument("store", help="clip store folder")
+    c.add_argument("--no-finite", action="store_true", help="skip the scan for non-finite per-frame values")
+    c.set_defaults(func=_store_check)
 
     s = sub.add_parser("render", help="render a clip or a prediction: overlay + second view PNG and an MP4")
     s.add_argument("--store", default=None, help="clip store folder (the clip, its image and camera)")
@@ -115,4 +150,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--no-video", action="store_true", help="write only the PNG")
     s.add_argument("--max-frames", type=int_range(1), default=None, help="render at most this many frames")
+    add_overwrite(s, "the PNG / MP4 of that clip in --out")
     s.set_defaults(func=_render)

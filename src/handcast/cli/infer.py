@@ -8,6 +8,7 @@ from handcast.cli.common import (
     add_camera,
     add_device,
     add_out_overwrite,
+    add_overwrite,
     add_quiet,
     add_sampler,
     add_samples,
@@ -17,6 +18,7 @@ from handcast.cli.common import (
     check_memory,
     float_range,
     int_range,
+    refuse_existing,
 )
 from handcast.conventions import DEFAULT_FOV_DEG
 
@@ -36,6 +38,7 @@ def _forecast(args: argparse.Namespace) -> None:
     from handcast.infer.forecast import run_forecast
 
     check_memory(attention_memory(args.samples, args.frames + 64), f"--samples {args.samples} x --frames {args.frames}")
+    refuse_existing(args.out, ["forecast.npz", "forecast.png", "forecast.mp4"], args.overwrite)
     res = run_forecast(args.image, args.out, ckpt=args.ckpt, samples=args.samples, frames=args.frames,
                        keypoints=args.keypoints, detect=not args.no_detect, fov=args.fov, intrinsics=args.intrinsics,
                        sampler=args.sampler, steps=args.steps, seed=args.seed, video=not args.no_video,
@@ -53,6 +56,7 @@ def _lift(args: argparse.Namespace) -> None:
 
     if args.window is not None:
         check_memory(attention_memory(16, args.window), f"--window {args.window}")
+    refuse_existing(args.out, ["lift.npz", "lift.mp4", "tracks.npz"], args.overwrite)
     res = run_lift(args.source, args.out, ckpt=args.ckpt, fov=args.fov, intrinsics=args.intrinsics, window=args.window,
                    overlap=args.overlap, refine_iterations=args.refine_iterations, smooth=args.smooth,
                    video=not args.no_video, max_frames=args.max_frames, progress=not args.quiet, sampler=args.sampler,
@@ -70,7 +74,9 @@ def _lift(args: argparse.Namespace) -> None:
 
 def _detect(args: argparse.Namespace) -> None:
     from handcast.detect import detect_video
+    from handcast.io import check_output_file
 
+    check_output_file(args.out, overwrite=args.overwrite, suffix=".npz")
     tracks = detect_video(args.video, mirrored=args.mirrored, progress=not args.quiet, max_frames=args.max_frames)
     tracks.save(args.out)
     found = tracks.hand_valid.any(0)
@@ -104,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("image", metavar="IMAGE|VIDEO",
                    help="input image (JPEG, PNG, ...) or a video (with --context / --at: the forecast continues it)")
     s.add_argument("--out", default="forecast_out", help="output folder (default: forecast_out)")
+    add_overwrite(s, "forecast.npz / .png / .mp4 in --out")
     add_samples(s, "futures to sample")
     s.add_argument("--frames", type=int_range(1, 1024), default=64, help="frames to forecast at 30 fps (default 64)")
     s.add_argument("--ckpt", default=None, help="forecasting checkpoint (default: the shipped tiny models)")
@@ -130,6 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("source", metavar="VIDEO|TRACKS.npz",
                    help="a video (mediapipe detection, extra 'detect') or a tracks .npz (docs/lift_video.md)")
     s.add_argument("--out", default="lift_out", help="output folder (default: lift_out)")
+    add_overwrite(s, "lift.npz / .mp4 and tracks.npz in --out")
     add_camera(s, f"the tracks file's K, else {DEFAULT_FOV_DEG:g}")
     s.add_argument("--ckpt", default=None, help="lifting checkpoint (default: the shipped tiny model)")
     s.add_argument("--max-frames", type=int_range(1), default=None, help="only the first N frames")
@@ -147,6 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("detect", help="2D hand tracks of a video with mediapipe (extra 'detect'): a tracks .npz")
     s.add_argument("video", help="input video")
     s.add_argument("--out", required=True, help="output tracks .npz (the handcast lift tracks format)")
+    add_overwrite(s, "--out")
     s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view)")
     s.add_argument("--max-frames", type=int_range(1), default=None, help="detect at most this many frames")
     add_quiet(s)

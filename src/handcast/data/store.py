@@ -311,9 +311,14 @@ class ClipStoreWriter:
                 self._existing = ClipStore(self.path)
                 self._splits = {k: list(v["shards"]) for k, v in self._existing.manifest["splits"].items()}
                 self._created = self._existing.manifest.get("created")
-                self._root = self.path / f".staging-{uuid.uuid4().hex[:12]}"
+                _clean_staging(self.path)
+                self._root = self.path / f".staging-{os.getpid()}-{uuid.uuid4().hex[:12]}"
                 self._root.mkdir()
             else:
+                if (self.overwrite and self.path.is_dir() and not (self.path / MANIFEST).is_file()
+                        and any(self.path.iterdir())):
+                    raise HandcastError(f"{self.path} is not a clip store (no {MANIFEST}) and is not empty: "
+                                        "--overwrite replaces only a clip store; give another --out")
                 self._root = self._stack.enter_context(atomic_dir(self.path, overwrite=self.overwrite))
         except BaseException:
             self._stack.close()
@@ -422,14 +427,116 @@ class ClipStoreWriter:
                 tmp.write_text(json.dumps(_manifest(self._splits, self._created), indent=2) + "\n")
 
 
+_STAGING_RE = re.compile(r"^\.staging-(?:(?P<pid>\d+)-)?[0-9a-f]{12}$")
+
+
+def _staging_owner_alive(pid: str | None) -> bool:
+    if pid is None:
+        return False  # named by an older handcast, whose runs are long over
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _clean_staging(store: Path) -> list[Path]:
+    """Remove the ``.staging-*`` folders that killed appends left in ``store`` (their process is gone)."""
+    removed = []
+    for p in store.iterdir():
+        m = _STAGING_RE.match(p.name)
+        if m and p.is_dir() and not _staging_owner_alive(m["pid"]):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 # ====================================================================== reading
+_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def confined(root: str | os.PathLike, *parts) -> Path:
+    """``root / parts...`` for names read from a manifest, refused (one-line HandcastError) unless each part is a
+    plain file or folder name (no '/', '..', absolute path, or link) leading inside ``root``."""
+    root = Path(root)
+    for part in parts:
+        if not isinstance(part, str) or not _PART_RE.match(part) or part in (".", ".."):
+            raise HandcastError(f"{root / MANIFEST}: refused path {part!r} (names in a manifest must be plain "
+                                "names inside the store)")
+    path = root.joinpath(*parts)
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except OSError:
+        inside = False
+    if not inside:
+        raise HandcastError(f"{root / MANIFEST}: refused path {'/'.join(parts)!r}: it leads outside the store")
+    return path
+
+
+def _count(entry: dict, key: str, where: Path) -> int:
+    v = entry.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise HandcastError(f"clip store manifest: shard {where}: {key} must be a count (integer >= 0), got {v!r}")
+    return v
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _check_array(arr: np.ndarray, rel: str, rows: int, path: Path) -> None:
+    """A stored array has the dtype and per-row shape the format says, and ``rows`` rows."""
+    folder, name = rel.split("/")[0], rel.split("/")[-1][: -len(".npy")]
+    if folder == "frames":
+        want = FRAME_FIELDS.get(name)
+    elif name in ("offsets", "image_offsets"):
+        want = (np.dtype(np.int64), ())
+    elif name in STRING_FIELDS:
+        want = None
+        if arr.dtype.kind != "U" or arr.ndim != 1:
+            raise HandcastError(f"clip store file {path}: expected a 1-D unicode array, got {arr.dtype} {arr.shape}")
+    else:
+        want = CLIP_FILES.get(name)
+    if arr.ndim == 0:
+        raise HandcastError(f"clip store file {path}: a 0-d array, expected {rows} rows")
+    if want is not None:
+        dtype, shape = want
+        if arr.dtype.kind not in "biuf" or tuple(arr.shape[1:]) != tuple(shape):
+            dims = ", ".join(map(str, ("N", *shape)))
+            raise HandcastError(f"clip store file {path}: expected {np.dtype(dtype).name} ({dims})"
+                                f", got {arr.dtype} {arr.shape}")
+    if arr.shape[0] != rows:
+        raise HandcastError(f"clip store file {path} has {arr.shape[0]} rows, manifest says {rows}")
+
+
+def _meta(shard: "_Shard", j: int) -> dict:
+    try:
+        meta = json.loads(shard.meta_line(j))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HandcastError(f"clip store file {shard.folder / 'meta.jsonl'}: line {j + 1} is not JSON "
+                            f"({_first_line(e)})") from None
+    if not isinstance(meta, dict):
+        raise HandcastError(f"clip store file {shard.folder / 'meta.jsonl'}: line {j + 1} is not a JSON object")
+    return meta
+
+
 class _Shard:
     """Lazily memory-mapped files of one shard."""
 
     def __init__(self, folder: Path, entry: dict):
         self.folder = folder
-        self.num_clips = int(entry["num_clips"])
-        self.num_frames = int(entry["num_frames"])
+        self.num_clips = _count(entry, "num_clips", folder)
+        self.num_frames = _count(entry, "num_frames", folder)
         self._arrays: dict[str, np.ndarray] = {}
         self._meta_lines: list[bytes] | None = None
         self._images: np.ndarray | None = None
@@ -443,14 +550,17 @@ class _Shard:
 
     def _load(self, rel: str, rows: int, mmap: bool) -> np.ndarray:
         path = self.folder / rel
+        if not path.is_file():
+            raise HandcastError(f"clip store is incomplete: missing {path}")
         try:
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise HandcastError(f"clip store is incomplete: missing {path}") from None
         except ValueError as e:
-            raise HandcastError(f"clip store file {path} is not a plain .npy ({e})") from None
-        if arr.shape[0] != rows:
-            raise HandcastError(f"clip store file {path} has {arr.shape[0]} rows, manifest says {rows}")
+            raise HandcastError(f"clip store file {path} is not a plain .npy, or is truncated "
+                                f"({_first_line(e)})") from None
+        except Exception as e:  # noqa: BLE001 - EOFError / OSError / UnpicklingError for an empty or damaged file
+            raise HandcastError(f"clip store file {path} is unreadable "
+                                f"({type(e).__name__}: {_first_line(e)})") from None
+        _check_array(arr, rel, rows, path)
         if isinstance(arr, np.memmap):
             # A plain ndarray view of the same mapping: slicing it skips np.memmap's per-slice overhead.
             arr = arr.view(np.ndarray)
@@ -469,12 +579,33 @@ class _Shard:
                 rows, mmap = self.num_clips + 1, False
             else:
                 rows, mmap = self.num_clips, name not in STRING_FIELDS
-            arr = self._arrays["c:" + name] = self._load(f"clips/{name}.npy", rows, mmap=mmap)
+            arr = self._load(f"clips/{name}.npy", rows, mmap=mmap)
+            if name in ("offsets", "image_offsets"):
+                self._check_offsets(name, arr)
+            self._arrays["c:" + name] = arr
         return arr
+
+    def _check_offsets(self, name: str, off: np.ndarray) -> None:
+        path = self.folder / "clips" / f"{name}.npy"
+        end = self.num_frames if name == "offsets" else _file_size(self.folder / "images.bin")
+        if not off.shape[0]:
+            return
+        if off[0] != 0 or (np.diff(off) < 0).any():
+            raise HandcastError(f"clip store file {path}: offsets must rise from 0, "
+                                f"got {int(off[0])} .. {int(off[-1])}")
+        if name == "offsets" and off[-1] != end:
+            raise HandcastError(f"clip store file {path}: offsets end at {int(off[-1])} frames, manifest says {end}")
+        if name == "image_offsets" and off[-1] > end:
+            raise HandcastError(f"clip store file {path}: offsets ask for {int(off[-1])} bytes, "
+                                f"images.bin holds {end}")
 
     def meta_line(self, j: int) -> bytes:
         if self._meta_lines is None:
-            lines = (self.folder / "meta.jsonl").read_bytes().splitlines()
+            try:
+                lines = (self.folder / "meta.jsonl").read_bytes().splitlines()
+            except OSError as e:
+                raise HandcastError(f"clip store file {self.folder / 'meta.jsonl'} is unreadable "
+                                    f"({e.strerror or type(e).__name__})") from None
             if len(lines) != self.num_clips:
                 raise HandcastError(f"clip store file {self.folder / 'meta.jsonl'} has {len(lines)} lines, "
                                     f"manifest says {self.num_clips}")
@@ -487,7 +618,11 @@ class _Shard:
         if b <= a:
             return None
         if self._images is None:
-            self._images = np.memmap(self.folder / "images.bin", dtype=np.uint8, mode="r")
+            path = self.folder / "images.bin"
+            if _file_size(path) < int(off[-1]) or _file_size(path) == 0:
+                raise HandcastError(f"clip store file {path} holds {_file_size(path)} bytes, its offsets ask for "
+                                    f"{int(off[-1])} (truncated or missing)")
+            self._images = np.memmap(path, dtype=np.uint8, mode="r")
         return self._images[a:b].tobytes()
 
 
@@ -499,7 +634,10 @@ class SplitView:
 
     def __init__(self, root: Path, name: str, entry: dict):
         self.root, self.name = Path(root), name
-        self._shards = [_Shard(self.root / name / s["name"], s) for s in entry["shards"]]
+        shards = entry.get("shards") if isinstance(entry, dict) else None
+        if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+            raise HandcastError(f"{self.root / MANIFEST}: split '{name}' has no list of shards")
+        self._shards = [_Shard(confined(self.root, name, s.get("name")), s) for s in shards]
         counts = [s.num_clips for s in self._shards]
         self._clip_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._frame_start = np.concatenate([[0], np.cumsum([s.num_frames for s in self._shards])]).astype(np.int64)
@@ -575,7 +713,7 @@ class SplitView:
     def meta(self, i: int) -> dict:
         """The clip's ``meta`` dict."""
         shard, j = self._locate(i)
-        return json.loads(shard.meta_line(j))
+        return _meta(shard, j)
 
     def image_bytes(self, i: int) -> bytes | None:
         """The stored encoded first-frame image (JPEG or PNG bytes), or None."""
@@ -585,7 +723,14 @@ class SplitView:
     def image(self, i: int) -> np.ndarray | None:
         """First-frame RGB image, uint8 (height, width, 3), decoded now; None if the clip has none."""
         data = self.image_bytes(i)
-        return None if data is None else decode_image(data)
+        if data is None:
+            return None
+        try:
+            return decode_image(data)
+        except Exception as e:  # noqa: BLE001 - PIL raises several error types for damaged bytes
+            shard, j = self._locate(i)
+            raise HandcastError(f"clip store {shard.folder / 'images.bin'}: image of clip {j} is not a readable "
+                                f"JPEG/PNG ({type(e).__name__})") from None
 
     def has_image(self) -> np.ndarray:
         """bool (N,) whether each clip has a stored image."""
@@ -604,7 +749,7 @@ class SplitView:
             pose=arr["pose"], transl=arr["transl"], betas=arr["betas"], valid=arr["valid"],
             joints3d=arr["joints3d"], kp2d=arr["kp2d"], kp2d_conf=arr["kp2d_conf"], K=arr["K"],
             world_to_cam=arr["world_to_cam"], image_size=(int(w), int(h)), fps=float(arr["fps"]),
-            image=self.image(i) if image else None, meta=json.loads(shard.meta_line(j)), **strings,
+            image=self.image(i) if image else None, meta=_meta(shard, j), **strings,
         )
 
     def iter_clips(self, image: bool = True) -> Iterator[Clip]:
@@ -740,6 +885,7 @@ class ClipStore:
             raise HandcastError(f"unknown split {name!r} (store has: {have})")
         view = self._views.get(name)
         if view is None:
+            confined(self.path, name)
             view = self._views[name] = SplitView(self.path, name, self.manifest["splits"][name])
         return view
 
@@ -774,3 +920,108 @@ def compact_store(src: str | os.PathLike, dst: str | os.PathLike, overwrite: boo
             for i in range(len(view)):
                 w.add(name, view.load(i, image=False), image_bytes=view.image_bytes(i))
     return ClipStore(dst)
+
+
+def check_store(path: str | os.PathLike, finite: bool = True) -> list[str]:
+    """Every problem of the clip store at ``path``, one line each ([] for a sound store): the manifest (format,
+    split and shard names confined to the store, counts), every file of every shard (present, plain ``.npy``
+    of the right dtype, shape and length; offsets rising within the frames and within ``images.bin``;
+    ``meta.jsonl`` one JSON object per clip; images readable JPEG/PNG of the stored size), per-clip values
+    (K with positive focal lengths, image_size and fps positive), with ``finite`` non-finite per-frame values,
+    and leftovers of interrupted writes (``.staging-*``, temporaries)."""
+    from PIL import Image
+
+    problems: list[str] = []
+    try:
+        store = ClipStore(path)
+    except HandcastError as e:
+        return [str(e)]
+    root = store.path
+    for name in store.splits:
+        try:
+            view = store.split(name)
+        except HandcastError as e:
+            problems.append(str(e))
+            continue
+        entry = store.manifest["splits"][name]
+        if isinstance(entry, dict) and entry.get("num_clips") not in (None, len(view)):
+            problems.append(f"{root / MANIFEST}: split '{name}' says {entry.get('num_clips')!r} clips, its shards hold "
+                            f"{len(view)}")
+        for shard in view._shards:
+            where = f"{name}/{shard.folder.name}"
+            if not shard.folder.is_dir():
+                problems.append(f"clip store is incomplete: missing shard folder {shard.folder}")
+                continue
+
+            def attempt(fn, *a):
+                try:
+                    return fn(*a)
+                except HandcastError as e:
+                    problems.append(str(e))
+                except Exception as e:  # noqa: BLE001 - a checker reports, it does not crash
+                    problems.append(f"{where}: {type(e).__name__}: {_first_line(e)}")
+                return None
+
+            for field in FRAME_FIELDS:
+                arr = attempt(shard.frames, field)
+                if finite and arr is not None and arr.dtype.kind == "f":
+                    bad = attempt(lambda a: int((~np.isfinite(a)).reshape(len(a), -1).any(1).sum()) if len(a) else 0,
+                                  arr)
+                    if bad:
+                        problems.append(f"{shard.folder / 'frames' / (field + '.npy')}: {bad} frame(s) with "
+                                        "non-finite values")
+            w2c = attempt(shard.frames, "world_to_cam")
+            if w2c is not None and len(w2c):
+                w = np.asarray(w2c, np.float64)
+                R = w[:, :3, :3]
+                ok = np.isfinite(w).all((1, 2))
+                with np.errstate(invalid="ignore"):
+                    ok &= (np.abs(R @ np.swapaxes(R, 1, 2) - np.eye(3)).max((1, 2)) <= 1e-3)
+                    ok &= (np.linalg.det(np.where(np.isfinite(R), R, 0)) > 0)
+                    ok &= (np.abs(w[:, 3] - [0, 0, 0, 1]).max(1) <= 1e-6)
+                if not ok.all():
+                    problems.append(f"{shard.folder / 'frames' / 'world_to_cam.npy'}: {int((~ok).sum())} frame(s) "
+                                    "whose camera is not a rigid transform")
+            clip = {f: attempt(shard.clips, f) for f in (*CLIP_FILES, *STRING_FIELDS, "offsets", "image_offsets")}
+            if clip["K"] is not None and len(clip["K"]):
+                K = np.asarray(clip["K"], np.float64)
+                bad = ~np.isfinite(K).all((1, 2)) | (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0)
+                if bad.any():
+                    problems.append(f"{shard.folder / 'clips' / 'K.npy'}: {int(bad.sum())} clip(s) with a non-finite "
+                                    "K or a focal length <= 0")
+            if clip["image_size"] is not None and (np.asarray(clip["image_size"]) <= 0).any():
+                problems.append(f"{shard.folder / 'clips' / 'image_size.npy'}: sizes must be positive")
+            if clip["fps"] is not None:
+                fps = np.asarray(clip["fps"], np.float64)
+                if (~np.isfinite(fps) | (fps <= 0)).any():
+                    problems.append(f"{shard.folder / 'clips' / 'fps.npy'}: fps must be finite and positive")
+            meta_ok = attempt(shard.meta_line, 0) if shard.num_clips else None
+            if meta_ok is not None:
+                for j in range(shard.num_clips):
+                    if attempt(_meta, shard, j) is None:
+                        break
+            if clip["image_offsets"] is not None:
+                sizes = clip["image_size"]
+                for j in range(shard.num_clips):
+                    data = attempt(shard.image_bytes, j)
+                    if not data:
+                        if problems and "images.bin" in problems[-1]:
+                            break
+                        continue
+                    try:
+                        with Image.open(_io.BytesIO(data)) as im:
+                            fmt, size = im.format, im.size
+                            im.verify()
+                    except Exception as e:  # noqa: BLE001
+                        problems.append(f"{shard.folder / 'images.bin'}: image of clip {j} is not a readable "
+                                        f"JPEG/PNG ({type(e).__name__})")
+                        continue
+                    if fmt not in ("JPEG", "PNG"):
+                        problems.append(f"{shard.folder / 'images.bin'}: image of clip {j} is {fmt}, not JPEG/PNG")
+                    elif sizes is not None and tuple(size) != tuple(int(x) for x in sizes[j]):
+                        problems.append(f"{shard.folder / 'images.bin'}: image of clip {j} is {size[0]}x{size[1]}, "
+                                        f"image_size says {tuple(int(x) for x in sizes[j])}")
+    for p in sorted(root.iterdir()):
+        if _STAGING_RE.match(p.name) or (p.name.startswith(".") and p.name.endswith(".tmp")):
+            problems.append(f"{p}: leftover of an interrupted write (the next append removes it, or remove it)")
+    return problems

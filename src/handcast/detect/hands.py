@@ -45,20 +45,23 @@ _STATIC_CACHE: dict[tuple[float, int], "HandDetector"] = {}
 def _native_stderr_silenced():
     """Send file descriptor 2 to /dev/null for the duration: mediapipe's C++ (absl, TFLite) writes log lines
     ("INFO: Created TensorFlow Lite XNNPACK delegate", "W0000 ... inference_feedback_manager") straight to
-    it, past every Python logging setting. Python's own sys.stderr is flushed first and works again after."""
+    descriptor 2, past every Python logging setting. It is descriptor 2 itself that is silenced, not
+    ``sys.stderr.fileno()``: under a capture (pytest's, a caller's redirect) sys.stderr is another descriptor
+    and the native lines would still reach the terminal. Python's sys.stderr is flushed first and works
+    again after."""
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 at all: nothing to silence
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     null = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(null, fd)
+        os.dup2(null, 2)
         yield
     finally:
-        os.dup2(saved, fd)
+        os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
 

@@ -13,7 +13,9 @@ the output.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +29,7 @@ from handcast.errors import HandcastError
 from handcast.fit.refine import RefineConfig, refine
 from handcast.geometry import sixd_to_aa
 from handcast.hand import HandModel
+from handcast.io import make_dirs
 from handcast.models.lifting import load_lift
 
 #: fields read from every source clip (never pose / transl / joints3d)
@@ -98,6 +101,20 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(float(x)) else None
 
 
+@contextlib.contextmanager
+def _remove_if_still_empty(out_path: Path, created: bool):
+    """On an error, remove the output store this run ``created`` if it still holds no clip (so a failed first
+    run leaves nothing behind); a store with committed clips is kept, for resuming."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(Exception):
+                if not any(ClipStore(out_path).manifest["splits"].values()):
+                    shutil.rmtree(out_path)
+        raise
+
+
 def impute_split(store_path: str | Path, split: str, out_path: str | Path, out_split: str, initialiser: Initialiser,
                  hand_model, batch_size: int = 64, refine_config: RefineConfig = RefineConfig(),
                  use_3d_labels: bool = False, progress: bool = True, device=None,
@@ -149,7 +166,12 @@ def impute_split(store_path: str | Path, split: str, out_path: str | Path, out_s
     if device is None:
         device = hand_model.kp_J_template.device
     name = initialiser_name or getattr(initialiser, "__name__", type(initialiser).__name__)
-    if not (out_path / MANIFEST).is_file():
+    created = not (out_path / MANIFEST).is_file()
+    if created:
+        if out_path.exists():  # impute appends to a clip store or makes a new one; it never replaces anything
+            what = "a folder that is not a clip store" if out_path.is_dir() else "a file"
+            raise HandcastError(f"--out {out_path} is {what}; give a clip store to add to, or a new folder")
+        make_dirs(out_path.parent)
         with ClipStoreWriter(out_path):  # an empty store, so that append mode can commit batches
             pass
     skipped: list[dict] = []
@@ -157,7 +179,7 @@ def impute_split(store_path: str | Path, split: str, out_path: str | Path, out_s
     written = 0
     from tqdm.auto import tqdm
 
-    with ClipStoreWriter(out_path, append=True) as writer:
+    with _remove_if_still_empty(out_path, created), ClipStoreWriter(out_path, append=True) as writer:
         todo = [i for i in range(len(ids)) if not writer.contains(out_split, ids[i])]
         already = len(ids) - len(todo)
         bar = tqdm(total=len(ids), initial=already, disable=not progress, desc=f"impute {split}", unit="clip")

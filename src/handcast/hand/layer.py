@@ -28,7 +28,7 @@ from handcast.conventions import (
 )
 from handcast.errors import AssetMissingError, HandcastError
 from handcast.hand import open_model
-from handcast.hand.mano_import import default_mano_dir
+from handcast.hand.mano_import import default_mano_dir, validate_mano_arrays
 from handcast.hand.pose import (
     CONVENTIONS,
     check_rep,
@@ -77,13 +77,18 @@ def describe_installed_models(mano_dir: str | Path | None = None) -> str:
     d = mano_model_dir(mano_dir)
     lines = [f"open hand model: {open_model.asset_path()} (shipped with handcast)"]
     if mano_installed(mano_dir):
-        fixed = "unknown"
         try:
-            with np.load(d / "MANO_LEFT.npz", allow_pickle=False) as z:
-                if "left_shapedirs_fixed" in z.files:
-                    fixed = "yes" if bool(z["left_shapedirs_fixed"]) else "no"
-        except Exception as e:  # a damaged file is reported, not raised
-            fixed = f"unreadable ({type(e).__name__})"
+            arrays = {}
+            for side in ("RIGHT", "LEFT"):
+                arrays[side] = load_npz(d / f"MANO_{side}.npz", required=MANO_REQUIRED)
+                validate_mano_arrays(arrays[side], d / f"MANO_{side}.npz")
+        except HandcastError as e:  # a damaged file is reported, not raised
+            lines.append(f"official MANO: files in {d} are damaged: {e}")
+            lines.append("HandModel(kind='auto') uses: mano, and fails until the files are replaced "
+                         "(re-run `handcast mano import RIGHT.pkl LEFT.pkl`)")
+            return "\n".join(lines)
+        z = arrays["LEFT"]
+        fixed = ("yes" if bool(z["left_shapedirs_fixed"]) else "no") if "left_shapedirs_fixed" in z else "unknown"
         lines.append(f"official MANO: installed in {d} (left shapedirs x-column fixed: {fixed})")
         lines.append("HandModel(kind='auto') uses: mano")
     else:
@@ -109,6 +114,8 @@ def _load_arrays(kind: str, mano_dir) -> tuple[str, dict, dict, Path]:
 
     right = load_npz(d / "MANO_RIGHT.npz", required=MANO_REQUIRED)
     left = load_npz(d / "MANO_LEFT.npz", required=MANO_REQUIRED)
+    validate_mano_arrays(right, d / "MANO_RIGHT.npz")
+    validate_mano_arrays(left, d / "MANO_LEFT.npz")
     return kind, right, left, d
 
 

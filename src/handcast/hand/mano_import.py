@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from handcast.errors import HandcastError
-from handcast.io import save_npz
+from handcast.io import atomic_outputs, save_npz
 
 MANO_KEYS = ("v_template", "f", "weights", "J_regressor", "shapedirs", "posedirs", "kintree_table",
              "hands_components", "hands_mean")
@@ -256,6 +256,55 @@ def _clean(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def validate_mano_arrays(arrays: dict[str, np.ndarray], src: str | os.PathLike) -> None:
+    """Check that MANO-format arrays fit together (one-line HandcastError naming ``src`` otherwise): with V
+    vertices and J joints, ``v_template`` (V, 3), ``f`` (F, 3) of indices in [0, V), ``weights`` (V, J),
+    ``J_regressor`` (J, V), ``shapedirs`` (V, 3, S), ``posedirs`` (V, 3, 9 (J - 1)), ``kintree_table``
+    (2, J) with parents in range, ``hands_components`` (C, 3 (J - 1)), ``hands_mean`` (3 (J - 1),); every
+    float array finite."""
+    def a(k):
+        return np.asarray(arrays[k])
+
+    def bad(msg):
+        return HandcastError(f"{src}: not a usable MANO model: {msg}")
+
+    for k in MANO_KEYS:
+        if k not in arrays:
+            raise bad(f"missing {k}")
+        x = a(k)
+        if x.dtype.kind not in "biuf":
+            raise bad(f"{k} has dtype {x.dtype}, expected numbers")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise bad(f"{k} holds {int((~np.isfinite(x)).sum())} non-finite value(s)")
+    v = a("v_template")
+    if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] < 3:
+        raise bad(f"v_template must be (V, 3), got {v.shape}")
+    V = v.shape[0]
+    kt = a("kintree_table")
+    if kt.ndim != 2 or kt.shape[0] != 2 or kt.shape[1] < 2:
+        raise bad(f"kintree_table must be (2, J), got {kt.shape}")
+    J = kt.shape[1]
+    f = a("f")
+    if f.ndim != 2 or f.shape[1] != 3 or f.shape[0] == 0 or f.dtype.kind not in "iu":
+        raise bad(f"f must be integer (F, 3), got {f.dtype} {f.shape}")
+    if f.min() < 0 or f.max() >= V:
+        raise bad(f"faces index vertices {int(f.min())} .. {int(f.max())}, the model has {V}")
+    parents = kt[0, 1:].astype(np.int64)
+    if (parents < 0).any() or (parents >= J).any():
+        raise bad(f"kintree_table parents must lie in [0, {J}), got {int(parents.min())} .. {int(parents.max())}")
+    want = {"weights": (V, J), "J_regressor": (J, V), "posedirs": (V, 3, 9 * (J - 1)),
+            "hands_mean": (3 * (J - 1),)}
+    for k, shape in want.items():
+        if a(k).shape != shape:
+            raise bad(f"{k} must be {shape} for {V} vertices and {J} joints, got {a(k).shape}")
+    sd = a("shapedirs")
+    if sd.ndim != 3 or sd.shape[:2] != (V, 3) or sd.shape[2] < 1:
+        raise bad(f"shapedirs must be ({V}, 3, S), got {sd.shape}")
+    hc = a("hands_components")
+    if hc.ndim != 2 or hc.shape[1] != 3 * (J - 1):
+        raise bad(f"hands_components must be (C, {3 * (J - 1)}), got {hc.shape}")
+
+
 def import_mano(right_pkl: str | os.PathLike, left_pkl: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                 fix_left_shapedirs: bool = False) -> Path:
     """Convert the official MANO_RIGHT.pkl / MANO_LEFT.pkl into MANO_RIGHT.npz / MANO_LEFT.npz.
@@ -267,6 +316,8 @@ def import_mano(right_pkl: str | os.PathLike, left_pkl: str | os.PathLike, out_d
     """
     right = _clean(read_mano_pickle(right_pkl))
     left = _clean(read_mano_pickle(left_pkl))
+    validate_mano_arrays(right, right_pkl)
+    validate_mano_arrays(left, left_pkl)
     for name, arrays, sign in (("right", right, 1.0), ("left", left, -1.0)):
         root_x = float((arrays["J_regressor"][0] @ arrays["v_template"])[0])
         if np.sign(root_x) == -sign and abs(root_x) > 1e-3:
@@ -277,8 +328,9 @@ def import_mano(right_pkl: str | os.PathLike, left_pkl: str | os.PathLike, out_d
         left["shapedirs"][:, 0, :] *= -1.0
     left["left_shapedirs_fixed"] = np.array(bool(fix_left_shapedirs))
     out = Path(out_dir).expanduser() if out_dir is not None else default_mano_dir()
-    save_npz(out / "MANO_RIGHT.npz", **right)
-    save_npz(out / "MANO_LEFT.npz", **left)
+    with atomic_outputs(out) as tmp:  # the two files are replaced together (never a new right with an old left)
+        save_npz(tmp / "MANO_RIGHT.npz", **right)
+        save_npz(tmp / "MANO_LEFT.npz", **left)
     return out
 
 

@@ -43,7 +43,7 @@ from handcast.geometry import (
     sixd_to_aa,
 )
 from handcast.hand import HandModel
-from handcast.io import save_npz
+from handcast.io import atomic_outputs, check_output_dir, save_npz
 from handcast.infer.lift import shipped_lift_checkpoint
 from handcast.models.checkpoint import shipped_checkpoint
 from handcast.fit.anchor import AnchorConfig, lift_prefix
@@ -213,6 +213,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
                  mirrored: bool = False) -> dict:
     """The ``handcast forecast`` command: writes forecast.png / .mp4 / .npz to ``out``; returns
     {"outputs": [paths], "model": path, "keypoints": source, "hands": number of input hands}."""
+    check_output_dir(out)
     messages = []
     video_info = {}
     if context is not None and int(context) < 1:
@@ -266,12 +267,12 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
     res["model"] = np.asarray(str(ckpt))
     res.update(video_info)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    npz = out / "forecast.npz"
-    save_npz(npz, **res)
-    png, mp4 = out / "forecast.png", out / "forecast.mp4"
-    render_prediction(img, K, res["joints"], res["hand_valid"], out_png=png, out_mp4=mp4 if video else None,
-                      fps=30.0, title=f"forecast: sample 1 of {res['joints'].shape[0]}")
+    npz, png, mp4 = out / "forecast.npz", out / "forecast.png", out / "forecast.mp4"
+    with atomic_outputs(out) as tmp:  # npz, png and mp4 appear together or not at all
+        save_npz(tmp / npz.name, **res)
+        render_prediction(img, K, res["joints"], res["hand_valid"], out_png=tmp / png.name,
+                          out_mp4=tmp / mp4.name if video else None,
+                          fps=30.0, title=f"forecast: sample 1 of {res['joints'].shape[0]}")
     outputs = [npz, png] + ([mp4] if video else [])
     return {"outputs": outputs, "model": str(ckpt), "keypoints": source, "hands": int(present.sum()),
             "messages": messages}

@@ -60,7 +60,7 @@ from handcast.geometry import (
 )
 from handcast.hand import HandModel
 from handcast.io import (
-    atomic_path,
+    atomic_outputs,
     check_world_to_cam,
     load_npz,
     numeric_field,
@@ -582,16 +582,10 @@ def _overlay_frames(inp: LiftInput, joints: np.ndarray, valid: np.ndarray, repro
 
 @contextlib.contextmanager
 def _outputs(out_dir: Path, names: list[str]):
-    """Temporary paths for every output, all renamed into ``out_dir`` only when the block succeeds; on
-    failure nothing is left (and ``out_dir`` is removed again if this call created it and it is empty)."""
-    created = not out_dir.exists()
-    try:
-        with contextlib.ExitStack() as stack:
-            yield {n: stack.enter_context(atomic_path(out_dir / n)) for n in names}
-    except BaseException:
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
+    """Temporary paths for every output (in one temporary folder), all moved into ``out_dir`` only when the
+    block succeeds; on failure or kill nothing appears under a final name."""
+    with atomic_outputs(out_dir) as tmp:  # every file appears together (a killed run leaves none)
+        yield {n: tmp / n for n in names}
 
 
 # ----------------------------------------------------------------------------------------------

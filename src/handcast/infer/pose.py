@@ -20,10 +20,14 @@ from handcast.data.keypoints import keypoints_json, read_keypoints
 from handcast.errors import HandcastError
 from handcast.fit.keypoint_fit import refine_pose
 from handcast.geometry import resolve_intrinsics
-from handcast.io import atomic_dir, save_npz
+from handcast.io import atomic_dir, check_output_dir, save_npz
 from handcast.models.cascade.estimate import PoseResult, estimate_pose, pose_arrays
 from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 from handcast.render.overlay import overlay_motion, save_png, second_view
+
+
+# What run_pose writes: an existing --out holding anything else is not replaced, even with --overwrite.
+POSE_OUTPUTS = ("pose.npz", "mesh.ply", "mesh.obj", "overlay.png", "spread.png", "keypoints.json")
 
 
 def detect_keypoints(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +117,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
             raise HandcastError("an output folder is needed when the image is an array")
         out_dir = Path(f"{Path(image).stem}_pose")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise HandcastError(f"output folder already exists: {out_dir} (remove it or pass --overwrite)")
+    check_output_dir(out_dir, overwrite, replaceable=POSE_OUTPUTS)  # a user's files are never replaced
     img = load_image(image) if not isinstance(image, np.ndarray) else image
     resolve_intrinsics((img.shape[1], img.shape[0]), fov=fov, K=intrinsics, focal=focal)  # fails early if bad
     kps = read_keypoints(keypoints) if keypoints is not None else None

@@ -15,8 +15,11 @@ refused with a one-line error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,13 +79,93 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, kind: str, config:
     return path
 
 
+def sniff_checkpoint(path: str | Path) -> str:
+    """What a checkpoint file is by its first bytes, whatever its name: 'safetensors', 'zip' (a torch
+    file of torch >= 1.6, e.g. Lightning's ``last.ckpt``), 'legacy' (an old torch pickle) or 'unknown'."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise HandcastError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] in (2, 3, 4, 5):
+        return "legacy"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 2 <= n <= 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    return "unknown"
+
+
+@contextlib.contextmanager
+def safe_torch_load_env():
+    """Within the block, torch.load cannot be forced to unpickle arbitrary objects from the environment:
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` (which turns ``weights_only`` off wherever a caller left it unset,
+    e.g. inside a library) is removed, and restored afterwards."""
+    saved = os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = saved
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def read_training_state(path: str | Path, expected: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The training state (Lightning's ``last.ckpt``: weights, optimiser, loop state) at ``path``, read with
+    ``torch.load(weights_only=True)`` only (tensors and plain data; a pickle that names anything else is
+    refused, never run, whatever the environment says). With ``expected`` (a module's ``state_dict``), the
+    stored weights must have exactly its names and shapes. A damaged, truncated, planted or mismatched
+    file gives a one-line HandcastError."""
+    path = Path(path)
+    if not path.is_file():
+        raise HandcastError(f"training state not found: {path}")
+    fmt = sniff_checkpoint(path)
+    hint = "remove it (or the run folder) to start afresh"
+    if fmt != "zip":
+        raise HandcastError(f"{path}: not a training state written by handcast train "
+                            f"({'a safetensors file' if fmt == 'safetensors' else 'not a torch zip file'}); {hint}")
+    try:
+        with safe_torch_load_env():
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise HandcastError(f"{path}: refused: holds objects other than tensors and plain data "
+                            f"({_first_line(e)}); {hint}") from None
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/EOFError/zipfile errors for broken files
+        raise HandcastError(f"{path}: unreadable training state, truncated or damaged "
+                            f"({type(e).__name__}: {_first_line(e)}); {hint}") from None
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
+    if (not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values())
+            or not isinstance(obj.get("global_step"), int)):
+        raise HandcastError(f"{path}: not a training state written by handcast train "
+                            f"(no state_dict of tensors / global_step); {hint}")
+    if expected is not None:
+        *_, problems = compare_state(expected, state)
+        if problems:
+            raise HandcastError(f"{path}: training state does not match the model this config builds: {problems}; "
+                                f"resume with the run's config or {hint}")
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise HandcastError(f"{path}: training state holds non-finite weights ({name_list(bad)}); {hint}")
+    return obj
+
+
 def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, str]]:
     """Read (config, state_dict, metadata) of a checkpoint of ``kind``, checking its header."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise HandcastError(f"checkpoint not found: {path}")
+        raise HandcastError(f"checkpoint not found: {path}" if not path.exists() else f"checkpoint is not a file: {path}")
+    fmt = sniff_checkpoint(path)
+    if fmt in ("zip", "legacy"):
+        raise HandcastError(f"{path}: is a torch (pickle) file, not a safetensors checkpoint, whatever its name; "
+                            "handcast loads checkpoints written by handcast train (safetensors) only")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from handcast.errors import HandcastError
-from handcast.models.checkpoint import check_finite_state, compare_state, name_list
+from handcast.models.checkpoint import check_finite_state, compare_state, name_list, sniff_checkpoint
 
 LAYER_NORM_EPS = 1e-6
 """ViTPose builds every LayerNorm with eps 1e-6 (not torch's default 1e-5)."""
@@ -319,21 +318,6 @@ def _lenient_pickle_module(ignored: list[str]):
     return types.SimpleNamespace(__name__="handcast_lenient_pickle", Unpickler=Unpickler, load=load)
 
 
-def _sniff(path: Path) -> str:
-    """'zip' (torch >= 1.6 file), 'legacy' (old torch pickle), 'safetensors' or 'unknown'."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head[:4] == b"PK\x03\x04":
-        return "zip"
-    if head[:1] == b"\x80" and len(head) > 1 and head[1] in (2, 3, 4, 5):
-        return "legacy"
-    if len(head) >= 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        if 2 <= n <= 100_000_000 and head[8:9] == b"{":
-            return "safetensors"
-    return "unknown"
-
-
 def _read_torch(path: Path, kind: str) -> tuple[object, list[str]]:
     mmap = kind == "zip"
     try:
@@ -377,7 +361,7 @@ def read_backbone_state(
         raise HandcastError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise HandcastError(f"checkpoint is not a file: {path}")
-    kind = _sniff(path)
+    kind = sniff_checkpoint(path)
     ignored: list[str] = []
     if kind == "safetensors":
         from safetensors import safe_open

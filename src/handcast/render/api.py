@@ -14,6 +14,7 @@ import numpy as np
 from handcast.conventions import HANDS, NUM_KEYPOINTS
 from handcast.data.store import ClipStore
 from handcast.errors import HandcastError
+from handcast.io import atomic_outputs, check_output_dir, check_world_to_cam
 from handcast.render.overlay import (
     _legend_bar,
     draw_keypoints,
@@ -203,6 +204,20 @@ def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._") or "clip"
 
 
+def _check_renderable(c, src: str) -> None:
+    """A stored clip can be drawn: K finite with positive focal lengths, a rigid camera in every frame, and
+    finite poses, translations and keypoints (the store keeps no NaN); one-line HandcastError otherwise."""
+    K = np.asarray(c.K, np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise HandcastError(f"{src}: intrinsics K must be finite with positive focal lengths, got "
+                            f"fx={K.flat[0]!r}, fy={K.flat[4] if K.size > 4 else None!r}")
+    check_world_to_cam(c.world_to_cam, c.num_frames, src)
+    for name in ("pose", "transl", "joints3d", "kp2d"):
+        a = np.asarray(getattr(c, name))
+        if not np.isfinite(a).all():
+            raise HandcastError(f"{src}: {name} holds {int((~np.isfinite(a)).sum())} non-finite value(s)")
+
+
 def render_from_files(
     store: str | os.PathLike | None,
     split: str | None,
@@ -246,14 +261,17 @@ def render_from_files(
         raise HandcastError(f"unknown clip {clip!r} in split '{split}' (give a clip id or an index)")
     if not -len(view) <= index < len(view):
         raise HandcastError(f"clip index {index} out of range: split '{split}' has {len(view)} clips")
+    out = check_output_dir(out)
     c = view.load(index % len(view))
-    out = Path(out)
+    _check_renderable(c, f"{store} / {split} / {c.clip_id}")
     name = _safe_name(c.clip_id)
     written: list[Path] = []
     if pred is None:
         png = out / f"{name}.png"
         mp4 = out / f"{name}.mp4" if video else None
-        render_clip(c, png, mp4, hand_model=hand_model, max_frames=max_frames, title=f"{split} / {c.clip_id}")
+        with atomic_outputs(out) as tmp:  # the PNG and the MP4 appear together
+            render_clip(c, tmp / png.name, mp4 and tmp / mp4.name, hand_model=hand_model, max_frames=max_frames,
+                        title=f"{split} / {c.clip_id}")
     else:
         from handcast.eval.evaluate import read_predictions
 
@@ -270,10 +288,11 @@ def render_from_files(
         image = c.image if c.image is not None else _blank(c.image_size)
         png = out / f"{name}_pred_s{int(sample) % S}.png"
         mp4 = out / f"{name}_pred_s{int(sample) % S}.mp4" if video else None
-        render_prediction(
-            image, c.K, joints, out_png=png, out_mp4=mp4, sample=int(sample), fps=float(c.fps or 30.0),
-            title=f"{split} / {c.clip_id}: sample {int(sample) % S} of {S}",
-        )
+        with atomic_outputs(out) as tmp:
+            render_prediction(
+                image, c.K, joints, out_png=tmp / png.name, out_mp4=mp4 and tmp / mp4.name, sample=int(sample),
+                fps=float(c.fps or 30.0), title=f"{split} / {c.clip_id}: sample {int(sample) % S} of {S}",
+            )
     written.append(png)
     if mp4 is not None:
         written.append(mp4)

@@ -12,14 +12,13 @@ by a y-up viewer), unless ``y_up`` says otherwise.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from handcast.conventions import HAND_COLORS, HANDS
 from handcast.errors import HandcastError
-from handcast.io import atomic_path
+from handcast.io import atomic_outputs, check_output_dir
 from handcast.render.viewer import read_result
 
 __all__ = ["export_meshes", "FORMATS"]
@@ -73,9 +72,9 @@ def export_meshes(result, out_dir: str | Path, fmt: str = "obj", frames=None, sa
     frames: frame indices (negative counts from the end; default all). sample: which sample of
     an (S, T, ...) result. clip: which clip of a file with ``clip_ids``. y_up: convert to the
     y-up frame (x, -y, -z); default True for GLB, False for OBJ and PLY.
-    Files are ``out_dir/{prefix}_{t:05d}.{fmt}`` with t the frame index, each written
-    atomically; frames where neither hand is valid are skipped (no file). On an error the
-    files already written by this call are removed. Raises HandcastError for bad input.
+    Files are ``out_dir/{prefix}_{t:05d}.{fmt}`` with t the frame index, written into a temporary folder and
+    all moved into place together when complete; frames where neither hand is valid are skipped (no file). On an error
+    nothing is written. Raises HandcastError for bad input.
     """
     fmt = str(fmt).lower().lstrip(".")
     if fmt not in FORMATS:
@@ -101,25 +100,19 @@ def export_meshes(result, out_dir: str | Path, fmt: str = "obj", frames=None, sa
     if y_up is None:
         y_up = fmt == "glb"
     flip = np.diag([1.0, -1.0, -1.0]) if y_up else np.eye(3)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise HandcastError(f"{out_dir} exists and is not a folder")
+    out_dir = check_output_dir(out_dir)
     written: list[Path] = []
-    try:
+    with atomic_outputs(out_dir) as tmp:  # all meshes appear together (a killed run leaves none)
         for t in idx:
             ok = r.valid[s, t]
             if not ok.any():
                 continue
             verts = r.vertices[s, t] @ flip.T
             data = _export_bytes(_frame_mesh(verts, r.faces, ok), fmt)
-            path = out_dir / f"{prefix}_{t:05d}.{fmt}"
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
-            if path not in written:
-                written.append(path)
-    except BaseException:
-        for p in written:
-            with contextlib.suppress(OSError):
-                p.unlink()
-        raise
+            name = f"{prefix}_{t:05d}.{fmt}"
+            (tmp / name).write_bytes(data)
+            if out_dir / name not in written:
+                written.append(out_dir / name)
+        if not written:  # an empty folder reported as success would look like a finished export
+            raise HandcastError(f"no mesh to write: no hand is valid in the {len(idx)} selected frame(s)")
     return written

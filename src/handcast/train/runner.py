@@ -8,13 +8,15 @@ that trains several modules in turn (the pose cascade's stages) has a ``last_<na
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from handcast.diffusion import make_scheduler
 from handcast.errors import HandcastError
 from handcast.hand import HandModel
-from handcast.models.checkpoint import check_finite_state, save_checkpoint
+from handcast.io import make_dirs
+from handcast.models.checkpoint import check_finite_state, read_training_state, safe_torch_load_env, save_checkpoint
 
 #: the largest magnitude a training label may have (metres, pixels, intrinsics in pixels): anything above is
 #: damage, not data
@@ -55,6 +57,11 @@ def motion_module_base():
 def check_run_folder(out: str | Path, resume: bool) -> Path:
     """The run folder ``out``, refused when it is not empty unless resuming (checked by the first process)."""
     run = Path(out)
+    if run.exists() and not run.is_dir():
+        raise HandcastError(f"run folder {run} is an existing file (give a folder for --out)")
+    for parent in run.parents:
+        if parent.exists() and not parent.is_dir():
+            raise HandcastError(f"run folder {run}: {parent} is a file, not a folder")
     launched_rank = int(os.environ.get("LOCAL_RANK", "0")) + int(os.environ.get("NODE_RANK", "0"))
     if launched_rank == 0 and run.exists() and not resume and any(run.iterdir()):
         raise HandcastError(f"run folder {run} is not empty (pass --resume to continue it, or another --out)")
@@ -66,7 +73,11 @@ def prepare_run(out: str | Path, resume: bool, seed: int) -> Path:
     import lightning as L
 
     run = check_run_folder(out, resume)
-    run.mkdir(parents=True, exist_ok=True)
+    make_dirs(run)
+    if resume:  # the temporaries of a save a killed run left behind (last.ckpt itself is replaced atomically)
+        for tmp in run.glob("last*.ckpt.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     L.seed_everything(int(seed), workers=True, verbose=False)
     return run
 
@@ -176,7 +187,14 @@ def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str | None = None, m
         logger=L.pytorch.loggers.CSVLogger(str(run), name=f"logs/{name}" if name else "logs"),
         enable_model_summary=False, num_sanity_val_steps=0,
     )
-    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+    ckpt_path = None
+    if resume and last.is_file():
+        # handcast reads the state itself first (tensors and plain data only; one-line errors for a damaged,
+        # planted or mismatched file), then Lightning restores it, again with weights_only=True
+        read_training_state(last, module.state_dict())
+        ckpt_path = str(last)
+    with safe_torch_load_env():
+        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True)
     if kind is None:
         return None
     final = run / f"{kind}.safetensors"
