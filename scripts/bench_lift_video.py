@@ -1,5 +1,6 @@
 """Speed and accuracy of ``handcast lift`` on a real video:
-``python scripts/bench_lift_video.py [VIDEO] [--threads 1] [--out DIR] [--no-video] [--max-frames N]``.
+``python scripts/bench_lift_video.py [VIDEO] [--ckpt L.safetensors] [--threads 1] [--out DIR] [--no-video]
+[--max-frames N]``.
 
 Default video: ../shared/data/real/dex_retargeting/human_hand_video.mp4 (1280x720, 30 fps, 621 frames,
 a right hand; no 3D ground truth). Runs :func:`handcast.infer.lift.run_lift` with its defaults (mediapipe
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep the outputs here (default: a temporary folder)")
     ap.add_argument("--no-video", action="store_true", help="skip the overlay video")
     ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--ckpt", default=None, help="lifting checkpoint (default: the shipped one)")
     ap.add_argument("--refine-iterations", type=int, default=None)
     ap.add_argument("--synthetic", type=int, default=None, metavar="N", help="lift a synthetic clip of N frames")
     ap.add_argument("--seed", type=int, default=1, help="synthetic clip seed")
@@ -92,7 +94,7 @@ def main() -> None:
                  fps=np.float64(c.fps), image_size=np.asarray(c.image_size))
         gt = c.joints3d.astype(np.float64)
     t0 = time.perf_counter()
-    res = run_lift(args.video, out, video=not args.no_video, max_frames=args.max_frames, refine_iterations=its,
+    res = run_lift(args.video, out, ckpt=args.ckpt, video=not args.no_video, max_frames=args.max_frames, refine_iterations=its,
                    progress=False)
     wall = time.perf_counter() - T_START
     z = dict(np.load(Path(out) / "lift.npz"))

@@ -224,6 +224,9 @@ ROWS = [
     ("path-hash", ["train", "lift", "--store", "{S}", "--out", "{tmp}/run #1"], _nonempty_run("run #1"), "run #1 is not empty"),
     ("path-interpolation", ["train", "lift", "--store", "${{oc.env:HOME}}", "--out", "{o}"], None, "${oc.env:HOME}"),
     ("path-colon", ["train", "forecast", "--store", "{S}", "--out", "{o}", "--init-backbone", "{tmp}/a: b"], None, "a: b"),
+    ("init-backbone-corrupt", ["train", "forecast", "--store", "{S}", "--out", "{o}", "--init-backbone", "{d}/corrupt.npz"], None, "corrupt.npz"),
+    ("lift-init-absent", ["train", "lift", "--store", "{S}", "--out", "{o}", "--init", "{d}/absent.safetensors"], None, "absent.safetensors"),
+    ("lift-init-wrong-kind", ["train", "lift", "--store", "{S}", "--out", "{o}", "--init", "{ck}/pose_tiny.safetensors"], None, "pose_tiny"),
     ("path-crops", ["train", "pose", "--out", "{tmp}/run #2", "--crops", "{S} #x"], _nonempty_run("run #2"), "run #2 is not empty"),
     # --- refusals that already held (regression guards)
     ("image-missing", ["forecast", "{d}/absent.png", "--out", "{o}"], None, "absent.png"),

@@ -134,3 +134,20 @@ def test_crop_set_errors(smoke_set, tmp_path):
     with pytest.raises(HandcastError, match="unknown crop preset"):
         build_crops(tmp_path / "x", "huge", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name, value", [("joints", np.nan), ("K", np.inf), ("root", 1e30)])
+def test_a_damaged_crop_label_is_named(smoke_set, tmp_path, name, value):
+    """Training on a crop set with a NaN, infinite or absurd 3D label is refused, naming the array and crop."""
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(smoke_set, bad)
+    with np.load(bad / "train.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[name] = arrays[name].astype(np.float64)
+    arrays[name].reshape(len(arrays[name]), -1)[2, 0] = value
+    np.savez(bad / "train.npz", **arrays)
+    with pytest.raises(HandcastError, match=rf"'{name}' of crop 2 holds NaN"):
+        CropSet(bad, "train")
+    CropSet(smoke_set, "train")  # the undamaged set still opens

@@ -18,7 +18,7 @@ def _lightning_options(args: argparse.Namespace) -> dict:
 def _train_lift(args: argparse.Namespace) -> None:
     from handcast.train.lift import train_lift
 
-    print(f"wrote checkpoint {train_lift(args.config, args.overrides, **_lightning_options(args))}")
+    print(f"wrote checkpoint {train_lift(args.config, args.overrides, init=args.init, **_lightning_options(args))}")
 
 
 def _train_forecast(args: argparse.Namespace) -> None:
@@ -67,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = s.add_subparsers(dest="model", metavar="MODEL")
     tsub.required = True
     t = _lightning_model(tsub, "lift", "the lifting model L (2D tracks + cameras -> 3D bimanual MANO motion)")
+    t.add_argument("--init", default=None, metavar="PATH",
+                   help="start from the weights of this lift checkpoint (fine-tuning; same model config)")
     t.set_defaults(func=_train_lift)
     t = _lightning_model(tsub, "forecast", "the forecasting model F (one image -> futures of both hands) or a "
                          "regressor baseline (model.head=regression)")

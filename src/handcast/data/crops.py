@@ -199,6 +199,11 @@ class CropSet:
     REQUIRED = ("jpeg", "jpeg_offsets", "kp2d", "kp2d_det", "conf_det", "vis", "joints", "vertices", "pose",
                 "betas", "root", "K_crop", "affine", "K", "image_size", "flip", "hand", "domain", "domains", "info")
 
+    #: the 3D labels and cameras, which must be finite and within MAX_LABEL (m, px) in every crop; the detector's
+    #: keypoints (kp2d_det, conf_det) may hold NaN where it found nothing
+    LABELS = ("kp2d", "joints", "vertices", "pose", "betas", "root", "K_crop", "affine", "K")
+    MAX_LABEL = 1e6
+
     def __init__(self, path: str | os.PathLike, split: str = "train"):
         folder = Path(path)
         f = folder / f"{split}.npz"
@@ -217,6 +222,14 @@ class CropSet:
         n = len(self._offsets) - 1
         if any(len(v) != n for v in data.values()):
             raise HandcastError(f"{f}: arrays disagree on the number of crops")
+        for name in self.LABELS:
+            a = np.asarray(data[name])
+            if a.dtype.kind not in "fiu":
+                raise HandcastError(f"{f}: '{name}' is not a numeric array (dtype {a.dtype})")
+            bad = ~(np.isfinite(a) & (np.abs(a) <= self.MAX_LABEL)).reshape(n, -1).all(1) if n else np.zeros(0, bool)
+            if bad.any():
+                raise HandcastError(f"{f}: '{name}' of crop {int(np.flatnonzero(bad)[0])} holds NaN, infinite or values "
+                                    f"beyond {self.MAX_LABEL:g}: the crop set is damaged")
 
     def __len__(self) -> int:
         return len(self._offsets) - 1

@@ -11,6 +11,13 @@ labels (joints in the frame-0 camera, MANO pose, camera trajectory), it
 5. adds detector-like noise: per-clip jitter (a fraction of each hand's 2D size), dropped keypoints and
    dropped frames.
 
+With probability ``p_new_camera`` steps 1 and 3 instead draw a new camera like those of real photos and
+videos: an image of width ``image_width`` (px, log-uniform) and a common aspect ratio, a horizontal field
+of view in ``hfov_deg``, the scene turned by up to ``view_deg`` about the hands' centroid (180: any
+viewpoint, third-person or egocentric), placed so that the largest hand spans ``hand_px`` pixels
+(log-uniform) with its centroid anywhere in the image (with probability ``p_truncate`` near or over its
+border, so hands are cut off), and with probability ``p_static`` a still camera (tripod, phone on a desk).
+
 The item keeps the frame-0 convention: 3D stays in the (new) frame-0 camera and ``world_to_cam[0]`` is
 the identity. Randomness comes from ``numpy.random.default_rng([seed, epoch, index])``, so an item is
 reproducible.
@@ -36,6 +43,14 @@ class LiftAugmentConfig:
     drop_keypoint: float = 0.05
     drop_frame: float = 0.05
     image_margin: float = 0.1  # keypoints further outside the image than this fraction are missing
+    # cameras of real photos and videos (0 = never; the synthetic store's own camera, jittered as above)
+    p_new_camera: float = 0.0
+    hfov_deg: tuple[float, float] = (20.0, 100.0)  # horizontal field of view, degrees
+    hand_px: tuple[float, float] = (40.0, 600.0)  # 2D size of the largest hand (diagonal of its box), px
+    image_width: tuple[float, float] = (480.0, 1920.0)  # px
+    view_deg: float = 180.0  # max rotation of the scene about the hands' centroid
+    p_truncate: float = 0.15  # the hands' centroid near or beyond the image border
+    p_static: float = 0.5  # a still camera: the trajectory becomes the identity
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,8 +86,12 @@ class LiftAugment:
         v0 = hand_valid[0]
         pts0 = joints[0][v0] if v0.any() else joints[hand_valid.any(-1)][:1]
         centre = pts0.reshape(-1, 3).mean(0) if pts0.numel() else torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64)
-        R = aa_to_rotmat(torch.from_numpy(_random_rotation(rng, c.rot_deg)))
-        t = centre - R @ centre + torch.from_numpy(rng.normal(scale=c.trans_std, size=3))
+        new_camera = c.p_new_camera > 0 and rng.uniform() < c.p_new_camera
+        if new_camera:
+            R, t, K, image_size, static = self._new_camera(rng, joints[0], hand_valid[0], centre)
+        else:
+            R = aa_to_rotmat(torch.from_numpy(_random_rotation(rng, c.rot_deg)))
+            t = centre - R @ centre + torch.from_numpy(rng.normal(scale=c.trans_std, size=3))
         A = torch.eye(4, dtype=torch.float64)
         A[:3, :3], A[:3, 3] = R, t
         joints = transform_points(A, joints)
@@ -93,17 +112,21 @@ class LiftAugment:
         E = torch.eye(4, dtype=torch.float64).repeat(T, 1, 1)
         E[:, :3, :3] = aa_to_rotmat(ramp)
         w2c = E @ w2c
+        if new_camera and static:
+            w2c = torch.eye(4, dtype=torch.float64).repeat(T, 1, 1)
 
         # 3. focal length
-        K = item["K"].double().clone()
-        s = float(np.exp(rng.uniform(np.log(c.focal_scale[0]), np.log(c.focal_scale[1]))))
-        K[0, 0] *= s
-        K[1, 1] *= s
+        if not new_camera:
+            K = item["K"].double().clone()
+            s = float(np.exp(rng.uniform(np.log(c.focal_scale[0]), np.log(c.focal_scale[1]))))
+            K[0, 0] *= s
+            K[1, 1] *= s
+            image_size = item["image_size"]
 
         # 4. projection and visibility
         cam = transform_points(w2c[:, None, None], joints)  # (T, 2, 21, 3)
         uv = project(cam, K, behind="clamp")
-        w, h = [float(x) for x in item["image_size"]]
+        w, h = [float(x) for x in image_size]
         m = c.image_margin
         inside = (cam[..., 2] > 0.05) & (uv[..., 0] > -m * w) & (uv[..., 0] < (1 + m) * w) \
             & (uv[..., 1] > -m * h) & (uv[..., 1] < (1 + m) * h)
@@ -122,5 +145,27 @@ class LiftAugment:
         out = dict(item)
         out.pop("transl", None)  # MANO transl would need J0(betas); models use the wrist (joints3d[..., 0, :])
         out.update(joints3d=joints.float(), pose=pose.float(), world_to_cam=w2c.float(), K=K.float(),
-                   kp2d=uv.float(), kp2d_conf=conf.float())
+                   kp2d=uv.float(), kp2d_conf=conf.float(), image_size=torch.as_tensor(image_size).clone())
         return out
+
+    def _new_camera(self, rng: np.random.Generator, joints0: torch.Tensor, valid0: torch.Tensor, centre: torch.Tensor):
+        """(R, t, K, image_size, static): a scene move and a camera like those of real photos (see the module
+        docstring). ``joints0``: (2, 21, 3) frame-0 joints (m, frame-0 camera); ``centre``: their centroid."""
+        c = self.config
+        R = aa_to_rotmat(torch.from_numpy(_random_rotation(rng, c.view_deg)))
+        w = float(np.exp(rng.uniform(np.log(c.image_width[0]), np.log(c.image_width[1]))))
+        h = w / float(rng.choice([1.0, 4 / 3, 16 / 9, 3 / 4, 9 / 16]))
+        w, h = float(round(w)), float(round(h))
+        f = 0.5 * w / np.tan(0.5 * np.radians(rng.uniform(*c.hfov_deg)))
+        K = torch.tensor([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
+        hands = joints0[valid0] if valid0.any() else joints0[:1]  # (n, 21, 3)
+        size3d = float((hands.amax(-2) - hands.amin(-2)).norm(dim=-1).max())  # m, the largest hand's box diagonal
+        lo, hi = c.hand_px[0], max(c.hand_px[0], min(c.hand_px[1], 1.2 * min(w, h)))
+        size_px = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        z = float(np.clip(f * size3d / size_px, 0.15, 3.0))
+        span = (-0.1, 1.1) if rng.uniform() < c.p_truncate else (0.15, 0.85)
+        u, v = rng.uniform(*span) * w, rng.uniform(*span) * h
+        target = torch.tensor([z * (u - w / 2) / f, z * (v - h / 2) / f, z], dtype=torch.float64)
+        t = target - R @ centre
+        static = bool(rng.uniform() < c.p_static)
+        return R, t, K, torch.tensor([w, h]), static

@@ -58,6 +58,10 @@ RULES: list[tuple[str, str, float, float]] = [
     ("*threads", "int", 0, 1024),
     ("*meshes", "int", 1, 10**9),
     ("*grad_clip", "float", 0.0, 1e9),
+    ("data.augment.hfov_deg", "float>", 0.0, 179.0),
+    ("*_deg", "float", 0.0, 180.0),
+    ("data.augment.hand_px", "float>", 0.0, 1e5),
+    ("data.augment.image_width", "float>", 0.0, 1e5),
     ("data.horizon", "int", 1, 1024),
     ("*.p_*", "float", 0.0, 1.0),
     ("*drop*", "float", 0.0, 1.0),
@@ -101,7 +105,7 @@ def check_config(cfg: dict, schema: dict, kind: str) -> None:
             for pattern, typ, lo, hi in RULES:
                 if not fnmatch.fnmatchcase(key, pattern):
                     continue
-                vals = v if typ == "ints" and isinstance(v, list) else [v]
+                vals = v if typ in ("ints", "float", "float>") and isinstance(v, list) else [v]
                 if typ == "ints" and not isinstance(v, list):
                     raise HandcastError(f"invalid {kind} config: {key} must be a list of integers in [{lo}, {hi}]")
                 for x in vals:

@@ -177,11 +177,17 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
     if not stats_views:
         raise HandcastError("forecast training needs at least one source with 3D labels (provenance gt or imputed)")
     val_view = open_store(None).split(d["val_split"])
-    if t.get("init_backbone"):  # checked before the run folder is made
+    # the model, and the --init-backbone weights, before the run folder is made: a bad file makes nothing
+    torch.manual_seed(int(t["seed"]))
+    module = _lightning_module()(cfg)
+    if t.get("init_backbone"):
         if not needs_image:
             raise HandcastError("--init-backbone given but this model has no image encoder (model.image is null)")
         if not Path(t["init_backbone"]).is_file():
             raise HandcastError(f"checkpoint not found: {t['init_backbone']}")
+        from handcast.models.vit import load_backbone
+
+        load_backbone(module.model.backbone, t["init_backbone"])
     run = prepare_run(t["out"], resume, int(t["seed"]))
     train_ds = torch.utils.data.ConcatDataset(parts)
     val_ds = forecast_dataset(open_store(None), d["val_split"], int(d["horizon"]), needs_image,
@@ -190,14 +196,7 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
     mean = np.mean([s[0] for s in stats], 0)
     std = np.mean([s[1] for s in stats], 0)
 
-    module = _lightning_module()(cfg)
     module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
-    if t.get("init_backbone"):
-        if not needs_image:
-            raise HandcastError("--init-backbone given but this model has no image encoder (model.image is null)")
-        from handcast.models.vit import load_backbone
-
-        load_backbone(module.model.backbone, t["init_backbone"])
     nw = int(t["num_workers"])
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), collate_fn=collate,
                                            sampler=torch.utils.data.RandomSampler(

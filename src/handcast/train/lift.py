@@ -16,11 +16,13 @@ import torch
 
 from handcast.data import ClipDataset, ClipStore, collate
 from handcast.data.dataset import wrist_statistics
+from handcast.errors import HandcastError
 from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
 from handcast.fit.impute import impute, lift_initialiser  # noqa: F401 (moved to handcast.fit.impute)
 from handcast.geometry import project, transform_points
 from handcast.hand import HandModel
-from handcast.models.lifting import build_lift, load_lift  # noqa: F401 (load_lift: moved)
+from handcast.models.checkpoint import read_checkpoint
+from handcast.models.lifting import build_lift, load_lift
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.augment import LiftAugment, LiftAugmentConfig
 from handcast.train.config import load_config, to_container
@@ -138,18 +140,36 @@ class EpochDataset(torch.utils.data.Dataset):
         return item
 
 
+def _init_model(path: str, model_cfg: dict):
+    """The lifting model of checkpoint ``path`` to start from; refused (one line) unless its model config is
+    this run's."""
+    if not Path(path).is_file():
+        raise HandcastError(f"--init checkpoint not found: {path}")
+    stored = read_checkpoint(path, "lift")[0]
+    if stored != model_cfg:
+        diff = sorted(k for k in set(stored) | set(model_cfg) if stored.get(k) != model_cfg.get(k))
+        raise HandcastError(f"--init {path}: its model config differs from this run's in {', '.join(diff)}")
+    return load_lift(path)
+
+
 def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str | None = None,
                out: str | None = None, resume: bool = False, devices: int | str = 1, accelerator: str = "cpu",
-               num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None, progress: bool = True) -> Path:
-    """Train L; returns the path of the final safetensors checkpoint (``<out>/lift.safetensors``)."""
+               num_nodes: int = 1, strategy: str = "auto", max_steps: int | None = None, progress: bool = True,
+               init: str | None = None) -> Path:
+    """Train L; returns the path of the final safetensors checkpoint (``<out>/lift.safetensors``).
+
+    init (or ``train.init``): a handcast lift checkpoint whose weights (codec statistics included) start the
+    run, for fine-tuning, e.g. under new augmentation; its model config must equal this run's."""
     ov = list(overrides)
     if max_steps is not None:
         ov.append(f"train.max_steps={int(max_steps)}")
     # paths are set as plain strings, never parsed as YAML
-    cfg = to_container(load_config("lift", config, ov, paths={"data.store": store or None, "train.out": out or None}))
+    cfg = to_container(load_config("lift", config, ov, paths={"data.store": store or None, "train.out": out or None,
+                                                                  "train.init": init or None}))
     d, t = cfg["data"], cfg["train"]
     st = ClipStore(d["store"])
     check_training_labels(st.split(d["train_split"]))
+    start = _init_model(t["init"], cfg["model"]) if t.get("init") else None
     run = prepare_run(t["out"], resume, int(t["seed"]))  # after the input checks: nothing made for a bad input
     hands = HandModel("auto")
 
@@ -169,6 +189,8 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
 
     module = _lightning_module()(cfg)
     module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    if start is not None:
+        module.model.load_state_dict(start.state_dict())  # the codec statistics of the start model too
     nw = int(t["num_workers"])
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), collate_fn=collate,
                                            sampler=EpochSampler(len(train_ds), int(t["seed"])), num_workers=nw,

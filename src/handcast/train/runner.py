@@ -9,7 +9,9 @@ that trains several modules in turn (the pose cascade's stages) has a ``last_<na
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import warnings
 from pathlib import Path
 
 from handcast.diffusion import make_scheduler
@@ -148,7 +150,7 @@ def save_last_callback(path: str | Path, every_steps: int):
             if trainer.global_step == self.saved_at:
                 return
             tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # the optimiser state too, for --resume
             if trainer.is_global_zero:
                 os.replace(tmp, self.path)
             trainer.strategy.barrier("save_last")
@@ -176,9 +178,36 @@ def fit(module, train_dl, val_dl, run: Path, t: dict, kind: str | None = None, m
     training state is ``<run>/last_<name>.ckpt`` and its CSV logs ``<run>/logs/<name>/``."""
     import lightning as L
 
-
     last = run / (f"last_{name}.ckpt" if name else "last.ckpt")
     ckpt_cb = save_last_callback(last, int(t.get("save_every_steps", t["val_every_steps"])))
+    with quiet_lightning(not progress):
+        return _fit(L, module, train_dl, val_dl, run, t, kind, model_cfg, resume, devices, accelerator, num_nodes,
+                    strategy, progress, last, ckpt_cb, name)
+
+
+@contextlib.contextmanager
+def quiet_lightning(quiet: bool = True):
+    """While active (and ``quiet``), Lightning's informational lines ("GPU available", tips) and its
+    warnings are not shown: ``--quiet`` means only handcast's own result lines and errors."""
+    if not quiet:
+        yield
+        return
+    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    old = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+            warnings.filterwarnings("ignore", message=r".*(LeafSpec|log_every_n_steps|num_workers).*")
+            yield
+    finally:
+        for n, level in old.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _fit(L, module, train_dl, val_dl, run, t, kind, model_cfg, resume, devices, accelerator, num_nodes, strategy,
+         progress, last, ckpt_cb, name):
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         max_steps=int(t["max_steps"]), gradient_clip_val=float(t["grad_clip"]),
