@@ -33,6 +33,12 @@ def test_keypoint_model_starts_where_the_input_hands_are(tmp_path):
     err = t0_reprojection_px(res)
     assert err.mean() < 40, err
     assert (res["joints"][..., 2] > 0.1).all()  # in front of the camera
+    # every sampled finger joint lies within the hand model's joint limits (the samples are clamped)
+    from handcast.hand import HandModel
+
+    lim = HandModel("auto").joint_limits.numpy()[None, None]  # (1, 1, 2, 15, 3, 2)
+    fingers = res["pose"][..., 1:, :]
+    assert (fingers >= lim[..., 0] - 1e-3).all() and (fingers <= lim[..., 1] + 1e-3).all()
     # the int8 model (handcast.models.quantize) starts there too
     assert main(["forecast", str(EX / "synthetic_scene.png"), "--keypoints", str(EX / "synthetic_scene.keypoints.json"),
                  "--intrinsics", str(EX / "synthetic_scene.K.json"), "--out", str(out / "int8"), "--samples", "3",

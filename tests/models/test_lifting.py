@@ -75,3 +75,46 @@ def test_augmentation_reprojects_exactly_without_noise():
     assert torch.equal(aug(item)["kp2d"], out["kp2d"])
     aug.set_epoch(1)
     assert not torch.equal(aug(item)["kp2d"], out["kp2d"])
+
+
+def _random_item(seed, index=0):
+    clip = random_clip(np.random.default_rng(seed), 10, p_valid=1.0, image_size=(400, 300))
+    item = {k: torch.from_numpy(np.asarray(getattr(clip, k), np.float32)) for k in
+            ("pose", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam")}
+    item.update(image_size=torch.tensor([400, 300]), hand_valid=torch.from_numpy(clip.valid), index=index)
+    return item
+
+
+def test_new_cameras_cover_the_ranges_of_real_photos_and_reproject_exactly():
+    """p_new_camera=1: every item gets a new camera (principal point at the image centre, field of view in
+    range), its keypoints are the exact projections of its 3D joints, the scene moves rigidly, and the hand
+    sizes, positions and still cameras spread over the configured ranges."""
+    cfg = LiftAugmentConfig(jitter=0.0, drop_keypoint=0.0, drop_frame=0.0, image_margin=10.0, p_new_camera=1.0,
+                            hfov_deg=(20.0, 100.0), hand_px=(40.0, 600.0), p_static=0.5)
+    aug = LiftAugment(cfg)
+    fovs, sizes, static, centres = [], [], [], []
+    for i in range(40):
+        item = _random_item(i, index=i)
+        out = aug(item)
+        w, h = out["image_size"].tolist()
+        K = out["K"].double()
+        assert 480 * 0.99 <= w <= 1920 * 1.01 and torch.allclose(K[:2, 2], torch.tensor([w / 2, h / 2]).double())
+        fovs.append(float(2 * np.degrees(np.arctan(w / 2 / K[0, 0]))))
+        cam = transform_points(out["world_to_cam"][:, None, None].double(), out["joints3d"].double())
+        ok = out["kp2d_conf"] > 0
+        assert torch.allclose(project(cam, K)[ok].float(), out["kp2d"][ok], atol=1e-2)
+        bone = lambda j: (j[..., 8, :] - j[..., 5, :]).norm(dim=-1)  # noqa: E731
+        assert torch.allclose(bone(out["joints3d"]), bone(item["joints3d"]), atol=1e-5)
+        assert (cam[..., 2] > 0.05).all()
+        uv0 = out["kp2d"][0]
+        sizes.append(float((uv0.amax(-2) - uv0.amin(-2)).norm(dim=-1).max()))
+        centres.append((uv0.reshape(-1, 2).mean(0) / torch.tensor([w, h])).tolist())
+        static.append(bool(torch.allclose(out["world_to_cam"], torch.eye(4).expand_as(out["world_to_cam"]))))
+    assert 20 <= min(fovs) and max(fovs) <= 100 and max(fovs) - min(fovs) > 40
+    # the largest hand's 2D box is at most its 3D box seen face-on; foreshortening makes it smaller
+    assert max(sizes) <= 1.2 * 1080 and min(sizes) < 80 and max(sizes) > 250
+    centres = np.array(centres)
+    assert centres.min() < 0.3 and centres.max() > 0.7  # anywhere in the frame, not only the middle
+    assert 0.2 < np.mean(static) < 0.8
+    # p_new_camera=0 (the default) leaves the image size and draws as before
+    assert torch.equal(LiftAugment(LiftAugmentConfig())(_random_item(0))["image_size"], torch.tensor([400, 300]))

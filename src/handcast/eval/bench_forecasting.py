@@ -30,13 +30,15 @@ from handcast.eval.baselines import estimated_static_pose, static_pose
 from handcast.eval.evaluate import GroundTruth, Predictions, evaluate
 from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.eval.export import ground_truth_arrays
+from handcast.eval.metrics import LIMIT_TOL_DEG
+from handcast.geometry import sixd_to_aa
 from handcast.fit.anchor import lift_prefix
 from handcast.hand import HandModel
 from handcast.io import atomic_path
 from handcast.models.checkpoint import shipped_checkpoint
 from handcast.models.forecast import forecast_dataset, load_forecast
 from handcast.models.lifting import load_lift
-from handcast.models.motion import keypoints_from_motion
+from handcast.models.motion import clamp_motion_to_limits, keypoints_from_motion
 
 METRICS = ("M", "M-G", "M-F", "MR")
 SPLITS = ("lab_test", "diverse_test", "wild_test")
@@ -64,11 +66,12 @@ def known_prefix(model, hands, batch: dict, context: int, lift=None, oracle: boo
 def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5, sampler: str = "ddim",
                    steps: int = 10, seed: int = 0, batch_size: int = 16, progress: bool = False,
                    context: int = 0, lift=None, oracle: bool = False, max_clips: int | None = None,
-                   harmonise: bool = True) -> dict:
+                   harmonise: bool = True, clamp_limits: bool = False) -> dict:
     """Predictions of ``model`` for every clip of a split: {clip_ids, joints (N, S, T, 2, 21, 3) m,
     pose6d (N, S, T, 2, 16, 6), wrist (N, S, T, 2, 3) m, seconds_per_clip}; T = the longest clip.
     ``context`` > 0: the first ``context`` frames are a known prefix (:func:`known_prefix`) imposed on every
-    sample; ``max_clips``: only the first clips of the split."""
+    sample; ``max_clips``: only the first clips of the split; ``clamp_limits``: every sample's finger joints
+    clamped to the hand model's joint limits (as ``handcast forecast`` does)."""
     from tqdm.auto import tqdm
 
 
@@ -86,6 +89,8 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
             known, mask = known_prefix(model, hands, batch, context, lift, oracle, seed)
         rot6d, wrist = model.sample(batch, samples, sampler, steps, generator=g, known=known, known_mask=mask,
                                     harmonise=harmonise)
+        if clamp_limits:
+            rot6d = clamp_motion_to_limits(hands, rot6d)
         betas = batch["betas"][:, None].expand(-1, rot6d.shape[1], 2, batch["betas"].shape[-1])
         joints.append(keypoints_from_motion(hands, rot6d, wrist, betas).numpy())
         pose6d.append(rot6d.numpy())
@@ -95,6 +100,18 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
     return dict(clip_ids=np.asarray(ids, dtype=str), joints=np.concatenate(joints).astype(np.float32),
                 pose6d=np.concatenate(pose6d).astype(np.float32), wrist=np.concatenate(wrists).astype(np.float32),
                 seconds_per_clip=dt)
+
+
+def limits_fraction(hands, pose6d: np.ndarray, valid: np.ndarray) -> float:
+    """Fraction of the valid sampled hand-frames whose finger joints all lie within the hand model's joint
+    limits (+ :data:`LIMIT_TOL_DEG`). pose6d (N, S, T, 2, 16, 6); valid (N, T, 2) bool."""
+    aa = sixd_to_aa(torch.as_tensor(pose6d, dtype=torch.float32))
+    lim = hands.joint_limits.to(aa.dtype)  # (2, 15, 3, 2) rad
+    f = aa[..., 1:, :]
+    over = torch.maximum(lim[..., 0] - f, f - lim[..., 1]).clamp_min(0).amax((-1, -2))  # (N, S, T, 2) rad
+    ok = over <= np.radians(LIMIT_TOL_DEG)
+    m = torch.as_tensor(valid)[:, None].expand_as(ok)
+    return float(ok[m].float().mean()) if bool(m.any()) else float("nan")
 
 
 def _first(arrays: dict, n: int | None) -> dict:
@@ -127,7 +144,7 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
                       sampler: str = "ddim", steps: int = 10, static: bool = True, pose_ckpt: str | None = None,
                       out: str | Path | None = None, progress: bool = True, command: str = "",
                       contexts: tuple[int, ...] = (), oracle_anchor: bool = False, lift_ckpt: str | None = None,
-                      max_clips: int | None = None, impute_only: bool = False) -> dict:
+                      max_clips: int | None = None, impute_only: bool = False, clamp_limits: bool = False) -> dict:
     """Run the benchmark; returns {"table": {row: {split: summary}}, "seconds_per_clip": ...} and writes
     ``<out>.md``, ``<out>.json`` and ``<out>_horizon.png`` when ``out`` is given. With ``pose_ckpt`` (a pose
     cascade checkpoint, or "shipped") a second static row holds the pose estimator's input-frame hands still.
@@ -138,22 +155,28 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
     ground-truth frame 0 imposed instead. ``max_clips``: only the first clips of every split (also for the
     ground truth). ``impute_only``: also the N = 1 row without :meth:`ForecastModel.harmonise` (known frame
     replaced at every step, nothing else). With a context N > 1, every F row is also scored on the frames
-    after the longest prefix only (rows ``[frames >= N]``)."""
+    after the longest prefix only (rows ``[frames >= N]``). ``clamp_limits``: one more row per F row (not for
+    the ``[frames >= N]`` and imputation-only ones) with every sample clamped to the joint limits (what
+    ``handcast forecast`` writes); every F row also reports the fraction of sampled hand-frames within the
+    limits."""
     from tqdm.auto import tqdm
 
 
     st = ClipStore(store)
     hands = HandModel("auto")
     models = {name: load_forecast(p) for name, p in ckpts.items()}
-    variants = {name: (name, 0, False) for name in models}
+    variants = {name: (name, 0, False, False) for name in models}  # (model, context, oracle, clamp)
     for name in models:
         for n in contexts:
             label = f"{name}, anchored (L + refinement, frame 0)" if n == 1 else f"{name}, context {n} (L + refinement)"
-            variants[label] = (name, int(n), False)
+            variants[label] = (name, int(n), False, False)
         if oracle_anchor:
-            variants[f"{name}, anchored (ground-truth frame 0)"] = (name, 1, True)
+            variants[f"{name}, anchored (ground-truth frame 0)"] = (name, 1, True, False)
         if impute_only and 1 in contexts:
-            variants[f"{name}, anchored, imputation only"] = (name, 1, "impute")
+            variants[f"{name}, anchored, imputation only"] = (name, 1, "impute", False)
+    if clamp_limits:
+        variants.update({f"{row}, clamped to joint limits": (*v[:3], True) for row, v in list(variants.items())
+                         if v[2] != "impute"})
     lift = None
     if contexts:
         lift = load_lift(shipped_checkpoint("lift_tiny.safetensors", "handcast train lift") if lift_ckpt is None
@@ -166,9 +189,10 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
     for split, row in tqdm(work, desc="bench forecasting", disable=not progress):
         gt = gts[split]
         if row in variants:
-            name, n, oracle = variants[row]
+            name, n, oracle, clamp = variants[row]
             pred = forecast_split(models[name], hands, st, split, samples, sampler, steps, context=n, lift=lift,
-                                  oracle=oracle is True, max_clips=max_clips, harmonise=oracle != "impute")
+                                  oracle=oracle is True, max_clips=max_clips, harmonise=oracle != "impute",
+                                  clamp_limits=clamp)
             secs.setdefault(row, {})[split] = pred.pop("seconds_per_clip")
         elif row == ESTIMATED_STATIC:
             pred = _first(estimated_static_pose(st, split, None if pose_ckpt == "shipped" else pose_ckpt), max_clips)
@@ -178,8 +202,10 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
         cut = lambda a: None if a is None else a[:, :, :t]  # noqa: E731
         p = Predictions(pred["clip_ids"], cut(pred["joints"]), cut(pred["pose6d"]), cut(pred["wrist"]))
         rows.setdefault(row, {})[split] = _summary(evaluate(p, _gt(gt)))
+        if row in variants:
+            rows[row][split]["limits_ok"] = limits_fraction(hands, p.pose6d, gt["valid"][:, :t])
         late = max(contexts, default=0)
-        if late > 1 and row in variants and variants[row][2] is False:  # the future beyond every prefix
+        if late > 1 and row in variants and variants[row][2] is False and not variants[row][3]:  # the future beyond every prefix
             g2 = dict(gt, valid=gt["valid"].copy())
             g2["valid"][:, :late] = False
             rows.setdefault(f"{row} [frames >= {late}]", {})[split] = _summary(evaluate(p, _gt(g2)))
@@ -224,6 +250,13 @@ def format_report(result: dict) -> str:
         for s in splits:
             cells += [_f(by[s]["diversity"]["pred"]), _f(by[s]["multimodality"]["pred"])]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lim = [(row, by) for row, by in result["table"].items() if all("limits_ok" in by.get(s, {}) for s in splits)]
+    if lim:
+        lines += ["", f"## Joint limits (fraction of sampled hand-frames with every finger joint within the hand "
+                  f"model's limits + {LIMIT_TOL_DEG:g} deg; ground truth 100 %)", "",
+                  "| method | " + " | ".join(splits) + " |", "|" + "---|" * (1 + len(splits))]
+        lines += [f"| {row} | " + " | ".join(f"{100 * by[s]['limits_ok']:.0f} %" for s in splits) + " |"
+                  for row, by in lim]
     if result["seconds_per_clip"]:
         lines += ["", f"Seconds per input ({n} samples, batched, 2 CPU cores): " + ", ".join(
             f"{r} {np.mean(list(v.values())):.3f}" for r, v in result["seconds_per_clip"].items())]

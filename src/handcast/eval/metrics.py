@@ -44,6 +44,8 @@ from handcast.geometry.procrustes import apply_similarity, procrustes_align, sim
 
 CM = 100.0  # metres -> centimetres
 MM = 1000.0  # metres -> millimetres
+#: degrees by which a finger joint may leave the hand model's joint limits and still count as within them
+LIMIT_TOL_DEG = 5.0
 
 #: Forecasting metric names, in table order.
 FORECAST_METRICS: tuple[str, ...] = ("M", "M-G", "M-F", "MR", "RA")

@@ -67,6 +67,7 @@ from handcast.hand import HandModel
 from handcast.infer.forecast import run_forecast
 from handcast.infer.lift import run_lift
 from handcast.infer.pose import run_pose
+from handcast.eval.metrics import LIMIT_TOL_DEG
 from handcast.io import atomic_path
 
 DEPTH_RANGE_M = (0.15, 3.0)
@@ -74,7 +75,6 @@ MATCH_FRACTION = 0.5
 BETAS_RANGE = 3.0
 BONE_TOL = 0.05
 BEND_TOL_DEG = 5.0
-LIMIT_TOL_DEG = 5.0
 SOURCES = ("gt", "mediapipe")
 PATHS = ("detect", "pose", "forecast", "lift")
 VIDEO = Path("dex_retargeting") / "human_hand_video.mp4"

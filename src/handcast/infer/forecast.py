@@ -49,7 +49,7 @@ from handcast.models.checkpoint import shipped_checkpoint
 from handcast.fit.anchor import AnchorConfig, lift_prefix
 from handcast.models.forecast import load_forecast
 from handcast.models.lifting import load_lift
-from handcast.models.motion import keypoints_from_motion
+from handcast.models.motion import clamp_motion_to_limits, keypoints_from_motion
 from handcast.render.api import render_prediction
 
 SHIPPED = {"image": "forecast_image_tiny.safetensors", "keypoints": "forecast_keypoints_tiny.safetensors"}
@@ -100,13 +100,14 @@ def anchor_for(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, image_size: tupl
 
 def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf: np.ndarray, frames: int = 64,
                    samples: int = 5, sampler: str = "ddim", steps: int = 10, seed: int = 0,
-                   anchor: dict | None = None) -> dict:
+                   anchor: dict | None = None, clamp_limits: bool = True) -> dict:
     """Sample ``samples`` futures of ``frames`` frames for one image (uint8 (H, W, 3)) with intrinsics K and
     input keypoints (uv (2, 21, 2) px, conf (2, 21)). Returns the npz arrays (module docstring).
 
     ``anchor`` (from :func:`anchor_for`: pose (N, 2, 16, 3), wrist (N, 2, 3), known (N, 2), in the camera of
     this image) is imposed as frames 0..N-1 of every sample for the hands it knows; the other hands and
-    frames are sampled freely."""
+    frames are sampled freely. ``clamp_limits``: every finger joint of every sample is clamped to the hand
+    model's joint limits (:func:`handcast.models.motion.clamp_motion_to_limits`)."""
     h, w = image.shape[:2]
     t = int(frames)
     if not 1 <= t <= 1024:
@@ -135,6 +136,8 @@ def forecast_image(model, image: np.ndarray, K: np.ndarray, uv: np.ndarray, conf
         rot6d, wrist = model.sample(batch, int(samples), sampler, steps, generator=g, known=known,
                                     known_mask=known_mask)
         hands = HandModel("auto")
+        if clamp_limits:  # the sampled articulation within the hand model's joint limits
+            rot6d = clamp_motion_to_limits(hands, rot6d)
         betas = torch.zeros(1, rot6d.shape[1], 2, 10)
         joints = keypoints_from_motion(hands, rot6d, wrist, betas)[0]
         j0 = hands.rest_joints(torch.zeros(2, 10))[:, 0]  # (2, 3)

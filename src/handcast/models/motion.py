@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from handcast.conventions import MOTION_DIM, NUM_MANO_JOINTS
-from handcast.geometry import aa_to_6d
+from handcast.geometry import aa_to_6d, sixd_to_aa
 
 ROT_DIM = 2 * NUM_MANO_JOINTS * 6  # 192
 #: reference code's training-wrist statistics (metres), used until a model is fitted to its own data
@@ -63,6 +63,14 @@ def motion_mask(hand_valid: torch.Tensor) -> torch.Tensor:
     out = torch.cat([rot, tr], dim=-1)
     assert out.shape[-1] == MOTION_DIM
     return out
+
+
+def clamp_motion_to_limits(hand_model, rot6d: torch.Tensor) -> torch.Tensor:
+    """rot6d (..., 2, 16, 6) with every finger joint's axis-angle components clamped to the hand model's
+    joint limits (``HandModel.joint_limits``, hand order right, left); the global orientation (joint 0) is
+    kept. A sampled motion's articulation becomes one the hand model allows; a motion within the limits
+    comes back unchanged up to the 6D round trip."""
+    return aa_to_6d(hand_model.clamp_to_limits(sixd_to_aa(rot6d)))
 
 
 def keypoints_from_motion(hand_model, rot6d: torch.Tensor, wrist: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
