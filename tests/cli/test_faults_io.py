@@ -173,6 +173,47 @@ def test_kill_train_lift_keeps_a_loadable_state_and_resumes(tmp_path, small_stor
     assert (run / "lift.safetensors").is_file() and not list(run.glob("*.tmp"))
 
 
+@pytest.mark.slow
+def test_kill_train_forecast_keeps_a_loadable_state_and_resumes(tmp_path, small_store):
+    from handcast.models.checkpoint import read_training_state
+
+    run = tmp_path / "run"
+    micro = ["model.image=null", "model.keypoints=true", "model.denoiser.width=32", "model.denoiser.layers=1",
+             "model.denoiser.ff_width=64", "data.horizon=16", "train.batch_size=4", "train.val_clips=4",
+             "train.val_steps=1", "train.val_every_steps=1", "train.num_workers=0"]
+    argv = ["train", "forecast", "--store", small_store, "--out", run, "--max-steps", "40", "--quiet", *micro]
+    killed = _kill_when(argv, lambda: (run / "last.ckpt").exists())
+    if killed:
+        assert not (run / "forecast.safetensors").exists()
+        assert 1 <= read_training_state(run / "last.ckpt")["global_step"] <= 40
+    _cli(*argv[:2], "--resume", *argv[2:])
+    assert read_training_state(run / "last.ckpt")["global_step"] == 40
+    assert (run / "forecast.safetensors").is_file() and not list(run.glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_kill_train_pose_keeps_finished_stages_and_resumes(tmp_path):
+    """Killed in the joint stage: the autoencoder stage it finished is kept in pose.safetensors; --resume
+    skips it and finishes the rest."""
+    from handcast.models.cascade.model import load_cascade
+    from handcast.synth.crops import build_crops
+
+    crops = build_crops(tmp_path / "crops", "smoke", seed=5, progress=False)
+    small = ["model.hand_model=open", "model.backbone.embed_dim=32", "model.backbone.depth=1",
+             "model.backbone.num_heads=2", "model.condition.pool=[2,2]", "model.joint.width=32", "model.joint.layers=1",
+             "model.joint.heads=2", "model.joint.ff_width=64", "model.ae.pca_components=16", "model.ae.latent_dim=10",
+             "model.ae.hidden=64", "train.ae.steps=20", "train.ae.meshes=200", "train.joint.steps=400",
+             "train.joint.batch_size=4", "train.save_every_steps=2", "train.threads=1"]
+    run = tmp_path / "run"
+    argv = ["train", "pose", "--crops", crops, "--out", run, "--stages", "ae", "joint", "--quiet", *small]
+    killed = _kill_when(argv, lambda: (run / "last_joint.ckpt").exists())
+    if killed:
+        assert load_cascade(run / "pose.safetensors", require_complete=False).trained_stages == ("ae",)
+    _cli(*argv[:2], "--resume", *argv[2:], "train.joint.steps=6", timeout=600)
+    assert set(load_cascade(run / "pose.safetensors", require_complete=False).trained_stages) == {"ae", "joint"}
+    assert not list(run.glob("*.tmp"))
+
+
 # ------------------------------------------------------------------ fast: output paths and crafted manifests
 def _run(capsys, *argv):
     from handcast.cli import main

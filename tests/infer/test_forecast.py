@@ -120,3 +120,29 @@ def test_anchored_photo_starts_on_its_keypoints_and_no_anchor_does_not(tmp_path)
     # the motion continues from the anchor: the step after frame 0 is no larger than the later steps
     step = np.linalg.norm(np.diff(a["wrist"][:, :, 0], axis=1), axis=-1)
     assert (step[:, 0] < 3 * np.median(step[:, 1:], axis=1) + 0.01).all(), step
+
+
+def test_forecast_samples_are_clamped_to_the_joint_limits():
+    """A model whose samples bend fingers past the hand model's limits: forecast_image writes them clamped
+    onto the limits (and unclamped with clamp_limits=False)."""
+    import torch
+
+    from handcast.geometry import aa_to_6d
+    from handcast.hand import HandModel
+    from handcast.infer.forecast import forecast_image
+
+    lim = HandModel("auto").joint_limits  # (2, 15, 3, 2) rad
+    bent = torch.zeros(1, 2, 4, 2, 16, 3)
+    bent[..., 1:, :] = lim[..., 1] + 0.5  # every finger component 0.5 rad past its upper limit
+
+    class PastTheLimits:
+        def sample(self, batch, n, *args, **kwargs):
+            return aa_to_6d(bent[:, :n]), torch.full((1, n, 4, 2, 3), 0.0).add(torch.tensor([0.0, 0.0, 0.5]))
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    K = np.array([[60.0, 0, 32], [0, 60, 32], [0, 0, 1]])
+    uv, conf = np.full((2, 21, 2), 32.0), np.ones((2, 21))
+    out = forecast_image(PastTheLimits(), image, K, uv, conf, frames=4, samples=2)
+    np.testing.assert_allclose(out["pose"][..., 1:, :], np.broadcast_to(lim[..., 1].numpy(), (2, 4, 2, 15, 3)), atol=1e-4)
+    raw = forecast_image(PastTheLimits(), image, K, uv, conf, frames=4, samples=2, clamp_limits=False)
+    assert (raw["pose"][..., 1:, :] > lim[..., 1].numpy() + 0.4).all()
