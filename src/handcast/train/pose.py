@@ -569,7 +569,7 @@ def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str |
                 saved = run / "hyps.npz"
                 hyps = load_npz(saved, ("joints", "kp2d", "conf")) if resume and saved.is_file() else None
                 rec = train_mesh(model, cfg, batches, hyps, test, progress, run=run, **fit_kw)
-            done = tuple(x for x in ("ae", "joint", "mesh") if x in done or x == s)
+            done = tuple(x for x in ("ae", "joint", "mesh") if x in done or x in kept or x == s)
             if _rank_zero():
                 save_cascade(pose_path, model, done)
                 _log(run, rec, progress)
