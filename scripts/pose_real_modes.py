@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--ckpt", action="append", required=True, metavar="NAME=PATH")
     ap.add_argument("--out", required=True, help="JSON of every hand's numbers and the summary")
     ap.add_argument("--overlays", default=None, help="write overlay PNGs of the first hands here")
+    ap.add_argument("--modes", nargs="+", default=["image+kp", "kp-only"], choices=["image+kp", "kp-only"])
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -72,7 +73,7 @@ def main() -> None:
     rows = []
     for cname, path in ckpts.items():
         model = load_cascade(path)
-        for mode in ("image+kp", "kp-only"):
+        for mode in a.modes:
             for i, (name, h, img, size, src) in enumerate(inputs):
                 for s, (kps, slot) in src.items():
                     res = estimate_pose(img, model, kps, keypoints_only=mode == "kp-only")
