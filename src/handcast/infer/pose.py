@@ -26,7 +26,7 @@ from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 from handcast.render.overlay import overlay_motion, save_png, second_view
 
 # The cascade's input when neither --keypoints-only nor --use-image is given (results/pose_camera_robust.md)
-DEFAULT_KEYPOINTS_ONLY = False
+DEFAULT_KEYPOINTS_ONLY = True
 
 # What run_pose writes: an existing --out holding anything else is not replaced, even with --overwrite.
 POSE_OUTPUTS = ("pose.npz", "mesh.ply", "mesh.obj", "overlay.png", "spread.png", "keypoints.json")
