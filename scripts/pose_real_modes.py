@@ -7,8 +7,9 @@ aggregate placed by its least-squares root) and after it (the ``handcast pose`` 
 is reported. ``rot`` is the median rotation (degrees) between the cascade's root-relative joints and the fitted
 ones (Kabsch): how far the fit had to turn the network's hand.
 
-    PYTHONPATH=src python scripts/pose_real_modes.py --ckpt shipped=src/handcast/assets/checkpoints/pose_tiny.safetensors \
-        --ckpt tuned=runs/pose/cam/pose.safetensors --out out/real_modes.json [--overlays out/overlays]
+    PYTHONPATH=src python scripts/pose_real_modes.py \
+        --ckpt shipped=src/handcast/assets/checkpoints/pose_tiny.safetensors \
+        --ckpt tuned=runs/pose/camF/pose.safetensors --out out/real_modes.json [--overlays out/overlays]
 """
 
 from __future__ import annotations

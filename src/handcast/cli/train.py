@@ -35,8 +35,8 @@ def _train_pose(args: argparse.Namespace) -> None:
     check_lightning(args)
     for k, p in train_pose(args.config, args.overrides, crops=args.crops, out=args.out, stages=args.stages,
                            resume=args.resume, device=args.device, devices=args.devices,
-                           accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=args.strategy, init=args.init,
-                           progress=not args.quiet).items():
+                           accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=args.strategy,
+                           init=args.init, progress=not args.quiet).items():
         print(f"wrote {k} checkpoint {p}")
 
 

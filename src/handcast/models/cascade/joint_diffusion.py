@@ -67,7 +67,8 @@ class JointDiffusion(nn.Module):
         return self.denoiser(x_t, t, tokens, frame_cond=joint)
 
     def loss(self, scheduler, feats, kp2d, conf, K_crop, joints: torch.Tensor,
-             generator: torch.Generator | None = None, image_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+             generator: torch.Generator | None = None,
+             image_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training losses for root-relative target joints (B, 21, 3) [m]; image_mask (B,): 0 = keypoints-only
         item (its image hidden), None = all use the image."""
         tokens, joint = self.condition(feats, kp2d, conf, K_crop, image_mask)
