@@ -62,7 +62,7 @@ def test_camera_batch_default_changes_nothing_and_draws_nothing(batches):
     rng = np.random.default_rng(0)
     b = _crop_batch(batches, np.arange(4), rng, ("joints",))
     state = rng.bit_generator.state
-    out = camera_batch(b, batches, rng, {"camera_aug": {"p": 0.0}}, 0.0)
+    out = camera_batch(b, rng, {"camera_aug": {"p": 0.0}}, 0.0)
     assert out is b and "image_mask" not in out and rng.bit_generator.state == state
 
 
@@ -73,12 +73,19 @@ def test_camera_batch_reviews_items_and_hides_their_images(batches):
     rng = np.random.default_rng(0)
     n = min(6, batches.n)
     b = _crop_batch(batches, np.arange(n), rng, ("joints",))
-    out = camera_batch(b, batches, rng, {"camera_aug": {"p": 1.0}, "kp_noise_px": 0.0, "p_drop_kp": 0.0}, 0.0)
+    out = camera_batch(b, rng, {"camera_aug": {"p": 1.0}, "kp_noise_px": 0.0, "p_drop_kp": 0.0}, 0.0)
     assert out["image_mask"].tolist() == [0.0] * n
     assert not torch.allclose(out["joints"], b["joints"]) and not torch.allclose(out["K"], b["K"])
     # the new keypoints are the projections of the new joints with the new camera (the root refits exactly)
     root = fit_root(out["joints"].double(), out["kp"].double(), out["conf"].double(), out["K"].double())
     X = (out["joints"].double() + root[:, None]).numpy()
     np.testing.assert_allclose(out["kp"].numpy(), _project(out["K"].double().numpy(), X), atol=0.05)
-    out2 = camera_batch(b, batches, np.random.default_rng(0), {"camera_aug": {"p": 0.0}}, 1.0)
+    out2 = camera_batch(b, np.random.default_rng(0), {"camera_aug": {"p": 0.0}}, 1.0)
     assert out2["image_mask"].tolist() == [0.0] * n and torch.equal(out2["joints"], b["joints"])
+
+
+def test_the_tiny_config_keeps_todays_training():
+    from handcast.train.pose import resolve_config
+
+    cfg = resolve_config("tiny")
+    assert cfg["data"]["camera_aug"]["p"] == 0.0 and cfg["train"]["joint"]["p_keypoints_only"] == 0.0

@@ -350,7 +350,7 @@ def train_ae(model, cfg: dict, train_crops=None, test_crops=None, progress: bool
     return rec
 
 
-def camera_batch(b: dict, batches: CropBatches, rng: np.random.Generator, data_cfg: dict,
+def camera_batch(b: dict, rng: np.random.Generator, data_cfg: dict,
                  p_keypoints_only: float = 0.0) -> dict:
     """Stage-1 training batch ``b`` (:func:`_crop_batch` with joints) with the camera augmentation of
     ``data_cfg["camera_aug"]`` (keys of :data:`~handcast.data.crops.CAMERA_AUG_DEFAULTS`) and keypoints-only
@@ -393,7 +393,7 @@ def train_joint(model, cfg: dict, batches: CropBatches, test: CropBatches | None
 
     def draw(rng):
         b = _crop_batch(batches, rng.integers(0, batches.n, bs), rng, ("joints",))
-        return camera_batch(b, batches, rng, cfg["data"], p_kp)
+        return camera_batch(b, rng, cfg["data"], p_kp)
 
     return _fit_stage(_stage_modules()["joint"](model, cfg), draw, _val_batches(test), progress, **fit_kw)
 
