@@ -55,3 +55,20 @@ def test_help_states_the_ranges(capsys):
     out = capsys.readouterr().out
     flat = " ".join(out.split())
     assert "futures to sample (default 5) [range [1, 1000]]" in flat and "[range [1, 1024]]" in flat, flat
+
+
+def test_pose_image_use_flags():
+    """``--keypoints-only`` / ``--use-image`` on handcast pose (neither: None = the library default), and
+    ``--keypoints-only`` on bench pose; the two pose flags exclude each other."""
+    import pytest
+
+    from handcast.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["pose", "x.jpg"]).keypoints_only is None
+    assert p.parse_args(["pose", "x.jpg", "--keypoints-only"]).keypoints_only is True
+    assert p.parse_args(["pose", "x.jpg", "--use-image"]).keypoints_only is False
+    assert p.parse_args(["bench", "pose", "--ckpt", "c", "--keypoints-only"]).keypoints_only is True
+    assert p.parse_args(["bench", "pose", "--ckpt", "c"]).keypoints_only is False
+    with pytest.raises(SystemExit):
+        p.parse_args(["pose", "x.jpg", "--keypoints-only", "--use-image"])

@@ -185,3 +185,24 @@ def test_without_keypoints_the_detector_is_used_and_its_failure_is_explained(mod
     res = estimate_pose(img, model, detect_keypoints(img), K=K, num_samples=2)
     assert list(res.handedness) == ["left"]
     np.testing.assert_allclose(res.kp2d_conf, 0.9, rtol=1e-6)
+
+
+def test_run_pose_keypoints_only_ignores_the_image(ckpt, tmp_path):
+    """handcast pose --keypoints-only: the same result whatever the image shows; --use-image differs."""
+    from handcast.data.keypoints import keypoints_json
+    from handcast.infer.pose import run_pose
+
+    img, uv = _scene(3)
+    kp = np.full((2, 21, 2), np.nan)
+    kp[0] = uv
+    conf = np.zeros((2, 21))
+    conf[0] = 1
+    kf = tmp_path / "kp.json"
+    kf.write_text(json.dumps(keypoints_json(kp, conf)))
+    other = (np.random.default_rng(9).random(img.shape) * 255).astype(np.uint8)
+    runs = {}
+    for name, im, only in (("a", img, True), ("b", other, True), ("c", img, False)):
+        out = run_pose(im, tmp_path / name, keypoints=kf, ckpt=ckpt, keypoints_only=only, refine=False)
+        runs[name] = np.load(out / "pose.npz")["joints"]
+    np.testing.assert_array_equal(runs["a"], runs["b"])
+    assert np.abs(runs["a"] - runs["c"]).max() > 1e-5

@@ -108,3 +108,25 @@ def test_a_fixed_seed_gives_the_same_run(crops, tmp_path):
     a, b = (load_file(tmp_path / name / "pose.safetensors") for name in ("a", "b"))
     assert all(a[k].equal(b[k]) for k in a)
     assert logs[0]["val_pa_mpjpe_mm"] == logs[1]["val_pa_mpjpe_mm"]
+
+
+def test_init_fine_tunes_stage_one_only_with_the_camera_augmentation(crops, tmp_path, hm):
+    """--init with --stages joint: a complete cascade whose autoencoder and stage 2 are the init's, stage 1
+    changed; the camera augmentation and keypoints-only items run."""
+    import torch
+    from safetensors.torch import load_file
+
+    from handcast.models.cascade.model import load_cascade, save_cascade
+    from handcast.models.cascade.testing import small_cascade
+    from handcast.train.pose import train_pose
+
+    init = save_cascade(tmp_path / "init.safetensors", small_cascade(hm, seed=4))
+    ov = SMALL + ["data.camera_aug.p=0.5", "train.joint.p_keypoints_only=0.5"]
+    paths = train_pose("tiny", ov, crops=str(crops), out=str(tmp_path / "ft"), stages=["joint"], init=str(init),
+                       progress=False)
+    assert set(load_cascade(paths["pose"]).trained_stages) == {"ae", "joint", "mesh"}
+    a, b = load_file(str(init)), load_file(str(paths["pose"]))
+    assert set(a) == set(b)
+    same = [k for k in a if torch.equal(a[k], b[k])]
+    assert all(k in same for k in a if k.startswith(("ae.", "mesh.")))
+    assert any(k not in same for k in a if k.startswith("joint."))

@@ -41,7 +41,7 @@ def _bench_pose(args: argparse.Namespace) -> None:
     r = bench_pose(args.ckpt, regressor=args.regressor, crops=args.crops, split=args.split, num_samples=args.samples,
                    sampler=args.sampler, steps=args.steps, steps_table=args.steps_table, keypoints=args.keypoints,
                    tau=args.tau, seed=args.seed, max_items=args.max_items, out=args.out, device=args.device,
-                   progress=not args.quiet, command=command_line())
+                   progress=not args.quiet, command=command_line(), keypoints_only=args.keypoints_only)
     print(format_report(r))
 
 
@@ -115,6 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampler(b, steps=1, steps_help="sampler steps of the main table (default 1)")
     b.add_argument("--steps-table", type=int_range(1, MAX_STEPS), nargs="+", default=[1, 2, 5, 10])
     b.add_argument("--keypoints", choices=["det", "gt"], default="det", help="detector-like or exact 2D input")
+    b.add_argument("--keypoints-only", action="store_true",
+                   help="the cascade ignores the crop images (image tokens hidden): 2D keypoints and crop camera only")
     b.add_argument("--tau", type=float_range(0, None, lo_open=True), default=4.0, help="pixel scale of the 2D-consistency weights")
     add_seed(b)
     b.add_argument("--max-items", type=int_range(1), default=None, help="at most this many crops (>= 1)")

@@ -188,6 +188,17 @@ def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int_range(*SEED_RANGE), default=0, help="random seed (default 0)")
 
 
+def add_image_use(p: argparse.ArgumentParser) -> None:
+    """``--keypoints-only`` / ``--use-image``: whether the pose cascade looks at the image crop or estimates from
+    the 2D keypoints (and crop camera) alone; neither: the default of :mod:`handcast.infer.pose`
+    (``DEFAULT_KEYPOINTS_ONLY``)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--keypoints-only", dest="keypoints_only", action="store_true", default=None,
+                   help="estimate from the 2D keypoints alone, the image tokens hidden (docs/pose.md)")
+    g.add_argument("--use-image", dest="keypoints_only", action="store_false",
+                   help="condition on the image crop as well as the 2D keypoints")
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
 

@@ -7,6 +7,7 @@ import argparse
 from handcast.cli.common import (
     add_camera,
     add_device,
+    add_image_use,
     add_out_overwrite,
     add_overwrite,
     add_quiet,
@@ -30,7 +31,8 @@ def _pose(args: argparse.Namespace) -> None:
     out = run_pose(args.image, args.out, keypoints=args.keypoints, ckpt=args.ckpt, num_samples=args.samples,
                    sampler=args.sampler, steps=args.steps, aggregation=args.aggregation, focal=args.focal,
                    fov=args.fov, intrinsics=args.intrinsics, seed=args.seed, overwrite=args.overwrite,
-                   device=args.device, mesh_format=args.mesh_format, refine=args.refine)
+                   device=args.device, mesh_format=args.mesh_format, refine=args.refine,
+                   keypoints_only=args.keypoints_only)
     print(f"wrote {out}")
 
 
@@ -103,6 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mesh-format", choices=["ply", "obj"], default="ply")
     s.add_argument("--no-refine", dest="refine", action="store_false",
                    help="skip the keypoint fit: the cascade's own estimate, placed by a least-squares root (docs/pose.md)")
+    add_image_use(s)
     add_device(s)
     s.set_defaults(func=_pose)
 

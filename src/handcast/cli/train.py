@@ -36,7 +36,7 @@ def _train_pose(args: argparse.Namespace) -> None:
     for k, p in train_pose(args.config, args.overrides, crops=args.crops, out=args.out, stages=args.stages,
                            resume=args.resume, device=args.device, devices=args.devices,
                            accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=args.strategy,
-                           progress=not args.quiet).items():
+                           init=args.init, progress=not args.quiet).items():
         print(f"wrote {k} checkpoint {p}")
 
 
@@ -83,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train only these stages (default: all)")
     t.add_argument("--device", type=device_name, default=None, help="cpu, cuda or cuda:1: shorthand for --accelerator/--devices "
                    "(kept from older versions)")
+    t.add_argument("--init", default=None, metavar="PATH",
+                   help="fine-tune: start from this pose checkpoint or run folder (its model config; its stages not "
+                   "in --stages are kept, e.g. --stages joint re-trains stage 1 only)")
     add_lightning(t)
     t.set_defaults(func=_train_pose)
 

@@ -62,8 +62,8 @@ from handcast.errors import HandcastError
 from handcast.io import load_npz
 
 __all__ = [
-    "CROP_SIZE", "CropBatches", "CropSet", "canonical_crop", "crop_intrinsics", "crop_hand", "hand_box", "mirror_x",
-    "normalise_images", "to_crop_pixels", "uv_to_unit", "unit_to_uv",
+    "CAMERA_AUG_DEFAULTS", "CROP_SIZE", "CropBatches", "CropSet", "camera_views", "canonical_crop", "crop_intrinsics",
+    "crop_hand", "hand_box", "mirror_x", "normalise_images", "to_crop_pixels", "uv_to_unit", "unit_to_uv",
 ]
 
 CROP_SIZE: tuple[int, int] = (256, 192)
@@ -316,3 +316,83 @@ class CropBatches:
         kp = np.where(c[..., None] > 0, kp, 0.0)
         return (torch.as_tensor(kp, dtype=torch.float32, device=self.device),
                 torch.as_tensor(c, dtype=torch.float32, device=self.device))
+
+
+# ------------------------------------------------------------------------------------------ camera augmentation
+
+CAMERA_AUG_DEFAULTS: dict = {
+    "p": 0.0,  # probability that a training crop is re-viewed by a random camera (0: off, today's behaviour)
+    "rot3d_deg": 180.0,  # the hand turns about its root by up to this angle about a random axis (180: any viewpoint)
+    "inplane_deg": 180.0,  # then about the viewing ray through its root by up to this angle (in-plane rotation)
+    "fov_deg": [20.0, 100.0],  # horizontal field of view of the new camera, uniform in this range
+    "image_size": [640, 480],  # (W, H) of the new camera's image; the root projects anywhere inside it
+    "depth_m": [0.2, 1.5],  # wrist depth (m), log-uniform in this range (the perspective's strength)
+}
+
+
+def _rotation(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rodrigues: unit axes (B, 3), angles (B,) radians -> (B, 3, 3)."""
+    x, y, z = axis[:, 0], axis[:, 1], axis[:, 2]
+    k = np.zeros((len(axis), 3, 3))
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 0], k[:, 1, 2], k[:, 2, 0], k[:, 2, 1] = -z, y, z, -x, -y, x
+    s, c = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
+    return np.eye(3) + s * k + (1 - c) * (k @ k)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def camera_views(joints, rng: np.random.Generator, cfg: dict | None = None) -> dict[str, np.ndarray]:
+    """The hands ``joints`` (B, 21, 3) (root-relative, m, canonical camera frame) seen by random cameras of
+    real photos: each hand is turned about its root (``rot3d_deg``, then ``inplane_deg`` about the viewing ray
+    through the root), placed so that its root projects anywhere in the image of a camera with a random
+    horizontal field of view (``fov_deg``) at a depth ``depth_m``, and cropped as
+    :func:`crop_hand` crops the keypoints' box (centre and size jittered as the training crops are).
+    cfg: keys of :data:`CAMERA_AUG_DEFAULTS` (missing ones take the defaults).
+
+    Returns dict joints (B, 21, 3) the turned root-relative keypoints (m, the new crops' canonical camera
+    frame), kp2d (B, 21, 2) their exact projections in the new crops (crop px: ``K_crop @ X / X_z`` with X the
+    joints plus ``root``), K_crop (B, 3, 3), root (B, 3) m."""
+    c = dict(CAMERA_AUG_DEFAULTS, **(cfg or {}))
+    j = np.asarray(joints, np.float64)
+    b = len(j)
+    w, h = (float(x) for x in c["image_size"])
+    # the turn about the root
+    ang = np.radians(float(c["rot3d_deg"])) * rng.random(b)
+    R = _rotation(_unit(rng.standard_normal((b, 3))), ang)
+    # the camera and where the root lands in its image
+    fov = np.radians(rng.uniform(*(float(x) for x in c["fov_deg"]), b))
+    f = (w / 2) / np.tan(fov / 2)
+    lo, hi = (float(x) for x in c["depth_m"])
+    depth = np.exp(rng.uniform(np.log(lo), np.log(hi), b))
+    uv_root = rng.random((b, 2)) * np.array([w, h]) - 0.5
+    ray = np.stack([(uv_root[:, 0] - (w - 1) / 2) / f, (uv_root[:, 1] - (h - 1) / 2) / f, np.ones(b)], -1)
+    # in-plane turn: about the viewing ray through the root
+    R = _rotation(_unit(ray), np.radians(float(c["inplane_deg"])) * rng.uniform(-1, 1, b)) @ R
+    jr = j @ np.swapaxes(R, 1, 2)
+    reach = np.linalg.norm(jr, axis=-1).max(-1)
+    depth = np.maximum(depth, reach * 1.5 + 0.02)  # every keypoint well in front of the camera
+    root = ray * depth[:, None]
+    K = np.zeros((b, 3, 3))
+    K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = f, f, (w - 1) / 2, (h - 1) / 2, 1.0
+    X = jr + root[:, None]
+    p = X @ np.swapaxes(K, 1, 2)
+    uv = p[..., :2] / p[..., 2:]
+    # the crop of crop_hand: keypoint box grown by BOX_PAD, jittered, then expanded to the input aspect
+    lo2, hi2 = uv.min(1), uv.max(1)
+    centre, half = (lo2 + hi2) / 2, np.maximum((hi2 - lo2) * BOX_PAD / 2, 4.0)
+    centre = centre + rng.uniform(-0.06, 0.06, (b, 2)) * 2 * half
+    half = half * rng.uniform(0.9, 1.15, (b, 1))
+    ch, cw = CROP_SIZE
+    half = np.maximum(half, np.stack([half[:, 1] * cw / ch, half[:, 0] * ch / cw], -1))  # aspect W : H
+    x0 = centre - half
+    s = 2 * half[:, 0] / cw  # original pixels per crop pixel
+    A = np.zeros((b, 3, 3))
+    A[:, 0, 0], A[:, 1, 1], A[:, 2, 2] = s, s, 1.0
+    A[:, :2, 2] = x0 + 0.5 * s[:, None]
+    Kc = np.linalg.inv(A) @ K
+    Kc = Kc / Kc[:, 2:, 2:]
+    pc = X @ np.swapaxes(Kc, 1, 2)
+    return {"joints": jr.astype(np.float32), "kp2d": (pc[..., :2] / pc[..., 2:]).astype(np.float32),
+            "K_crop": Kc.astype(np.float32), "root": root.astype(np.float32)}

@@ -79,14 +79,16 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
                split: str = "test", num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
                steps_table: Sequence[int] = (1, 2, 5, 10), keypoints: str = "det", tau: float = 4.0, seed: int = 0,
                max_items: int | None = None, fit_iterations: int = 150, batch_size: int = 64, out: str | Path | None = None,
-               command: str | None = None, device: str = "cpu", progress: bool = True, keypoint_fit: bool = True) -> dict:
+               command: str | None = None, device: str = "cpu", progress: bool = True, keypoint_fit: bool = True,
+               keypoints_only: bool = False) -> dict:
     """Run the benchmark; returns the result dict (``format_report`` makes the markdown). With ``out`` (a path
     without suffix, e.g. ``results/pose_tiny``) writes ``out.md`` and ``out.json`` atomically.
 
     ckpt: the cascade (``pose.safetensors`` or its run folder); regressor: the baseline's checkpoint (default
     ``regressor.safetensors`` beside ckpt, if present). keypoints: "det" (the domain's simulated detector;
     exact projections for lab) or "gt" (exact projections for every domain). keypoint_fit: add the row of the
-    median aggregate fitted to the keypoints (:func:`handcast.fit.keypoint_fit.fit_keypoints`) and its wrist error."""
+    median aggregate fitted to the keypoints (:func:`handcast.fit.keypoint_fit.fit_keypoints`) and its wrist error.
+    keypoints_only: the cascade ignores the crop images (:meth:`PoseCascade.estimate_crops`)."""
     ck = resolve_pose_checkpoint(ckpt)
     model = load_cascade(ck, device)
     reg_path = Path(regressor) if regressor else ck.parent / "regressor.safetensors"
@@ -133,7 +135,7 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
                 t0 = time.perf_counter()
                 est = model.estimate_crops(images, kp, c, Kc, num_samples, sampler, s,
                                            aggregations=AGGREGATIONS if s == steps else ("median", "single"),
-                                           tau=tau, generator=g)
+                                           tau=tau, generator=g, keypoints_only=keypoints_only)
                 step_time[s] += time.perf_counter() - t0
                 for a in ("median", "single"):
                     step_rows[s][a].append(_metrics(*est["aggregated"][a], gj, gv))
@@ -182,7 +184,8 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
     result = {
         "command": command, "checkpoint": str(ck), "regressor": str(reg_path) if reg is not None else None,
         "crops": str(crops), "split": split, "items": int(n), "domains": list(cs.domains),
-        "keypoints": keypoints, "num_samples": int(num_samples), "sampler": sampler, "steps": int(steps),
+        "keypoints": keypoints, "keypoints_only": bool(keypoints_only), "num_samples": int(num_samples),
+        "sampler": sampler, "steps": int(steps),
         "tau_px": tau, "seed": seed, "torch_threads": torch.get_num_threads(), "hand_model": model.hands.kind,
         "num_vertices": model.hands.num_vertices, "ae_recon_mm": float(np.concatenate(ae_err).mean()),
         "table": table, "by_domain": by_domain, "steps_table": steps_out, "checks": checks,
@@ -225,7 +228,8 @@ def format_report(r: dict) -> str:
         lines += ["Command:", "", "```bash", r["command"], "```", ""]
     lines += [f"Checkpoint `{r['checkpoint']}`; regressor `{r['regressor']}`; crop set `{r['crops']}` split "
               f"`{r['split']}` ({r['items']} hands; domains {', '.join(r['domains'])}); 2D keypoints: "
-              f"`{r['keypoints']}`; hand model `{r['hand_model']}` ({r['num_vertices']} vertices); "
+              f"`{r['keypoints']}`{' (keypoints only: the cascade ignores the images)' if r.get('keypoints_only') else ''}; "
+              f"hand model `{r['hand_model']}` ({r['num_vertices']} vertices); "
               f"{r['num_samples']} hypotheses, {r['sampler']} {r['steps']} step(s); torch threads {r['torch_threads']}.",
               "", f"Mesh autoencoder reconstruction of the test meshes: {r['ae_recon_mm']:.2f} mm (mean per-vertex).", "",
               "## Main table (mm; F-scores on Procrustes-aligned vertices)", "",

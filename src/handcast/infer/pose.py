@@ -25,6 +25,8 @@ from handcast.models.cascade.estimate import PoseResult, estimate_pose, pose_arr
 from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 from handcast.render.overlay import overlay_motion, save_png, second_view
 
+# The cascade's input when neither --keypoints-only nor --use-image is given (results/pose_camera_robust.md)
+DEFAULT_KEYPOINTS_ONLY = True
 
 # What run_pose writes: an existing --out holding anything else is not replaced, even with --overwrite.
 POSE_OUTPUTS = ("pose.npz", "mesh.ply", "mesh.obj", "overlay.png", "spread.png", "keypoints.json")
@@ -100,7 +102,8 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
              ckpt: str | os.PathLike | None = None, num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
              aggregation: str = "median", focal: float | None = None, seed: int = 0, overwrite: bool = False,
              device: str = "cpu", mesh_format: str = "ply", fov: float | None = None,
-             intrinsics: str | os.PathLike | None = None, refine: bool = True) -> Path:
+             intrinsics: str | os.PathLike | None = None, refine: bool = True,
+             keypoints_only: bool | None = None) -> Path:
     """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
     (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
     and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
@@ -108,7 +111,8 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     view, degrees) and ``focal`` (pixels); default: the default field of view
     (:func:`handcast.geometry.resolve_intrinsics`). ``refine``: fit the hand model to the keypoints after the
     cascade (:func:`handcast.fit.keypoint_fit.refine_pose`; the cascade's own estimate stays in pose.npz as
-    ``*_network``). Returns ``out_dir``."""
+    ``*_network``). ``keypoints_only``: the cascade ignores the image and estimates from the keypoints alone
+    (None: :data:`DEFAULT_KEYPOINTS_ONLY`). Returns ``out_dir``."""
 
     if mesh_format not in ("ply", "obj"):
         raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
@@ -124,8 +128,9 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     model = load_cascade(resolve_pose_checkpoint(ckpt), device)
     if kps is None:
         kps = detect_keypoints(img)
+    kp_only = DEFAULT_KEYPOINTS_ONLY if keypoints_only is None else bool(keypoints_only)
     res = estimate_pose(img, model, kps, intrinsics, num_samples, sampler, steps, aggregation, seed, focal=focal,
-                        fov=fov)
+                        fov=fov, keypoints_only=kp_only)
     if refine:
         res = refine_pose(res, model.hands)
     overlay = overlay_image(img, res)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import tempfile
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handcast.data.crops import CropBatches, CropSet
+from handcast.data.crops import CAMERA_AUG_DEFAULTS, CropBatches, CropSet, camera_views
 from handcast.diffusion import make_scheduler
 from handcast.errors import HandcastError
 from handcast.eval.metrics import pa_mpjpe, pa_mpvpe
@@ -215,7 +216,8 @@ def _stage_modules() -> dict:
 
         def losses(self, b):
             feats = self.model.backbone(b["images"])
-            return self.model.joint.loss(self.sched, feats, b["kp"], b["conf"], b["K"], b["joints"], self.generator())
+            return self.model.joint.loss(self.sched, feats, b["kp"], b["conf"], b["K"], b["joints"], self.generator(),
+                                         image_mask=b.get("image_mask"))
 
         def validation_step(self, b, _):
             g = torch.Generator(device=self.device).manual_seed(0)
@@ -348,13 +350,52 @@ def train_ae(model, cfg: dict, train_crops=None, test_crops=None, progress: bool
     return rec
 
 
+def camera_batch(b: dict, rng: np.random.Generator, data_cfg: dict,
+                 p_keypoints_only: float = 0.0) -> dict:
+    """Stage-1 training batch ``b`` (:func:`_crop_batch` with joints) with the camera augmentation of
+    ``data_cfg["camera_aug"]`` (keys of :data:`~handcast.data.crops.CAMERA_AUG_DEFAULTS`) and keypoints-only
+    items: each item is re-viewed with probability ``camera_aug.p`` by a random camera of real photos
+    (:func:`~handcast.data.crops.camera_views`: joints, K and keypoints replaced, the keypoints the exact
+    projections of the turned joints, then jittered and dropped as the training keypoints are) and then hides
+    its image (which no longer shows it); any other item hides its image with probability
+    ``p_keypoints_only``. Adds ``image_mask`` (B,) (1 image used, 0 hidden). Draws nothing from ``rng`` when both
+    probabilities are 0 (then ``b`` is returned unchanged)."""
+    aug = dict(CAMERA_AUG_DEFAULTS, **(data_cfg.get("camera_aug") or {}))
+    p_aug, p_kp = float(aug["p"]), float(p_keypoints_only)
+    if p_aug <= 0 and p_kp <= 0:
+        return b
+    n = len(b["idx"])
+    keep = rng.random(n) >= p_kp
+    sel = np.flatnonzero(rng.random(n) < p_aug) if p_aug > 0 else np.zeros(0, np.int64)
+    if len(sel):
+        dev = b["kp"].device
+        v = camera_views(b["joints"][sel].cpu().numpy(), rng, aug)
+        sigma = rng.uniform(0, float(data_cfg.get("kp_noise_px", 0.0)), (len(sel), 1, 1))
+        kp = v["kp2d"] + rng.standard_normal((len(sel), 21, 2)) * sigma
+        c = (rng.random((len(sel), 21)) >= float(data_cfg.get("p_drop_kp", 0.0))).astype(np.float32)
+        kp = np.where(c[..., None] > 0, kp, 0.0)
+        t = torch.as_tensor(sel, device=dev)
+        b = dict(b)
+        for key, val in (("kp", kp), ("conf", c), ("K", v["K_crop"]), ("joints", v["joints"])):
+            b[key] = b[key].clone()
+            b[key][t] = torch.as_tensor(val, dtype=b[key].dtype, device=dev)
+        keep[sel] = False
+    b["image_mask"] = torch.as_tensor(keep, dtype=torch.float32, device=b["kp"].device)
+    return b
+
+
 def train_joint(model, cfg: dict, batches: CropBatches, test: CropBatches | None = None, progress: bool = True,
                 **fit_kw) -> dict:
-    """Stage ``joint``: backbone + stage 1 (in place). fit_kw as for :func:`train_ae`."""
-    bs = int(cfg["train"]["joint"]["batch_size"])
-    return _fit_stage(_stage_modules()["joint"](model, cfg),
-                      lambda rng: _crop_batch(batches, rng.integers(0, batches.n, bs), rng, ("joints",)),
-                      _val_batches(test), progress, **fit_kw)
+    """Stage ``joint``: backbone + stage 1 (in place), with the camera augmentation and keypoints-only items of
+    :func:`camera_batch` (``data.camera_aug``, ``train.joint.p_keypoints_only``). fit_kw as for :func:`train_ae`."""
+    t = cfg["train"]["joint"]
+    bs, p_kp = int(t["batch_size"]), float(t.get("p_keypoints_only", 0.0))
+
+    def draw(rng):
+        b = _crop_batch(batches, rng.integers(0, batches.n, bs), rng, ("joints",))
+        return camera_batch(b, rng, cfg["data"], p_kp)
+
+    return _fit_stage(_stage_modules()["joint"](model, cfg), draw, _val_batches(test), progress, **fit_kw)
 
 
 @torch.no_grad()
@@ -442,7 +483,7 @@ def resolve_config(config: str = "tiny", overrides: Sequence[str] = (), crops: s
 def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str | None = None, out: str | None = None,
                stages: Sequence[str] | None = None, resume: bool = False, device: str | None = None,
                progress: bool = True, devices: int | str = 1, accelerator: str = "cpu", num_nodes: int = 1,
-               strategy: str = "auto") -> dict[str, Path]:
+               strategy: str = "auto", init: str | os.PathLike | None = None) -> dict[str, Path]:
     """Train the cascade and the regressor (``handcast train pose``). Returns {"pose": path, "regressor": path}
     for the checkpoints that exist at the end.
 
@@ -452,7 +493,11 @@ def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str |
     its checkpoints are skipped, an unfinished one goes on from its ``last_<stage>.ckpt``; without it a
     non-empty run folder is refused. devices, accelerator, num_nodes, strategy: as for
     :func:`handcast.train.lift.train_lift` (several GPUs or nodes with DDP). device: the older one-device form
-    ("cuda", "cuda:1"; "cpu" changes nothing), sets accelerator and devices."""
+    ("cuda", "cuda:1"; "cpu" changes nothing), sets accelerator and devices. init: fine-tune: start from the
+    weights (and the stored model config; the config's ``model`` section is not used) of this cascade
+    checkpoint or run folder; its stages not in ``stages`` are kept as they are (e.g. ``stages=("joint",)``
+    re-trains stage 1 only and writes a complete cascade). A resumed run with a ``pose.safetensors`` starts
+    from that instead."""
     cfg = resolve_config(config, overrides, crops, out)
     stages = tuple(stages) if stages else ALL_STAGES
     bad = [s for s in stages if s not in ALL_STAGES]
@@ -485,7 +530,16 @@ def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str |
             from handcast.models.checkpoint import read_checkpoint
 
             done = tuple(x for x in read_checkpoint(pose_path, "pose")[2].get("pose_stages", "").split(",") if x)
-        have = set(done)
+        init_model, kept = None, ()
+        if init is not None and not done:
+            from handcast.models.cascade.model import resolve_pose_checkpoint
+
+            init_model = load_cascade(resolve_pose_checkpoint(init), require_complete=False)
+            kept = tuple(getattr(init_model, "trained_stages", ()))
+            if init_model.hands.kind != train_set.hand_model:
+                raise HandcastError(f"--init checkpoint uses the '{init_model.hands.kind}' hand model, the crop set "
+                                    f"{crops_dir} '{train_set.hand_model}'")
+        have = set(done) | set(kept)
         for s in ("ae", "joint", "mesh"):  # every stage needs the ones before it, done earlier or in this call
             if s in stages and s not in done:
                 need = {"ae": (), "joint": (), "mesh": ("ae", "joint")}[s]
@@ -502,7 +556,10 @@ def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str |
                 OmegaConf.save(OmegaConf.create(cfg), tmp)
         model_cfg = dict(cfg["model"], hand_model=train_set.hand_model)
         batches, test = CropBatches(train_set, cfg["data"]), CropBatches(test_set, cfg["data"])
-        model = load_cascade(pose_path, require_complete=False) if done else PoseCascade(model_cfg)
+        if done:
+            model = load_cascade(pose_path, require_complete=False)
+        else:
+            model = init_model if init_model is not None else PoseCascade(model_cfg)
         for s in [s for s in ("ae", "joint", "mesh") if s in stages and s not in done]:
             if s == "ae":
                 rec = train_ae(model, cfg, train_set, test_set, progress, run=run, **fit_kw)
@@ -512,7 +569,7 @@ def train_pose(config: str = "tiny", overrides: Sequence[str] = (), crops: str |
                 saved = run / "hyps.npz"
                 hyps = load_npz(saved, ("joints", "kp2d", "conf")) if resume and saved.is_file() else None
                 rec = train_mesh(model, cfg, batches, hyps, test, progress, run=run, **fit_kw)
-            done = tuple(x for x in ("ae", "joint", "mesh") if x in done or x == s)
+            done = tuple(x for x in ("ae", "joint", "mesh") if x in done or x in kept or x == s)
             if _rank_zero():
                 save_cascade(pose_path, model, done)
                 _log(run, rec, progress)

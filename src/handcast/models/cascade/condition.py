@@ -10,6 +10,10 @@
   - 21 per-keypoint tokens: the keypoint in [-1, 1] crop coordinates (times its confidence), its
     confidence, the image feature bilinearly sampled at the keypoint (zero if missing), and optional extra
     per-joint inputs (stage 2: the joint hypothesis), through a :class:`~handcast.models.denoiser.TokenMLP`.
+
+  An ``image_mask`` (B,) of 0 / 1 hides the image of an item: its image tokens are zeroed (as the training
+  token dropout zeroes them) and so are the image features of its keypoint tokens, so an item with mask 0
+  depends on its keypoints and crop camera only (keypoints-only estimation, :func:`keypoints_only_inputs`).
 """
 
 from __future__ import annotations
@@ -75,10 +79,13 @@ class PoseCondition(nn.Module):
         return self.pool[0] * self.pool[1] if self.feat_dim > 0 else 0
 
     def forward(self, feats: torch.Tensor | None, kp2d: torch.Tensor, conf: torch.Tensor, K_crop: torch.Tensor,
-                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                extra: torch.Tensor | None = None,
+                image_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, 192, C) or None; kp2d (B, 21, 2) crop pixels; conf (B, 21); K_crop (B, 3, 3);
-        extra (B, 21, E) or None. Returns (global tokens (B, 1 + n_image, width), per-joint tokens (B, 21, width))."""
+        extra (B, 21, E) or None; image_mask (B,) 1 = use the image, 0 = hide it (module docstring), None = all 1.
+        Returns (global tokens (B, 1 + n_image, width), per-joint tokens (B, 21, width))."""
         b = kp2d.shape[0]
+        keep = None if image_mask is None else image_mask.to(kp2d.dtype).reshape(b, 1, 1)
         c = conf.clamp(0.0, 1.0).unsqueeze(-1)
         unit = uv_to_unit(kp2d) * c
         tokens = [self.camera(camera_features(K_crop)).unsqueeze(1)]
@@ -87,17 +94,31 @@ class PoseCondition(nn.Module):
             gh, gw = self.grid
             fmap = feats.transpose(1, 2).reshape(b, self.feat_dim, gh, gw)
             pooled = F.adaptive_avg_pool2d(fmap, self.pool).flatten(2).transpose(1, 2)
-            tokens.append(self.image(pooled))
+            img = self.image(pooled)
+            tokens.append(img if keep is None else img * keep)
             if self.keypoint_features:
                 grid = unit.unsqueeze(2)  # (B, 21, 1, 2), x = u, y = v in [-1, 1]
                 s = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-                parts.append(s.squeeze(-1).transpose(1, 2) * c)
+                s = s.squeeze(-1).transpose(1, 2) * c
+                parts.append(s if keep is None else s * keep)
         if self.extra_dim:
             if extra is None:
                 raise ValueError("this condition needs per-joint extra inputs")
             parts.append(extra)
         joint = self.joint(torch.cat(parts, -1)) + self.joint_id
         return torch.cat(tokens, 1), joint
+
+
+def keypoints_only_inputs(batch: int, feat_dim: int, grid: tuple[int, int], device,
+                          dtype=torch.float32) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(feats, image_mask) for keypoints-only estimation of ``batch`` items: zero tokens (B, gh * gw, C) in
+    place of the backbone's (the image is never looked at) and an all-zero mask; (None, None) without a
+    backbone (``feat_dim`` 0), where the estimate is keypoints-only anyway."""
+    if feat_dim <= 0:
+        return None, None
+    gh, gw = grid
+    z = torch.zeros(batch, gh * gw, feat_dim, device=device, dtype=dtype)
+    return z, torch.zeros(batch, device=device, dtype=dtype)
 
 
 def init_output_small(layer: nn.Linear, std: float = 1e-3) -> None:
@@ -110,4 +131,5 @@ def count_parameters(module: nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
-__all__ = ["ImageBackbone", "PoseCondition", "camera_features", "count_parameters", "init_output_small"]
+__all__ = ["ImageBackbone", "PoseCondition", "camera_features", "count_parameters", "init_output_small",
+           "keypoints_only_inputs"]

@@ -99,7 +99,7 @@ def _check_keypoints(uv, conf) -> tuple[np.ndarray, np.ndarray]:
 
 def estimate_pose(image: np.ndarray, model, keypoints, K=None, num_samples: int = 5, sampler: str = "ddim",
                   steps: int = 1, aggregation: str = "median", seed: int = 0, tau: float = 4.0,
-                  focal: float | None = None, fov: float | None = None) -> PoseResult:
+                  focal: float | None = None, fov: float | None = None, keypoints_only: bool = False) -> PoseResult:
     """3D pose and mesh of every hand with keypoints in ``image``.
 
     image: (H, W, 3) uint8 RGB. model: a :class:`~handcast.models.cascade.model.PoseCascade` (see
@@ -110,7 +110,8 @@ def estimate_pose(image: np.ndarray, model, keypoints, K=None, num_samples: int 
     default: the default field of view; :func:`handcast.geometry.resolve_intrinsics`).
     num_samples S, sampler ("ddim", "ddpm", "dpm") and steps: of both diffusion stages (one-step DDIM by
     default). aggregation: "single", "mean", "median" or "reproj" (tau: its temperature in crop pixels).
-    seed: the sampling noise (same seed, same result)."""
+    seed: the sampling noise (same seed, same result). keypoints_only: estimate from the keypoints and crop
+    cameras alone, the image hidden (:meth:`~handcast.models.cascade.model.PoseCascade.estimate_crops`)."""
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise HandcastError(f"image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
@@ -138,7 +139,7 @@ def estimate_pose(image: np.ndarray, model, keypoints, K=None, num_samples: int 
         model.eval()
     with torch.no_grad():
         out = model.estimate_crops(x, kp, cf, Kc, int(num_samples), sampler, int(steps), aggregations=(aggregation,),
-                                   tau=tau, generator=g)
+                                   tau=tau, generator=g, keypoints_only=bool(keypoints_only))
         joints, verts = out["aggregated"][aggregation]
         root = fit_root(joints, kp, cf, Kc)
     flip = np.array([c["flip"] for c in crops])

@@ -57,18 +57,21 @@ class JointDiffusion(nn.Module):
                                                       heads=config.heads, ff_width=config.ff_width,
                                                       dropout=config.dropout))
 
-    def condition(self, feats, kp2d, conf, K_crop):
-        """-> (condition tokens (B, N, W), per-joint tokens (B, 21, W))."""
-        return self.cond(feats, kp2d, conf, K_crop)
+    def condition(self, feats, kp2d, conf, K_crop, image_mask=None):
+        """-> (condition tokens (B, N, W), per-joint tokens (B, 21, W)). image_mask (B,): 0 hides an item's
+        image (:class:`~handcast.models.cascade.condition.PoseCondition`)."""
+        return self.cond(feats, kp2d, conf, K_crop, image_mask=image_mask)
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, joint: torch.Tensor) -> torch.Tensor:
         """Predicted x0 (B, 21, 3) from x_t (B, 21, 3) at steps t (B,) given :meth:`condition`'s tokens."""
         return self.denoiser(x_t, t, tokens, frame_cond=joint)
 
     def loss(self, scheduler, feats, kp2d, conf, K_crop, joints: torch.Tensor,
-             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Training losses for root-relative target joints (B, 21, 3) [m]."""
-        tokens, joint = self.condition(feats, kp2d, conf, K_crop)
+             generator: torch.Generator | None = None,
+             image_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Training losses for root-relative target joints (B, 21, 3) [m]; image_mask (B,): 0 = keypoints-only
+        item (its image hidden), None = all use the image."""
+        tokens, joint = self.condition(feats, kp2d, conf, K_crop, image_mask)
         n_img = self.cond.num_image_tokens
         if n_img and self.config.p_token_dropout > 0:
             tokens = torch.cat([tokens[:, :1], condition_dropout(tokens[:, 1:], self.config.p_token_dropout,
@@ -84,9 +87,10 @@ class JointDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, feats, kp2d, conf, K_crop, num_samples: int = 5, sampler: str = "ddim", steps: int = 1,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Hypotheses (B, S, 21, 3) [m], root-relative (wrist exactly 0), canonical camera frame."""
-        x = sample_per_input(self.denoise, self.condition(feats, kp2d, conf, K_crop), (21, 3), num_samples, sampler,
-                             steps, config=self.diffusion, generator=generator, dtype=kp2d.dtype)
+               generator: torch.Generator | None = None, image_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Hypotheses (B, S, 21, 3) [m], root-relative (wrist exactly 0), canonical camera frame; image_mask as
+        for :meth:`loss`."""
+        x = sample_per_input(self.denoise, self.condition(feats, kp2d, conf, K_crop, image_mask), (21, 3), num_samples,
+                             sampler, steps, config=self.diffusion, generator=generator, dtype=kp2d.dtype)
         j = x * self.config.joint_scale
         return j - j[..., :1, :]

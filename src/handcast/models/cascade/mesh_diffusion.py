@@ -60,9 +60,10 @@ class MeshLatentDiffusion(nn.Module):
     def from_tokens(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], self.latent_size)
 
-    def condition(self, feats, kp2d, conf, K_crop, joints: torch.Tensor) -> torch.Tensor:
-        """Condition tokens (B, 1 + n_image + 21, W) for ONE joint hypothesis per item, joints (B, 21, 3) m."""
-        tokens, joint = self.cond(feats, kp2d, conf, K_crop, extra=joints / self.joint_scale)
+    def condition(self, feats, kp2d, conf, K_crop, joints: torch.Tensor, image_mask=None) -> torch.Tensor:
+        """Condition tokens (B, 1 + n_image + 21, W) for ONE joint hypothesis per item, joints (B, 21, 3) m;
+        image_mask (B,): 0 hides an item's image (:class:`~handcast.models.cascade.condition.PoseCondition`)."""
+        tokens, joint = self.cond(feats, kp2d, conf, K_crop, extra=joints / self.joint_scale, image_mask=image_mask)
         return torch.cat([tokens, joint], 1)
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -90,9 +91,10 @@ class MeshLatentDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, feats, kp2d, conf, K_crop, joints: torch.Tensor, sampler: str = "ddim", steps: int = 1,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """One normalised latent (B, latent_size) per joint hypothesis joints (B, 21, 3)."""
-        x = sample_per_input(self.denoise, (self.condition(feats, kp2d, conf, K_crop, joints),),
+               generator: torch.Generator | None = None, image_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One normalised latent (B, latent_size) per joint hypothesis joints (B, 21, 3); image_mask as for
+        :meth:`condition`."""
+        x = sample_per_input(self.denoise, (self.condition(feats, kp2d, conf, K_crop, joints, image_mask),),
                              (self.num_tokens, self.config.token_dim), 1, sampler, steps, config=self.diffusion,
                              generator=generator, dtype=joints.dtype)
         return self.from_tokens(x[:, 0])

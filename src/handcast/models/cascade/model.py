@@ -20,7 +20,7 @@ from handcast.diffusion import DiffusionConfig
 from handcast.errors import HandcastError
 from handcast.hand import HandModel
 from handcast.models.cascade.aggregate import AGGREGATIONS, aggregate
-from handcast.models.cascade.condition import ImageBackbone
+from handcast.models.cascade.condition import ImageBackbone, keypoints_only_inputs
 from handcast.models.cascade.handutil import palm_vertex_ids, right_hand
 from handcast.models.cascade.joint_diffusion import JointDiffusion, JointDiffusionConfig
 from handcast.models.cascade.mesh_ae import MeshAEConfig, MeshAutoencoder
@@ -104,25 +104,32 @@ class PoseCascade(_WithHands):
     def estimate_crops(self, images: torch.Tensor | None, kp2d: torch.Tensor, conf: torch.Tensor, K_crop: torch.Tensor,
                        num_samples: int = 5, sampler: str = "ddim", steps: int = 1, mesh_steps: int | None = None,
                        aggregations: tuple[str, ...] = AGGREGATIONS, tau: float = 4.0,
-                       generator: torch.Generator | None = None, feats: torch.Tensor | None = None) -> dict:
+                       generator: torch.Generator | None = None, feats: torch.Tensor | None = None,
+                       keypoints_only: bool = False) -> dict:
         """Run the cascade on B canonical crops.
 
         images (B, 3, 256, 192) normalised (or ``feats`` (B, 192, C) precomputed backbone tokens);
-        kp2d (B, 21, 2) crop pixels; conf (B, 21); K_crop (B, 3, 3).
+        kp2d (B, 21, 2) crop pixels; conf (B, 21); K_crop (B, 3, 3). keypoints_only: ignore the images (never
+        run the backbone; both stages see the image hidden as by the training's keypoints-only items, see
+        :class:`~handcast.models.cascade.condition.PoseCondition`): the estimate depends on the keypoints and
+        crop cameras alone.
         Returns dict: joint_samples (B, S, 21, 3), vertex_samples (B, S, V, 3) (m, root-relative, canonical
         camera frame) and ``aggregated``: {method: (joints (B, 21, 3), vertices (B, V, 3))}."""
         if num_samples < 1:
             raise HandcastError(f"num_samples must be >= 1, got {num_samples}")
-        if feats is None and images is not None:
-            feats = self.backbone(images)
         b, s = kp2d.shape[0], int(num_samples)
-        js = self.joint.sample(feats, kp2d, conf, K_crop, s, sampler, steps, generator)
+        mask = None
+        if keypoints_only:
+            feats, mask = keypoints_only_inputs(b, self.backbone.dim, self.backbone.grid, kp2d.device, kp2d.dtype)
+        elif feats is None and images is not None:
+            feats = self.backbone(images)
+        js = self.joint.sample(feats, kp2d, conf, K_crop, s, sampler, steps, generator, image_mask=mask)
 
         def rep(x):
             return None if x is None else x.repeat_interleave(s, 0)
 
         lat = self.mesh.sample(rep(feats), rep(kp2d), rep(conf), rep(K_crop), js.reshape(b * s, 21, 3), sampler,
-                               mesh_steps or steps, generator)
+                               mesh_steps or steps, generator, image_mask=rep(mask))
         verts = self.ae.decode(self.ae.denormalise(lat)).reshape(b, s, -1, 3)
         agg = {m: aggregate(js, verts, m, kp2d, conf, K_crop, tau) for m in aggregations}
         return {"joint_samples": js, "vertex_samples": verts, "aggregated": agg}
