@@ -99,7 +99,7 @@ def test_new_cameras_cover_the_ranges_of_real_photos_and_reproject_exactly():
         w, h = out["image_size"].tolist()
         K = out["K"].double()
         assert 480 * 0.99 <= w <= 1920 * 1.01 and torch.allclose(K[:2, 2], torch.tensor([w / 2, h / 2]).double())
-        fovs.append(float(2 * np.degrees(np.arctan(w / 2 / K[0, 0]))))
+        fovs.append(float(2 * np.degrees(np.arctan(w / 2 / float(K[0, 0])))))
         cam = transform_points(out["world_to_cam"][:, None, None].double(), out["joints3d"].double())
         ok = out["kp2d_conf"] > 0
         assert torch.allclose(project(cam, K)[ok].float(), out["kp2d"][ok], atol=1e-2)
