@@ -44,7 +44,7 @@ def _forecast(args: argparse.Namespace) -> None:
     res = run_forecast(args.image, args.out, ckpt=args.ckpt, samples=args.samples, frames=args.frames,
                        keypoints=args.keypoints, detect=not args.no_detect, fov=args.fov, intrinsics=args.intrinsics,
                        sampler=args.sampler, steps=args.steps, seed=args.seed, video=not args.no_video,
-                       int8=args.int8, anchor=not args.no_anchor,
+                       int8=args.int8, anchor=not args.no_anchor, clamp_limits=not args.no_clamp,
                        context=args.context, at=args.at, mirrored=args.mirrored)
     for m in res["messages"]:
         print(m)
@@ -126,6 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-video", action="store_true", help="write only the PNG and the npz")
     s.add_argument("--int8", action="store_true",
                    help="int8 dynamic quantisation of the linear layers (CPU; 1.6-2x faster here, results/speed.md)")
+    s.add_argument("--no-clamp", action="store_true",
+                   help="keep the sampled finger rotations as F gives them (default: clamped to the hand model's "
+                        "joint limits)")
     s.add_argument("--no-anchor", action="store_true",
                    help="do not impose the observed hands as frame 0 (default: anchored, docs/forecasting.md)")
     s.add_argument("--context", type=int, default=None, metavar="N",

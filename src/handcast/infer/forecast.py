@@ -213,7 +213,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
                  fov: float | None = None, intrinsics: str | os.PathLike | None = None, sampler: str = "ddim",
                  steps: int = 10, seed: int = 0, video: bool = True, int8: bool = False, anchor: bool = True,
                  lift_ckpt: str | os.PathLike | None = None, context: int | None = None, at: float | None = None,
-                 mirrored: bool = False) -> dict:
+                 mirrored: bool = False, clamp_limits: bool = True) -> dict:
     """The ``handcast forecast`` command: writes forecast.png / .mp4 / .npz to ``out``; returns
     {"outputs": [paths], "model": path, "keypoints": source, "hands": number of input hands}."""
     check_output_dir(out)
@@ -266,7 +266,8 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
                         f"(L + refinement, {anc['reproj_error_px']:.1f} px from the keypoints)")
     elif anchor:
         messages.append("not anchored: no hand with enough keypoints in the input, the forecast starts freely")
-    res = forecast_image(model, img, K, uv, conf, frames, samples, sampler, steps, seed, anchor=anc)
+    res = forecast_image(model, img, K, uv, conf, frames, samples, sampler, steps, seed, anchor=anc,
+                         clamp_limits=clamp_limits)
     res["model"] = np.asarray(str(ckpt))
     res.update(video_info)
     out = Path(out)
