@@ -15,17 +15,25 @@ def _lightning_options(args: argparse.Namespace) -> dict:
                 num_nodes=args.num_nodes, strategy=args.strategy, max_steps=args.max_steps, progress=not args.quiet)
 
 
+def _say(line: str) -> None:
+    """Print a result line once: under DDP every rank runs the command, only rank zero speaks."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(line)
+
+
 def _train_lift(args: argparse.Namespace) -> None:
     from handcast.train.lift import train_lift
 
-    print(f"wrote checkpoint {train_lift(args.config, args.overrides, init=args.init, **_lightning_options(args))}")
+    _say(f"wrote checkpoint {train_lift(args.config, args.overrides, init=args.init, **_lightning_options(args))}")
 
 
 def _train_forecast(args: argparse.Namespace) -> None:
     from handcast.train.forecast import train_forecast
 
     ck = train_forecast(args.config, args.overrides, init_backbone=args.init_backbone, **_lightning_options(args))
-    print(f"wrote checkpoint {ck}")
+    _say(f"wrote checkpoint {ck}")
 
 
 def _train_pose(args: argparse.Namespace) -> None:
@@ -37,7 +45,7 @@ def _train_pose(args: argparse.Namespace) -> None:
                            resume=args.resume, device=args.device, devices=args.devices,
                            accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=args.strategy,
                            init=args.init, progress=not args.quiet).items():
-        print(f"wrote {k} checkpoint {p}")
+        _say(f"wrote {k} checkpoint {p}")
 
 
 def _impute(args: argparse.Namespace) -> None:
