@@ -1,5 +1,7 @@
 """Training the lifting model end to end on a tiny random store: steps, checkpoint, resume, sampling."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -230,3 +232,19 @@ def test_a_run_folder_that_is_a_file_is_refused_in_one_line(store, tmp_path):
             with pytest.raises(HandcastError, match="is an existing file|is a file, not a folder"):
                 train_lift("tiny", MICRO, store=str(store), out=str(out), max_steps=2, resume=resume, progress=False)
     assert (tmp_path / "f").read_text() == "user"
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("data.augment.p_new_camera=1.5", "p_new_camera must be in [0, 1]"),
+    ("data.augment.hfov_deg=[0,100]", "hfov_deg must be in (0, 179]"),
+    ("data.augment.hfov_deg=[20,abc]", "hfov_deg must be a number in (0, 179]"),
+    ("data.augment.view_deg=270", "view_deg must be in [0, 180]"),
+    ("data.augment.hand_px=[40,-1]", "hand_px must be in (0, 100000]"),
+])
+def test_camera_augmentation_keys_are_range_checked(override, needle):
+    from handcast.errors import HandcastError
+    from handcast.train.config import load_config
+
+    with pytest.raises(HandcastError, match=re.escape(needle)):
+        load_config("lift", "tiny", [override])
+    assert load_config("lift", "tiny", ["data.augment.p_new_camera=1.0"]).data.augment.p_new_camera == 1.0

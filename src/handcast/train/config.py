@@ -114,7 +114,7 @@ def check_config(cfg: dict, schema: dict, kind: str) -> None:
                             break  # e.g. a string-valued train.* key: checked by its own code
                         raise HandcastError(f"invalid {kind} config: {key} must be "
                                             f"{'an integer' if typ in ('int', 'ints') else 'a number'} in "
-                                            f"[{lo:g}, {hi:g}], got {x!r:.60}")
+                                            f"{'(' if typ == 'float>' else '['}{lo:g}, {hi:g}], got {x!r:.60}")
                     low_ok = x > lo if typ == "float>" else x >= lo
                     if not (low_ok and x <= hi):
                         span = f"{'(' if typ == 'float>' else '['}{lo:g}, {hi:g}]"
