@@ -39,7 +39,8 @@ def os_error(e: OSError, path: str | os.PathLike, doing: str = "write") -> Handc
     return HandcastError(f"cannot {doing} {path}: {why}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (this process counts; a pid we may not signal counts as running)."""
     if pid == os.getpid():
         return True
     try:
@@ -62,7 +63,7 @@ def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> lis
         return removed
     for p in entries:
         m = _TMP_RE.match(p.name)
-        if not m or (name is not None and m["name"] != name) or _pid_alive(int(m["pid"])):
+        if not m or (name is not None and m["name"] != name) or pid_alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
             if p.is_dir() and not p.is_symlink():
@@ -73,15 +74,20 @@ def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> lis
     return removed
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The existing regular file (or other non-folder) among ``path``'s parents that stops ``path`` from being
+    created under it, or None."""
+    return next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+
+
 def make_dirs(path: str | os.PathLike) -> Path:
     """Create folder ``path`` (and its parents) if missing; one-line HandcastError when it cannot be (a file
     is in the way, no permission, read-only file system ...)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise HandcastError(f"cannot create folder {path}: a file of that name exists")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise HandcastError(f"cannot create folder {path}: {parent} is a file, not a folder")
+    if (parent := file_in_the_way(path)) is not None:
+        raise HandcastError(f"cannot create folder {path}: {parent} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -102,9 +108,8 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = True, suffix: s
         raise HandcastError(f"{flag} {path} must end in {suffix} (e.g. {path.name}{suffix})")
     if path.exists() and not overwrite:
         raise HandcastError(f"{flag} {path} already exists (remove it or pass --overwrite)")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise HandcastError(f"{flag} {path}: {parent} is a file, not a folder")
+    if (parent := file_in_the_way(path)) is not None:
+        raise HandcastError(f"{flag} {path}: {parent} is a file, not a folder")
     return path
 
 
@@ -125,9 +130,8 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = True, flag: str 
             raise HandcastError(f"{flag} {path} holds other files ({', '.join(other[:3])}"
                                 f"{', ...' if len(other) > 3 else ''}); --overwrite replaces only an earlier "
                                 "output folder of this command: give another --out")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise HandcastError(f"{flag} {path}: {parent} is a file, not a folder")
+    if (parent := file_in_the_way(path)) is not None:
+        raise HandcastError(f"{flag} {path}: {parent} is a file, not a folder")
     return path
 
 

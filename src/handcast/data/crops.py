@@ -59,6 +59,7 @@ import torch
 from handcast.conventions import NUM_KEYPOINTS
 from handcast.data.images import IMAGE_MEAN, IMAGE_STD, crop_to_input
 from handcast.errors import HandcastError
+from handcast.geometry import aa_to_rotmat
 from handcast.io import load_npz
 
 __all__ = [
@@ -331,12 +332,8 @@ CAMERA_AUG_DEFAULTS: dict = {
 
 
 def _rotation(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """Rodrigues: unit axes (B, 3), angles (B,) radians -> (B, 3, 3)."""
-    x, y, z = axis[:, 0], axis[:, 1], axis[:, 2]
-    k = np.zeros((len(axis), 3, 3))
-    k[:, 0, 1], k[:, 0, 2], k[:, 1, 0], k[:, 1, 2], k[:, 2, 0], k[:, 2, 1] = -z, y, z, -x, -y, x
-    s, c = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
-    return np.eye(3) + s * k + (1 - c) * (k @ k)
+    """Unit axes (B, 3), angles (B,) radians -> rotation matrices (B, 3, 3)."""
+    return aa_to_rotmat(np.asarray(axis, np.float64) * np.asarray(angle, np.float64)[:, None])
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 from handcast import __version__
 from handcast.data.clip import CLIP_ARRAY_FIELDS, FIELDS_3D, FRAME_FIELDS, Clip
 from handcast.errors import HandcastError
-from handcast.io import atomic_dir, atomic_path
+from handcast.io import atomic_dir, atomic_path, pid_alive
 
 FORMAT = "handcast-clips"
 VERSION = 1
@@ -430,24 +430,13 @@ class ClipStoreWriter:
 _STAGING_RE = re.compile(r"^\.staging-(?:(?P<pid>\d+)-)?[0-9a-f]{12}$")
 
 
-def _staging_owner_alive(pid: str | None) -> bool:
-    if pid is None:
-        return False  # named by an older handcast, whose runs are long over
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
-
-
 def _clean_staging(store: Path) -> list[Path]:
     """Remove the ``.staging-*`` folders that killed appends left in ``store`` (their process is gone)."""
     removed = []
     for p in store.iterdir():
         m = _STAGING_RE.match(p.name)
-        if m and p.is_dir() and not _staging_owner_alive(m["pid"]):
+        # a name without a pid comes from an older handcast, whose runs are long over
+        if m and p.is_dir() and not (m["pid"] is not None and pid_alive(int(m["pid"]))):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

@@ -30,7 +30,7 @@ from handcast.eval.baselines import estimated_static_pose, static_pose
 from handcast.eval.evaluate import GroundTruth, Predictions, evaluate
 from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.eval.export import ground_truth_arrays
-from handcast.eval.metrics import LIMIT_TOL_DEG
+from handcast.eval.metrics import LIMIT_TOL_DEG, limits_ok
 from handcast.geometry import sixd_to_aa
 from handcast.fit.anchor import lift_prefix
 from handcast.hand import HandModel
@@ -105,13 +105,10 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
 def limits_fraction(hands, pose6d: np.ndarray, valid: np.ndarray) -> float:
     """Fraction of the valid sampled hand-frames whose finger joints all lie within the hand model's joint
     limits (+ :data:`LIMIT_TOL_DEG`). pose6d (N, S, T, 2, 16, 6); valid (N, T, 2) bool."""
-    aa = sixd_to_aa(torch.as_tensor(pose6d, dtype=torch.float32))
-    lim = hands.joint_limits.to(aa.dtype)  # (2, 15, 3, 2) rad
-    f = aa[..., 1:, :]
-    over = torch.maximum(lim[..., 0] - f, f - lim[..., 1]).clamp_min(0).amax((-1, -2))  # (N, S, T, 2) rad
-    ok = over <= np.radians(LIMIT_TOL_DEG)
-    m = torch.as_tensor(valid)[:, None].expand_as(ok)
-    return float(ok[m].float().mean()) if bool(m.any()) else float("nan")
+    aa = sixd_to_aa(np.asarray(pose6d, np.float32))  # (N, S, T, 2, 16, 3)
+    ok = limits_ok(aa, np.arange(2), hands.joint_limits.detach().cpu().numpy())  # (N, S, T, 2)
+    m = np.broadcast_to(np.asarray(valid, bool)[:, None], ok.shape)
+    return float(ok[m].mean()) if m.any() else float("nan")
 
 
 def _first(arrays: dict, n: int | None) -> dict:

@@ -47,6 +47,20 @@ MM = 1000.0  # metres -> millimetres
 #: degrees by which a finger joint may leave the hand model's joint limits and still count as within them
 LIMIT_TOL_DEG = 5.0
 
+
+def limit_violation_deg(pose_aa: np.ndarray, hand: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """Flat axis-angle poses (..., 16, 3) of hand (...,) -> (...,) degrees: the largest amount by which a finger
+    component leaves ``limits`` (2, 15, 3, 2) rad (0 when all are within)."""
+    lim = np.asarray(limits, np.float64)[np.asarray(hand, int)]  # (..., 15, 3, 2)
+    f = np.asarray(pose_aa, np.float64)[..., 1:, :]
+    return np.degrees(np.maximum(lim[..., 0] - f, f - lim[..., 1]).clip(0.0).max((-1, -2)))
+
+
+def limits_ok(pose_aa: np.ndarray, hand: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """Flat axis-angle poses (..., 16, 3) of hand (...,) -> bool (...,): every finger component within
+    ``limits`` (2, 15, 3, 2) rad (``HandModel.joint_limits``) + :data:`LIMIT_TOL_DEG`."""
+    return limit_violation_deg(pose_aa, hand, limits) <= LIMIT_TOL_DEG
+
 #: Forecasting metric names, in table order.
 FORECAST_METRICS: tuple[str, ...] = ("M", "M-G", "M-F", "MR", "RA")
 #: Metrics whose sum selects the best sample in the best-of-N protocol.

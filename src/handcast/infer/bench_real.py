@@ -67,7 +67,7 @@ from handcast.hand import HandModel
 from handcast.infer.forecast import run_forecast
 from handcast.infer.lift import run_lift
 from handcast.infer.pose import run_pose
-from handcast.eval.metrics import LIMIT_TOL_DEG
+from handcast.eval.metrics import LIMIT_TOL_DEG, limit_violation_deg, limits_ok
 from handcast.io import atomic_path
 
 DEPTH_RANGE_M = (0.15, 3.0)
@@ -138,20 +138,6 @@ def skeleton_sanity(joints: np.ndarray, hand: np.ndarray, ranges: dict[str, np.n
     bones_ok = ((bl >= ranges["bone_min"][h] * (1 - BONE_TOL)) & (bl <= ranges["bone_max"][h] * (1 + BONE_TOL))).all(-1)
     bends_ok = (bend_angles(joints) <= ranges["bend_max"][h] + BEND_TOL_DEG).all(-1)
     return {"bones_ok": bones_ok, "bends_ok": bends_ok}
-
-
-def limits_ok(pose_aa: np.ndarray, hand: np.ndarray, limits: np.ndarray) -> np.ndarray:
-    """Flat axis-angle poses (..., 16, 3) of hand (...,) -> bool (...,): every finger component within
-    ``limits`` (2, 15, 3, 2) rad (``HandModel.joint_limits``) + :data:`LIMIT_TOL_DEG`."""
-    return limit_violation_deg(pose_aa, hand, limits) <= LIMIT_TOL_DEG
-
-
-def limit_violation_deg(pose_aa: np.ndarray, hand: np.ndarray, limits: np.ndarray) -> np.ndarray:
-    """Flat axis-angle poses (..., 16, 3) of hand (...,) -> (...,) degrees: the largest amount by which a finger
-    component leaves ``limits`` (2, 15, 3, 2) rad (0 when all are within)."""
-    lim = np.asarray(limits, np.float64)[np.asarray(hand, int)]  # (..., 15, 3, 2)
-    f = np.asarray(pose_aa, np.float64)[..., 1:, :]
-    return np.degrees(np.maximum(lim[..., 0] - f, f - lim[..., 1]).clip(0.0).max((-1, -2)))
 
 
 def depth_ok(wrist: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ several GPUs or nodes with DDP (``--devices``, ``--num-nodes``, ``--strategy ddp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -21,8 +22,8 @@ from handcast.diffusion import condition_dropout, diffusion_loss, noisy_input
 from handcast.fit.impute import impute, lift_initialiser  # noqa: F401 (moved to handcast.fit.impute)
 from handcast.geometry import project, transform_points
 from handcast.hand import HandModel
-from handcast.models.checkpoint import read_checkpoint
-from handcast.models.lifting import build_lift, load_lift
+from handcast.models.checkpoint import load_model
+from handcast.models.lifting import build_lift, load_lift  # noqa: F401 (load_lift: moved)
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.augment import LiftAugment, LiftAugmentConfig
 from handcast.train.config import load_config, to_container
@@ -145,11 +146,12 @@ def _init_model(path: str, model_cfg: dict):
     this run's."""
     if not Path(path).is_file():
         raise HandcastError(f"--init checkpoint not found: {path}")
-    stored = read_checkpoint(path, "lift")[0]
+    model, meta = load_model(path, "lift", build_lift)  # read once: weights and the stored config
+    stored = json.loads(meta["handcast_config"])
     if stored != model_cfg:
         diff = sorted(k for k in set(stored) | set(model_cfg) if stored.get(k) != model_cfg.get(k))
         raise HandcastError(f"--init {path}: its model config differs from this run's in {', '.join(diff)}")
-    return load_lift(path)
+    return model
 
 
 def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 from handcast.diffusion import make_scheduler
 from handcast.errors import HandcastError
 from handcast.hand import HandModel
-from handcast.io import make_dirs
+from handcast.io import file_in_the_way, make_dirs
 from handcast.models.checkpoint import check_finite_state, read_training_state, safe_torch_load_env, save_checkpoint
 
 #: the largest magnitude a training label may have (metres, pixels, intrinsics in pixels): anything above is
@@ -61,9 +61,8 @@ def check_run_folder(out: str | Path, resume: bool) -> Path:
     run = Path(out)
     if run.exists() and not run.is_dir():
         raise HandcastError(f"run folder {run} is an existing file (give a folder for --out)")
-    for parent in run.parents:
-        if parent.exists() and not parent.is_dir():
-            raise HandcastError(f"run folder {run}: {parent} is a file, not a folder")
+    if (parent := file_in_the_way(run)) is not None:
+        raise HandcastError(f"run folder {run}: {parent} is a file, not a folder")
     launched_rank = int(os.environ.get("LOCAL_RANK", "0")) + int(os.environ.get("NODE_RANK", "0"))
     if launched_rank == 0 and run.exists() and not resume and any(run.iterdir()):
         raise HandcastError(f"run folder {run} is not empty (pass --resume to continue it, or another --out)")
@@ -199,7 +198,6 @@ def quiet_lightning(quiet: bool = True):
             logging.getLogger(n).setLevel(logging.WARNING)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
-            warnings.filterwarnings("ignore", message=r".*(LeafSpec|log_every_n_steps|num_workers).*")
             yield
     finally:
         for n, level in old.items():
