@@ -248,3 +248,15 @@ def test_camera_augmentation_keys_are_range_checked(override, needle):
     with pytest.raises(HandcastError, match=re.escape(needle)):
         load_config("lift", "tiny", [override])
     assert load_config("lift", "tiny", ["data.augment.p_new_camera=1.0"]).data.augment.p_new_camera == 1.0
+
+
+def test_quiet_training_prints_only_its_result(store, tmp_path, capfd):
+    """--quiet: Lightning's lines ("GPU available", tips, warnings) do not reach the terminal."""
+    from handcast.cli import main
+
+    code = main(["train", "lift", "--store", str(store), "--out", str(tmp_path / "q"), "--max-steps", "2", "--quiet",
+                 *MICRO, "train.num_workers=0"])
+    cap = capfd.readouterr()
+    assert code in (0, None)
+    assert cap.err.strip() == "", cap.err
+    assert cap.out.strip().splitlines() == [f"wrote checkpoint {tmp_path / 'q' / 'lift.safetensors'}"]
