@@ -235,3 +235,49 @@ def test_harmonise_moves_the_motion_rigidly_onto_the_last_known_frame():
 
     torch.testing.assert_close(sixd_to_rotmat(rot[0, 6:, 0, 1:]), sixd_to_rotmat(x0[0, 6:, :96].reshape(4, 16, 6)[:, 1:]),
                                atol=1e-5, rtol=0)
+
+
+def test_random_prefix_lengths_and_supervision():
+    from handcast.train.forecast import random_prefix
+
+    sup = torch.ones(400, 20, 198, dtype=torch.bool)
+    sup[:, 0, :6] = False  # an unsupervised entry is never known
+    g = torch.Generator().manual_seed(0)
+    k = random_prefix(sup, 0.8, 16, g)
+    n = k.any(-1).sum(-1)  # known frames per item
+    assert not k[:, 0, :6].any() and not k[:, 16:].any()
+    assert (k.any(-1) == (torch.arange(20)[None] < n[:, None])).all()  # a prefix: frames 0..n-1
+    frac = lambda c: float(c.float().mean())  # noqa: E731
+    assert abs(frac(n == 0) - 0.2) < 0.07 and abs(frac(n == 1) - 0.4) < 0.07 and frac(n > 1) > 0.3
+    assert not random_prefix(sup, 0.0, 16, g).any()
+
+
+def test_prefix_condition_changes_the_samples_and_can_be_used_without_imposing(one_thread):
+    """A prefix model reads the known prefix as its condition: with the prefix only as the condition the
+    known frames are not copied, and the samples differ from those without it; imposed, they are copied."""
+    torch.manual_seed(0)
+    m = ForecastModel(cfg(image=None, keypoints=True, prefix=True)).eval()
+    torch.nn.init.normal_(m.prefix_mlp.net[-1].weight, std=0.5)
+    b = batch()
+    g = torch.Generator().manual_seed(2)
+    pose = 0.4 * torch.randn(2, 1, 2, 16, 3, generator=g)
+    wrist = torch.randn(2, 1, 2, 3, generator=g) * 0.05 + torch.tensor([0.0, 0.0, 0.5])
+    tok, mask = m.known_tokens(pose, wrist, torch.ones(2, 1, 2, dtype=torch.bool), 8)
+    run = lambda **kw: m.sample(b, 2, "ddim", 3, generator=torch.Generator().manual_seed(0), **kw)  # noqa: E731
+    _, w_free = run()
+    _, w_cond = run(known=tok, known_mask=mask, impose=False)
+    _, w_imp = run(known=tok, known_mask=mask, condition=False)
+    _, w_both = run(known=tok, known_mask=mask)
+    assert not torch.allclose(w_free, w_cond)  # the condition is read
+    assert not torch.allclose(w_cond[:, :, 0], wrist[:, None, 0], atol=1e-3)  # and not copied
+    for w in (w_imp, w_both):
+        torch.testing.assert_close(w[:, :, 0], wrist[:, None, 0].expand(2, 2, 2, 3), atol=1e-5, rtol=0)
+    assert not torch.allclose(w_imp, w_both)
+    with pytest.raises(HandcastError, match="diffusion head"):
+        cfg(image=None, keypoints=True, prefix=True, head="regression")
+
+
+def test_prefix_model_trains_with_random_prefixes(one_thread):
+    out = _losses(dict(image=None, keypoints=True, prefix=True), batch(), train={"p_prefix": 1.0, "prefix_max": 4})
+    assert torch.isfinite(out["loss"]) and out["loss"] > 0
+    out["loss"].backward()

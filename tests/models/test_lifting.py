@@ -27,6 +27,7 @@ def _features(b, c):
 def test_feature_dims_match_the_reference():
     c = LiftingConditioning()
     assert c.feature_dims() == {"keypoints": 126, "camera": 9, "plucker": 252, "kpe": 672}
+    assert LiftingConditioning(local=True).feature_dims()["local"] == 92
     f = _features(_batch(), c)
     assert {k: v.shape[-1] for k, v in f.items()} == c.feature_dims()
 
@@ -118,3 +119,40 @@ def test_new_cameras_cover_the_ranges_of_real_photos_and_reproject_exactly():
     assert 0.2 < np.mean(static) < 0.8
     # p_new_camera=0 (the default) leaves the image size and draws as before
     assert torch.equal(LiftAugment(LiftAugmentConfig())(_random_item(0))["image_size"], torch.tensor([400, 300]))
+
+
+def test_local_block_known_answer_and_invariance():
+    K = torch.tensor([[[100.0, 0, 50], [0, 200, 40], [0, 0, 1]]])
+    uv = torch.zeros(1, 1, 2, 21, 2)
+    present = torch.zeros(1, 1, 2, 21)
+    # right hand: two keypoints at normalised (0, 0) and (3, 4) -> centre (1.5, 2), diagonal 5
+    uv[0, 0, 0, 0] = torch.tensor([50.0, 40.0])
+    uv[0, 0, 0, 5] = torch.tensor([350.0, 840.0])
+    present[0, 0, 0, [0, 5]] = 1.0
+    # left hand: one keypoint only -> its whole block is zero
+    uv[0, 0, 1, 3] = torch.tensor([10.0, 10.0])
+    present[0, 0, 1, 3] = 1.0
+    from handcast.models.lifting import local_shape
+
+    out = local_shape(uv, present, K)
+    assert out.shape == (1, 1, 2 * 21 * 2 + 2 * 4)
+    rel = out[0, 0, :84].reshape(2, 21, 2)
+    extra = out[0, 0, 84:].reshape(2, 4)
+    assert torch.allclose(rel[0, 0], torch.tensor([-0.3, -0.4])) and torch.allclose(rel[0, 5], torch.tensor([0.3, 0.4]))
+    assert (rel[0, [i for i in range(21) if i not in (0, 5)]] == 0).all()
+    assert torch.allclose(extra[0], torch.tensor([1.5, 2.0, float(np.log(5.0)), 1.0]))
+    assert (rel[1] == 0).all() and (extra[1] == 0).all()
+
+
+def test_local_block_ignores_size_and_place_of_the_hand():
+    b = _batch(b=1, t=3)
+    c = LiftingConditioning(keypoints=False, camera=False, plucker=False, kpe=False, local=True)
+    f0 = _features(b, c)["local"]
+    moved = dict(b, kp2d=b["kp2d"] * 2.5 + torch.tensor([30.0, -70.0]))  # same shape, larger and elsewhere
+    f1 = _features(moved, c)["local"]
+    assert torch.allclose(f0[..., :84], f1[..., :84], atol=1e-5)  # the shape block does not change
+    assert not torch.allclose(f0[..., 84:], f1[..., 84:])  # centre and size do
+    b["kp2d"][0, 1, 0, 3] = float("nan")
+    b["kp2d_conf"][0, 1, 0, 3] = 0.0
+    f2 = _features(b, c)["local"]
+    assert torch.isfinite(f2).all() and (f2[0, 1, :84].reshape(2, 21, 2)[0, 3] == 0).all()

@@ -250,6 +250,26 @@ def test_camera_augmentation_keys_are_range_checked(override, needle):
     assert load_config("lift", "tiny", ["data.augment.p_new_camera=1.0"]).data.augment.p_new_camera == 1.0
 
 
+def test_a_bad_view_sampling_is_refused_before_the_run_folder_exists(store, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(HandcastError, match="view_sampling must be axis_angle or uniform"):
+        train_lift("tiny", MICRO + ["data.augment.view_sampling=sideways"], store=str(store), out=str(out),
+                   max_steps=1, progress=False)
+    assert not out.exists()
+
+
+def test_uniform_view_sampling_turns_the_scene_uniformly():
+    """Haar-uniform turns: mean angle pi/2 + 2/pi (the axis-angle draw's is pi/2), and half of the views are
+    turned by more than 132.3 deg from the store's own camera."""
+    from handcast.train.augment import _random_rotation, _uniform_rotation
+
+    rng = np.random.default_rng(0)
+    u = np.linalg.norm([_uniform_rotation(rng) for _ in range(20000)], axis=-1)
+    a = np.linalg.norm([_random_rotation(rng, 180.0) for _ in range(20000)], axis=-1)
+    assert abs(u.mean() - (np.pi / 2 + 2 / np.pi)) < 0.02 and abs(a.mean() - np.pi / 2) < 0.03
+    assert abs((u > 2.3099).mean() - 0.5) < 0.03
+
+
 def test_quiet_training_prints_only_its_result(store, tmp_path, capfd):
     """--quiet: Lightning's lines ("GPU available", tips, warnings) do not reach the terminal."""
     from handcast.cli import main
@@ -260,3 +280,54 @@ def test_quiet_training_prints_only_its_result(store, tmp_path, capfd):
     assert code in (0, None)
     assert cap.err.strip() == "", cap.err
     assert cap.out.strip().splitlines() == [f"wrote checkpoint {tmp_path / 'q' / 'lift.safetensors'}"]
+
+
+def _micro_model_cfg(**cond):
+    c = dict(keypoints=True, camera=True, plucker=True, kpe=True, kpe_freqs=2, mode="add", local=False)
+    c.update(cond)
+    return dict(denoiser=dict(motion_dim=198, width=16, layers=1, heads=2, ff_width=32, dropout=0.0), conditioning=c,
+                diffusion=dict(num_train_timesteps=50), p_token_dropout=0.1, p_cond_dropout=0.1)
+
+
+def test_init_grows_a_model_by_new_condition_modalities_and_refuses_other_changes(tmp_path):
+    from handcast.models.checkpoint import save_checkpoint
+    from handcast.models.lifting import build_lift
+    from handcast.train.lift import _init_model
+
+    torch.manual_seed(0)
+    old_cfg = _micro_model_cfg()
+    old = build_lift(old_cfg).eval()
+    path = save_checkpoint(tmp_path / "old.safetensors", old, "lift", old_cfg)
+    assert _init_model(str(path), old_cfg) is not None  # same config: plain start
+    grown = _init_model(str(path), _micro_model_cfg(local=True)).eval()
+    assert grown.cond.local and "local" in grown.conditioner.mlps
+    b, t = 2, 6
+    g = torch.Generator().manual_seed(1)
+    batch = dict(kp2d=torch.rand(b, t, 2, 21, 2, generator=g) * 200, kp2d_conf=torch.ones(b, t, 2, 21),
+                 K=torch.tensor([[180.0, 0, 100], [0, 180, 100], [0, 0, 1]]).expand(b, 3, 3),
+                 world_to_cam=torch.eye(4).expand(b, t, 4, 4).clone(), image_size=torch.tensor([[200, 200]] * b),
+                 frame_mask=torch.ones(b, t, dtype=torch.bool))
+    x = torch.randn(b, t, 198, generator=g)
+    steps = torch.tensor([10, 40])
+    with torch.no_grad():
+        ref = old.denoise(x, steps, *old.condition(batch), batch["frame_mask"])
+        out = grown.denoise(x, steps, *grown.condition(batch), batch["frame_mask"])
+    assert torch.allclose(ref, out, atol=1e-6)  # the grown model starts where the checkpoint was
+    other = _micro_model_cfg(local=True)
+    other["denoiser"] = dict(other["denoiser"], width=32)
+    with pytest.raises(HandcastError, match="differs from this run's in conditioning, denoiser"):
+        _init_model(str(path), other)
+    path2 = save_checkpoint(tmp_path / "with_local.safetensors", grown, "lift", _micro_model_cfg(local=True))
+    with pytest.raises(HandcastError, match="differs from this run's in conditioning"):
+        _init_model(str(path2), _micro_model_cfg())  # switching a modality off is not growth
+
+
+def test_init_reads_a_checkpoint_written_before_a_conditioning_key_existed(tmp_path):
+    from handcast.models.checkpoint import save_checkpoint
+    from handcast.models.lifting import build_lift
+    from handcast.train.lift import _init_model
+
+    cfg = _micro_model_cfg()
+    old_cfg = dict(cfg, conditioning={k: v for k, v in cfg["conditioning"].items() if k != "local"})
+    path = save_checkpoint(tmp_path / "old.safetensors", build_lift(old_cfg), "lift", old_cfg)
+    assert not _init_model(str(path), cfg).cond.local

@@ -30,7 +30,8 @@ def _bench_forecasting(args: argparse.Namespace) -> None:
                                sampler=args.sampler, steps=args.steps, out=args.out, pose_ckpt=args.pose_ckpt,
                                progress=not args.quiet, command=command_line(), contexts=tuple(args.context),
                                oracle_anchor=args.oracle_anchor, lift_ckpt=args.lift_ckpt, max_clips=args.max_clips,
-                               impute_only=args.impute_only, clamp_limits=args.clamp_limits)
+                               impute_only=args.impute_only, clamp_limits=args.clamp_limits,
+                               prefix_uses=tuple(args.prefix_use))
     print(format_report(result))
 
 
@@ -98,6 +99,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--oracle-anchor", action="store_true", help="also every checkpoint with the ground-truth frame 0 imposed")
     b.add_argument("--impute-only", action="store_true",
                    help="with --context 1: also the anchored row without harmonisation (known frame replaced only)")
+    b.add_argument("--prefix-use", nargs="+", choices=("both", "impose", "condition"), default=["both"],
+                   help="for F checkpoints trained with a prefix condition: how the known prefix of the --context "
+                        "rows is used, one row each (both = imposed during sampling and given as the condition; "
+                        "default both)")
     b.add_argument("--clamp-limits", action="store_true",
                    help="also every F row with its samples clamped to the joint limits (what handcast forecast writes)")
     b.add_argument("--lift-ckpt", default=None, help="lifting checkpoint for --context (default: the shipped tiny one)")

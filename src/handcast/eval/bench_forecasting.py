@@ -66,12 +66,14 @@ def known_prefix(model, hands, batch: dict, context: int, lift=None, oracle: boo
 def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5, sampler: str = "ddim",
                    steps: int = 10, seed: int = 0, batch_size: int = 16, progress: bool = False,
                    context: int = 0, lift=None, oracle: bool = False, max_clips: int | None = None,
-                   harmonise: bool = True, clamp_limits: bool = False) -> dict:
+                   harmonise: bool = True, clamp_limits: bool = False, prefix_use: str = "both") -> dict:
     """Predictions of ``model`` for every clip of a split: {clip_ids, joints (N, S, T, 2, 21, 3) m,
     pose6d (N, S, T, 2, 16, 6), wrist (N, S, T, 2, 3) m, seconds_per_clip}; T = the longest clip.
     ``context`` > 0: the first ``context`` frames are a known prefix (:func:`known_prefix`) imposed on every
     sample; ``max_clips``: only the first clips of the split; ``clamp_limits``: every sample's finger joints
-    clamped to the hand model's joint limits (as ``handcast forecast`` does)."""
+    clamped to the hand model's joint limits (as ``handcast forecast`` does). ``prefix_use`` (prefix models,
+    see :class:`handcast.models.forecast.ForecastConfig`): the known prefix is imposed and given as the
+    condition ("both"), only imposed ("impose") or only the condition ("condition")."""
     from tqdm.auto import tqdm
 
 
@@ -88,7 +90,8 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
         if context > 0:
             known, mask = known_prefix(model, hands, batch, context, lift, oracle, seed)
         rot6d, wrist = model.sample(batch, samples, sampler, steps, generator=g, known=known, known_mask=mask,
-                                    harmonise=harmonise)
+                                    harmonise=harmonise, impose=prefix_use != "condition",
+                                    condition=prefix_use != "impose")
         if clamp_limits:
             rot6d = clamp_motion_to_limits(hands, rot6d)
         betas = batch["betas"][:, None].expand(-1, rot6d.shape[1], 2, batch["betas"].shape[-1])
@@ -137,11 +140,16 @@ def _summary(res: dict) -> dict:
 ESTIMATED_STATIC = "static pose (pose estimator)"
 
 
+#: row-label suffixes of the prefix uses (bench_forecasting's ``prefix_uses``)
+USE_LABELS = {"both": " [prefix imposed + condition]", "impose": " [prefix imposed]", "condition": " [prefix as condition]"}
+
+
 def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, samples: int = 5,
                       sampler: str = "ddim", steps: int = 10, static: bool = True, pose_ckpt: str | None = None,
                       out: str | Path | None = None, progress: bool = True, command: str = "",
                       contexts: tuple[int, ...] = (), oracle_anchor: bool = False, lift_ckpt: str | None = None,
-                      max_clips: int | None = None, impute_only: bool = False, clamp_limits: bool = False) -> dict:
+                      max_clips: int | None = None, impute_only: bool = False, clamp_limits: bool = False,
+                      prefix_uses: tuple[str, ...] = ("both",)) -> dict:
     """Run the benchmark; returns {"table": {row: {split: summary}}, "seconds_per_clip": ...} and writes
     ``<out>.md``, ``<out>.json`` and ``<out>_horizon.png`` when ``out`` is given. With ``pose_ckpt`` (a pose
     cascade checkpoint, or "shipped") a second static row holds the pose estimator's input-frame hands still.
@@ -155,24 +163,30 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
     after the longest prefix only (rows ``[frames >= N]``). ``clamp_limits``: one more row per F row (not for
     the ``[frames >= N]`` and imputation-only ones) with every sample clamped to the joint limits (what
     ``handcast forecast`` writes); every F row also reports the fraction of sampled hand-frames within the
-    limits."""
+    limits. ``prefix_uses``: for a model trained with a prefix condition, one row per context and use
+    ("both": imposed and the condition, "impose", "condition"; see :func:`forecast_split`), labelled with
+    the use unless it is "both" alone."""
     from tqdm.auto import tqdm
 
 
     st = ClipStore(store)
     hands = HandModel("auto")
     models = {name: load_forecast(p) for name, p in ckpts.items()}
-    variants = {name: (name, 0, False, False) for name in models}  # (model, context, oracle, clamp)
+    # row -> (model, context, oracle, clamp, prefix use)
+    variants = {name: (name, 0, False, False, "both") for name in models}
     for name in models:
-        for n in contexts:
-            label = f"{name}, anchored (L + refinement, frame 0)" if n == 1 else f"{name}, context {n} (L + refinement)"
-            variants[label] = (name, int(n), False, False)
-        if oracle_anchor:
-            variants[f"{name}, anchored (ground-truth frame 0)"] = (name, 1, True, False)
+        uses = tuple(prefix_uses) if models[name].config.prefix else ("both",)
+        for use in uses:
+            tag = "" if uses == ("both",) else USE_LABELS[use]
+            for n in contexts:
+                label = f"{name}, anchored (L + refinement, frame 0)" if n == 1 else f"{name}, context {n} (L + refinement)"
+                variants[label + tag] = (name, int(n), False, False, use)
+            if oracle_anchor:
+                variants[f"{name}, anchored (ground-truth frame 0){tag}"] = (name, 1, True, False, use)
         if impute_only and 1 in contexts:
-            variants[f"{name}, anchored, imputation only"] = (name, 1, "impute", False)
+            variants[f"{name}, anchored, imputation only"] = (name, 1, "impute", False, "impose")
     if clamp_limits:
-        variants.update({f"{row}, clamped to joint limits": (*v[:3], True) for row, v in list(variants.items())
+        variants.update({f"{row}, clamped to joint limits": (*v[:3], True, v[4]) for row, v in list(variants.items())
                          if v[2] != "impute"})
     lift = None
     if contexts:
@@ -186,10 +200,10 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
     for split, row in tqdm(work, desc="bench forecasting", disable=not progress):
         gt = gts[split]
         if row in variants:
-            name, n, oracle, clamp = variants[row]
+            name, n, oracle, clamp, use = variants[row]
             pred = forecast_split(models[name], hands, st, split, samples, sampler, steps, context=n, lift=lift,
                                   oracle=oracle is True, max_clips=max_clips, harmonise=oracle != "impute",
-                                  clamp_limits=clamp)
+                                  clamp_limits=clamp, prefix_use=use)
             secs.setdefault(row, {})[split] = pred.pop("seconds_per_clip")
         elif row == ESTIMATED_STATIC:
             pred = _first(estimated_static_pose(st, split, None if pose_ckpt == "shipped" else pose_ckpt), max_clips)

@@ -65,6 +65,10 @@ class ForecastConfig:
     aux2d: str = "none"
     p_token_dropout: float = 0.1
     p_cond_dropout: float = 0.0
+    #: condition on a known prefix (the observed frame, or a lifted video context): its motion tokens and
+    #: their mask enter as a per-frame condition added to the motion tokens (trained on random prefixes,
+    #: see ``train.p_prefix``); without it a known prefix can only be imposed during sampling
+    prefix: bool = False
 
     def __post_init__(self):
         if self.image is None and not self.keypoints:
@@ -75,6 +79,8 @@ class ForecastConfig:
             raise HandcastError(f"forecast aux2d must be one of {', '.join(AUX2D)}, got '{self.aux2d}'")
         if self.head == "regression" and self.aux2d == "diffusion":
             raise HandcastError("aux2d 'diffusion' needs the diffusion head")
+        if self.prefix and self.head != "diffusion":
+            raise HandcastError("a prefix condition needs the diffusion head")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,6 +167,8 @@ class ForecastModel(ConditionalDiffusion):
             self.image_mlp = TokenMLP(self.backbone.config.embed_dim, w)
         if config.keypoints:
             self.keypoint_mlp = TokenMLP(keypoint_feature_dim(config.kpe_freqs), w)
+        if config.prefix:
+            self.prefix_mlp = TokenMLP(2 * MOTION_DIM, w)
         self.denoiser = MotionDenoiser(self.dcfg)
         if config.aux2d == "regression":
             self.head2d = nn.Linear(w, KP2D_DIM)
@@ -182,10 +190,26 @@ class ForecastModel(ConditionalDiffusion):
             masks.append(torch.ones(tok.shape[:2], dtype=torch.bool, device=tok.device))
         return torch.cat(blocks, 1), torch.cat(masks, 1)
 
-    def denoise(self, x_t, t, tokens, token_mask, frame_mask, conditioned: bool = True, return_hidden: bool = False):
+    def prefix_features(self, known: torch.Tensor | None, known_mask: torch.Tensor | None,
+                        frame_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, 2 * 198) features of a known prefix: its motion tokens where known, zero elsewhere, then the
+        mask as 0 / 1. ``known`` (B, T, D) tokens, ``known_mask`` (B, T) or (B, T, D) bool; None = nothing known."""
+        b, t = frame_mask.shape
+        if known is None:
+            return torch.zeros(b, t, 2 * MOTION_DIM, device=frame_mask.device)
+        m = torch.as_tensor(known_mask, device=known.device).to(torch.bool)
+        m = (m if m.dim() == 3 else m.unsqueeze(-1)).expand(b, t, known.shape[-1])[..., :MOTION_DIM]
+        mf = m.to(known.dtype)
+        return torch.cat([known[..., :MOTION_DIM] * mf, mf], -1)
+
+    def denoise(self, x_t, t, tokens, token_mask, frame_mask, prefix: torch.Tensor | None = None,
+                conditioned: bool = True, return_hidden: bool = False):
+        """x0 prediction; ``prefix`` (B, T, 2 * 198): :meth:`prefix_features` (used by prefix models only)."""
         if not conditioned:
             tokens = torch.zeros_like(tokens)
-        return self.denoiser(x_t, t, tokens, token_mask, frame_mask, return_hidden=return_hidden)
+        frame_cond = self.prefix_mlp(prefix) if self.config.prefix and prefix is not None else None
+        return self.denoiser(x_t, t, tokens, token_mask, frame_mask, frame_cond=frame_cond,
+                             return_hidden=return_hidden)
 
     def regress(self, tokens, token_mask, frame_mask, return_hidden: bool = False):
         """The regressor's one output: the network with zero motion input at step 0."""
@@ -209,9 +233,14 @@ class ForecastModel(ConditionalDiffusion):
 
     # ------------------------------------------------------------------ inference
     def sampling_condition(self, batch: dict) -> tuple[Condition, tuple[int, int]]:
-        """The condition of :meth:`sample`: (tokens, token mask, frame mask), and one sample's shape (T, D)."""
+        """The condition of :meth:`sample`: (tokens, token mask, frame mask[, prefix features]), and one sample's
+        shape (T, D). A prefix model reads the known prefix from ``batch["known"]`` / ``batch["known_mask"]``
+        (absent: nothing known)."""
         fmask = batch["frame_mask"]
-        return (*self.condition(batch), fmask), (fmask.shape[1], self.dcfg.motion_dim)
+        cond = (*self.condition(batch), fmask)
+        if self.config.prefix:
+            cond = (*cond, self.prefix_features(batch.get("known"), batch.get("known_mask"), fmask))
+        return cond, (fmask.shape[1], self.dcfg.motion_dim)
 
     def known_tokens(self, pose_aa: torch.Tensor, wrist: torch.Tensor, known: torch.Tensor,
                      horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,7 +302,8 @@ class ForecastModel(ConditionalDiffusion):
     @torch.no_grad()
     def sample(self, batch: dict, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
                guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
-               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None, harmonise: bool = True):
+               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None, harmonise: bool = True,
+               impose: bool = True, condition: bool = True):
         """``num_samples`` futures per input. Returns rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3) m,
         frame-0 camera, hands (right, left).
 
@@ -281,8 +311,15 @@ class ForecastModel(ConditionalDiffusion):
         output S times. ``known`` (B, T, D) tokens with ``known_mask`` (B, T) or (B, T, D) bool
         (:meth:`known_tokens` makes both from a known prefix) are imposed during sampling: every sample
         reproduces them exactly (the regressor's output takes them too); with ``harmonise`` every predicted x0
-        is first moved to continue from the known frames (:meth:`harmonise`)."""
+        is first moved to continue from the known frames (:meth:`harmonise`).
+
+        A prefix model (``config.prefix``) also takes the known prefix as its condition (``condition``); with
+        ``impose`` False the prefix is not imposed (nor harmonised), only given as the condition."""
         if self.config.head == "diffusion":
+            if known is not None and self.config.prefix and condition:
+                batch = dict(batch, known=known, known_mask=known_mask)
+            if not impose:
+                known = known_mask = None
             return super().sample(batch, num_samples, sampler, steps, guidance, generator, progress,
                                   known=known, known_mask=known_mask,
                                   harmonise=self.harmonise if harmonise else None)

@@ -13,7 +13,16 @@ name            per-frame feature                                               
                 camera, zero where missing
 ``kpe``         keypoint positional encoding (viewing angles, 2^0..2^(F-1)) of every    2x21x4F
                 keypoint, zero where missing
+``local``       per hand, its keypoints in normalised camera coordinates (K^-1 uv)      2x21x2 + 2x4
+                relative to their centre and divided by their box diagonal, zero where
+                missing; plus the centre (2), the log of the diagonal (1) and a
+                presence flag (1). Not in the paper: the hand's 2D shape at any size
+                and position in the image, so that its orientation and articulation
+                can be read the same way for a 40 px and a 600 px hand
 ==============  ======================================================================  ==========
+
+The paper's four modalities are on by default; ``local`` is off by default (older checkpoints have no
+such block) and on in the presets since the camera-robust L (results/lift_local.md).
 
 Nothing here knows which dataset the tracks come from.
 """
@@ -32,7 +41,7 @@ from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser, TokenMLP
 from handcast.models.motion import MotionCodec
 
-MODALITIES = ("keypoints", "camera", "plucker", "kpe")
+MODALITIES = ("keypoints", "camera", "plucker", "kpe", "local")
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class LiftingConditioning:
     plucker: bool = True
     kpe: bool = True
     kpe_freqs: int = 4
+    local: bool = False
     #: how condition tokens enter the denoiser: "prepend" (paper: one block of T tokens per modality),
     #: "fuse" (modalities summed into ONE prepended block of T tokens) or "add" (summed and added to the
     #: motion token of the same frame; no extra tokens, the cheapest)
@@ -59,7 +69,8 @@ class LiftingConditioning:
         return tuple(m for m in MODALITIES if getattr(self, m))
 
     def feature_dims(self) -> dict[str, int]:
-        dims = {"keypoints": 2 * 21 * 3, "camera": 9, "plucker": 2 * 21 * 6, "kpe": 2 * 21 * 4 * self.kpe_freqs}
+        dims = {"keypoints": 2 * 21 * 3, "camera": 9, "plucker": 2 * 21 * 6, "kpe": 2 * 21 * 4 * self.kpe_freqs,
+                "local": 2 * 21 * 2 + 2 * 4}
         return {m: dims[m] for m in self.enabled()}
 
     def to_dict(self) -> dict:
@@ -105,7 +116,33 @@ def lifting_features(
     if cond.kpe:
         enc = kpe(uv, Kb, cond.kpe_freqs)
         out["kpe"] = (enc * present).reshape(b, t, -1)
+    if cond.local:
+        out["local"] = local_shape(uv, present[..., 0], K)
     return out
+
+
+def local_shape(uv: torch.Tensor, present: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """The ``local`` block: each hand's 2D shape independent of its size and place in the image.
+
+    uv (B, T, 2, 21, 2) px (any value where missing), present (B, T, 2, 21) 0/1, K (B, 3, 3).
+    Returns (B, T, 2*21*2 + 2*4): per hand, (x - c) / s for its 21 keypoints (x = K^-1 uv, c their mean,
+    s their box diagonal; zero where missing), then c (2), log s (1) and 1 (0 for a hand with fewer than
+    2 keypoints, whose whole block is zero).
+    """
+    b, t = uv.shape[:2]
+    f = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)[:, None, None, None]  # (B, 1, 1, 1, 2)
+    pp = K[:, None, None, None, :2, 2]
+    x = (uv - pp) / f
+    w = present.unsqueeze(-1)
+    n = w.sum(-2)  # (B, T, 2, 1)
+    ok = (n >= 2).to(uv.dtype)
+    c = (x * w).sum(-2) / n.clamp_min(1.0)  # (B, T, 2, 2)
+    inside = torch.where(w > 0, x, c.unsqueeze(-2))  # missing keypoints sit on the centre: no effect on the box
+    s = torch.where(ok > 0, (inside.amax(-2) - inside.amin(-2)).norm(dim=-1, keepdim=True), torch.ones_like(ok))
+    s = s.clamp_min(1e-4)
+    rel = (x - c.unsqueeze(-2)) / s.unsqueeze(-2) * w * ok.unsqueeze(-2)
+    extra = torch.cat([c, s.log(), torch.ones_like(s)], -1) * ok  # (B, T, 2, 4)
+    return torch.cat([rel.reshape(b, t, -1), extra.reshape(b, t, -1)], -1)
 
 
 class LiftingConditioner(nn.Module):

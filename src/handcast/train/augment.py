@@ -14,7 +14,7 @@ labels (joints in the frame-0 camera, MANO pose, camera trajectory), it
 With probability ``p_new_camera`` steps 1 and 3 instead draw a new camera like those of real photos and
 videos: an image of width ``image_width`` (px, log-uniform) and a common aspect ratio, a horizontal field
 of view in ``hfov_deg``, the scene turned by up to ``view_deg`` about the hands' centroid (180: any
-viewpoint, third-person or egocentric), placed so that the largest hand spans ``hand_px`` pixels
+viewpoint, third-person or egocentric; ``view_sampling`` "uniform": every viewpoint equally likely), placed so that the largest hand spans ``hand_px`` pixels
 (log-uniform) with its centroid anywhere in the image (with probability ``p_truncate`` near or over its
 border, so hands are cut off), and with probability ``p_static`` a still camera (tripod, phone on a desk).
 
@@ -51,9 +51,29 @@ class LiftAugmentConfig:
     view_deg: float = 180.0  # max rotation of the scene about the hands' centroid
     p_truncate: float = 0.15  # the hands' centroid near or beyond the image border
     p_static: float = 0.5  # a still camera: the trajectory becomes the identity
+    # how the new camera's scene turn is drawn: "axis_angle" (a uniform axis and an angle uniform in
+    # +-view_deg: small turns, views near the store's own camera, are over-represented) or "uniform" (uniform
+    # over all rotations, the Haar measure, when view_deg >= 180; every viewpoint, palm or back, equally likely)
+    view_sampling: str = "axis_angle"
+
+    def __post_init__(self):
+        if self.view_sampling not in ("axis_angle", "uniform"):
+            from handcast.errors import HandcastError
+
+            raise HandcastError(f"data.augment.view_sampling must be axis_angle or uniform, got '{self.view_sampling}'")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _uniform_rotation(rng: np.random.Generator) -> np.ndarray:
+    """Axis-angle (3,) of a rotation drawn uniformly over SO(3) (a normalised Gaussian quaternion)."""
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q) + 1e-12
+    if q[0] < 0:
+        q = -q
+    s = np.linalg.norm(q[1:])
+    return q[1:] / max(s, 1e-12) * 2.0 * np.arctan2(s, q[0])
 
 
 def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
@@ -152,7 +172,9 @@ class LiftAugment:
         """(R, t, K, image_size, static): a scene move and a camera like those of real photos (see the module
         docstring). ``joints0``: (2, 21, 3) frame-0 joints (m, frame-0 camera); ``centre``: their centroid."""
         c = self.config
-        R = aa_to_rotmat(torch.from_numpy(_random_rotation(rng, c.view_deg)))
+        turn = _uniform_rotation(rng) if c.view_sampling == "uniform" and c.view_deg >= 180.0 else \
+            _random_rotation(rng, c.view_deg)
+        R = aa_to_rotmat(torch.from_numpy(turn))
         w = float(np.exp(rng.uniform(np.log(c.image_width[0]), np.log(c.image_width[1]))))
         h = w / float(rng.choice([1.0, 4 / 3, 16 / 9, 3 / 4, 9 / 16]))
         w, h = float(round(w)), float(round(h))

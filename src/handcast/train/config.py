@@ -63,6 +63,7 @@ RULES: list[tuple[str, str, float, float]] = [
     ("data.augment.hand_px", "float>", 0.0, 1e5),
     ("data.augment.image_width", "float>", 0.0, 1e5),
     ("data.horizon", "int", 1, 1024),
+    ("train.prefix_max", "int", 1, 1024),
     ("*.p_*", "float", 0.0, 1.0),
     ("*drop*", "float", 0.0, 1.0),
     ("*jitter*", "float", 0.0, 1e4),

@@ -81,6 +81,23 @@ def reprojection_error(kp3d: torch.Tensor, batch: dict) -> torch.Tensor:
     return image_error(kp3d, obs, w, batch)
 
 
+def random_prefix(supervised: torch.Tensor, p: float, max_frames: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Which motion entries a prefix model is told during one training step: (B, T, 198) bool.
+
+    ``supervised`` (B, T, 198) bool: entries with a 3D label. Each item gets a known prefix with probability
+    ``p``: half of those the first frame only (one photo), the others the first N frames, N uniform in
+    2..``max_frames`` (a video context); within it, the supervised entries are known."""
+    b, t = supervised.shape[:2]
+    dev = supervised.device
+    u = torch.rand(b, generator=generator, device=dev)
+    n = torch.randint(2, max(int(max_frames), 2) + 1, (b,), generator=generator, device=dev)
+    n = torch.where(u < 0.5 * p, torch.ones_like(n), n)
+    n = torch.where(u < p, n, torch.zeros_like(n))
+    frames = torch.arange(t, device=dev)
+    return supervised & (frames[None, :] < n[:, None])[..., None]
+
+
 def _lightning_module():
     class ForecastModule(motion_module_base()):
         def __init__(self, cfg: dict):
@@ -105,7 +122,12 @@ def _lightning_module():
                 pred, hidden = m.regress(tokens, tmask, batch["frame_mask"], return_hidden=True)
             else:
                 x_t, t, _ = noisy_input(self.scheduler_, x0)
-                pred, hidden = m.denoise(x_t, t, tokens, tmask, batch["frame_mask"], return_hidden=True)
+                prefix = None
+                if c.prefix:
+                    known = random_prefix(mask[..., :MOTION_DIM] > 0, float(self.tcfg["p_prefix"]),
+                                          int(self.tcfg["prefix_max"]))
+                    prefix = m.prefix_features(x0, known, batch["frame_mask"])
+                pred, hidden = m.denoise(x_t, t, tokens, tmask, batch["frame_mask"], prefix, return_hidden=True)
             out = {"motion": diffusion_loss(pred, x0, mask)}
             w, wr = float(self.tcfg["aux_joints"]), float(self.tcfg["reproj"])
             if w > 0 or wr > 0:

@@ -23,7 +23,7 @@ from handcast.fit.impute import impute, lift_initialiser  # noqa: F401 (moved to
 from handcast.geometry import project, transform_points
 from handcast.hand import HandModel
 from handcast.models.checkpoint import load_model
-from handcast.models.lifting import build_lift, load_lift  # noqa: F401 (load_lift: moved)
+from handcast.models.lifting import MODALITIES, LiftingConditioning, build_lift, load_lift  # noqa: F401 (load_lift: moved)
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.augment import LiftAugment, LiftAugmentConfig
 from handcast.train.config import load_config, to_container
@@ -143,15 +143,58 @@ class EpochDataset(torch.utils.data.Dataset):
 
 def _init_model(path: str, model_cfg: dict):
     """The lifting model of checkpoint ``path`` to start from; refused (one line) unless its model config is
-    this run's."""
+    this run's, or this run's with more condition modalities switched on (the model grows: the new
+    modalities' token MLPs are added with a zero last layer, so in the ``add`` and ``fuse`` modes the grown
+    model starts out computing exactly what the checkpoint did)."""
     if not Path(path).is_file():
         raise HandcastError(f"--init checkpoint not found: {path}")
     model, meta = load_model(path, "lift", build_lift)  # read once: weights and the stored config
     stored = json.loads(meta["handcast_config"])
-    if stored != model_cfg:
+    if _normalised(stored) == _normalised(model_cfg):  # equal once keys added since read as their defaults
+        return model
+    added = _added_modalities(stored, model_cfg)
+    if added is None:
         diff = sorted(k for k in set(stored) | set(model_cfg) if stored.get(k) != model_cfg.get(k))
-        raise HandcastError(f"--init {path}: its model config differs from this run's in {', '.join(diff)}")
-    return model
+        raise HandcastError(f"--init {path}: its model config differs from this run's in {', '.join(diff)} "
+                            "(only switching on more condition modalities is allowed)")
+    grown = build_lift(model_cfg)
+    state = model.state_dict()
+    missing, unexpected = grown.load_state_dict(state, strict=False)
+    prefixes = tuple(f"conditioner.mlps.{m}." for m in added)
+    if unexpected or any(not k.startswith(prefixes) for k in missing):
+        raise HandcastError(f"--init {path}: its weights do not fit this run's model")
+    with torch.no_grad():
+        for m in added:
+            last = grown.conditioner.mlps[m].net[-1]
+            last.weight.zero_()
+            last.bias.zero_()
+    return grown
+
+
+def _normalised(model_cfg: dict) -> dict:
+    """A lift model config with its conditioning completed by the defaults (a checkpoint written before a
+    conditioning key existed equals today's config with that key at its default)."""
+    try:
+        return dict(model_cfg, conditioning=LiftingConditioning(**model_cfg["conditioning"]).to_dict())
+    except (TypeError, KeyError):
+        return model_cfg
+
+
+def _added_modalities(stored: dict, model_cfg: dict) -> list[str] | None:
+    """The condition modalities ``model_cfg`` switches on beyond ``stored``'s, when that is the only
+    difference between the two model configs (missing keys read as their defaults); else None."""
+    if set(stored) != set(model_cfg) or any(stored[k] != model_cfg[k] for k in stored if k != "conditioning"):
+        return None
+    try:
+        a, b = LiftingConditioning(**stored["conditioning"]), LiftingConditioning(**model_cfg["conditioning"])
+    except TypeError:
+        return None
+    da, db = a.to_dict(), b.to_dict()
+    added = [m for m in MODALITIES if db[m] and not da[m]]
+    others = [k for k in da if k not in MODALITIES or not (db[k] and not da[k])]
+    if not added or any(da[k] != db[k] for k in others):
+        return None
+    return added
 
 
 def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str | None = None,
@@ -172,6 +215,8 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     st = ClipStore(d["store"])
     check_training_labels(st.split(d["train_split"]))
     start = _init_model(t["init"], cfg["model"]) if t.get("init") else None
+    aug = LiftAugment(LiftAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}),
+                      seed=int(t["seed"]))
     run = prepare_run(t["out"], resume, int(t["seed"]))  # after the input checks: nothing made for a bad input
     hands = HandModel("auto")
 
@@ -179,8 +224,6 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
         with torch.no_grad():
             return hands.rest_joints(torch.as_tensor(betas, dtype=torch.float32))[..., 0, :].numpy()
 
-    aug = LiftAugment(LiftAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}),
-                      seed=int(t["seed"]))
     fields = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
     train_ds = EpochDataset(ClipDataset(st, d["train_split"], horizon=int(d["horizon"]), fields=fields,
                                         random_crop=True, seed=int(t["seed"]), rest_wrist=rest_wrist), aug)
