@@ -22,7 +22,7 @@ name            per-frame feature                                               
 ==============  ======================================================================  ==========
 
 The paper's four modalities are on by default; ``local`` is off by default (older checkpoints have no
-such block) and on in the presets since the camera-robust L (results/lift_local.md).
+such block) and on in the presets since the camera-robust L (results/lift_views.md).
 
 Nothing here knows which dataset the tracks come from.
 """
