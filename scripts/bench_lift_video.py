@@ -67,15 +67,14 @@ def accel_mm(x: np.ndarray, ok: np.ndarray) -> float:
 def rigid_error(args, out: str) -> float:
     """Mean reprojection error (px) of L's motion after a per-frame fit of each hand's global orientation and
     translation to the tracks written in ``out`` (see ``--rigid``)."""
+    from handcast.geometry import project
     from handcast.hand import HandModel
-    from handcast.infer.lift import align_translation, lift_windows, read_tracks, shipped_lift_checkpoint
+    from handcast.infer.lift import LiftInput, align_translation, lift_windows, shipped_lift_checkpoint
     from handcast.models.lifting import load_lift
 
     z = dict(np.load(Path(out) / "lift.npz"))
-    tracks = Path(out) / "rigid_tracks.npz"
-    np.savez(tracks, uv=z["uv"], hand_valid=z["input_hand_valid"], confidence=z["confidence"], K=z["K"],
-             image_size=z["image_size"])
-    inp = read_tracks(tracks)
+    inp = LiftInput(uv=z["uv"], conf=z["confidence"], hand_valid=z["input_hand_valid"], K=z["K"], world_to_cam=None,
+                    fps=float(z["fps"]), image_size=tuple(int(v) for v in z["image_size"]))
     hands = HandModel("auto")
     model = load_lift(args.ckpt or shipped_lift_checkpoint())
     with torch.no_grad():
@@ -92,8 +91,7 @@ def rigid_error(args, out: str) -> float:
     def reproj():
         j = hands.keypoints(torch.cat([root, pose[:, :, 1:]], 2), torch.zeros(pose.shape[0], 2, 10), t, rep="aa",
                             convention="flat")
-        z_ = j[..., 2].clamp_min(0.05)
-        return torch.stack([j[..., 0] / z_ * K[0, 0] + K[0, 2], j[..., 1] / z_ * K[1, 1] + K[1, 2]], -1)
+        return project(j, K, behind="clamp")
 
     for _ in range(150):
         loss = ((reproj() - uv).pow(2).sum(-1) * w).sum() / K[0, 0] ** 2

@@ -278,6 +278,20 @@ def test_prefix_condition_changes_the_samples_and_can_be_used_without_imposing(o
 
 
 def test_prefix_model_trains_with_random_prefixes(one_thread):
-    out = _losses(dict(image=None, keypoints=True, prefix=True), batch(), train={"p_prefix": 1.0, "prefix_max": 4})
-    assert torch.isfinite(out["loss"]) and out["loss"] > 0
-    out["loss"].backward()
+    """Training feeds the prefix condition: with p_prefix = 1 the prefix MLP gets a gradient, with 0 none."""
+    from handcast.train.forecast import _lightning_module
+
+    def grad(p):
+        torch.manual_seed(0)
+        c = {"model": cfg(image=None, keypoints=True, prefix=True).to_dict(),
+             "train": {"aux_joints": 100.0, "reproj": 1.0, "w2d": 1.0, "val_sampler": "ddim", "val_steps": 2,
+                       "p_prefix": p, "prefix_max": 4},
+             "data": {"augment": {"pixel_noise": 0.0, "color_jitter": 0.0, "kp_jitter_px": 0.0, "kp_drop": 0.0}}}
+        module = _lightning_module()(c)
+        out = module.losses(batch())
+        assert torch.isfinite(out["loss"]) and out["loss"] > 0
+        out["loss"].backward()
+        return float(module.model.prefix_mlp.net[0].weight.grad.abs().sum())
+
+    assert grad(1.0) > 0
+    assert grad(0.0) == 0

@@ -21,8 +21,8 @@ name            per-frame feature                                               
                 can be read the same way for a 40 px and a 600 px hand
 ==============  ======================================================================  ==========
 
-The paper's four modalities are on by default; ``local`` is off by default (older checkpoints have no
-such block) and on in the presets since the camera-robust L (results/lift_views.md).
+The paper's four modalities are on by default; ``local`` is off by default and in the presets (measured in
+results/lift_views.md: it helps synthetic new viewpoints and not the real video).
 
 Nothing here knows which dataset the tracks come from.
 """
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
-from handcast.geometry import kpe, plucker, rotmat_to_6d
+from handcast.geometry import kpe, pixel_rays, plucker, rotmat_to_6d
 from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser, TokenMLP
 from handcast.models.motion import MotionCodec
@@ -130,9 +130,7 @@ def local_shape(uv: torch.Tensor, present: torch.Tensor, K: torch.Tensor) -> tor
     2 keypoints, whose whole block is zero).
     """
     b, t = uv.shape[:2]
-    f = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)[:, None, None, None]  # (B, 1, 1, 1, 2)
-    pp = K[:, None, None, None, :2, 2]
-    x = (uv - pp) / f
+    x = pixel_rays(uv, K[:, None, None, None])[..., :2]  # normalised camera coordinates K^-1 uv
     w = present.unsqueeze(-1)
     n = w.sum(-2)  # (B, T, 2, 1)
     ok = (n >= 2).to(uv.dtype)

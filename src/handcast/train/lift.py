@@ -176,25 +176,20 @@ def _normalised(model_cfg: dict) -> dict:
     conditioning key existed equals today's config with that key at its default)."""
     try:
         return dict(model_cfg, conditioning=LiftingConditioning(**model_cfg["conditioning"]).to_dict())
-    except (TypeError, KeyError):
+    except (TypeError, KeyError, HandcastError):
         return model_cfg
 
 
 def _added_modalities(stored: dict, model_cfg: dict) -> list[str] | None:
     """The condition modalities ``model_cfg`` switches on beyond ``stored``'s, when that is the only
     difference between the two model configs (missing keys read as their defaults); else None."""
-    if set(stored) != set(model_cfg) or any(stored[k] != model_cfg[k] for k in stored if k != "conditioning"):
+    a, b = _normalised(stored), _normalised(model_cfg)
+    if set(a) != set(b) or any(a[k] != b[k] for k in a if k != "conditioning"):
         return None
-    try:
-        a, b = LiftingConditioning(**stored["conditioning"]), LiftingConditioning(**model_cfg["conditioning"])
-    except TypeError:
-        return None
-    da, db = a.to_dict(), b.to_dict()
-    added = [m for m in MODALITIES if db[m] and not da[m]]
-    others = [k for k in da if k not in MODALITIES or not (db[k] and not da[k])]
-    if not added or any(da[k] != db[k] for k in others):
-        return None
-    return added
+    ca, cb = a["conditioning"], b["conditioning"]
+    added = [m for m in MODALITIES if cb.get(m) and not ca.get(m)]
+    rest = lambda c: {k: v for k, v in c.items() if k not in added}  # noqa: E731
+    return added if added and rest(ca) == rest(cb) else None
 
 
 def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str | None = None,
