@@ -13,6 +13,11 @@ comparison. ``--view palm`` / ``--view back`` instead turn each clip so that in 
 hand's palm (back) faces the camera with its fingers pointing up, the pose of a hand raised in front of a
 webcam (hands ``--hand-px`` large, centred, ``--fov`` field of view, 1280 x 720 px). This isolates what the real-video number (``scripts/bench_lift_video.py``) mixes: how well L reads
 orientation and articulation from 2D under new viewpoints, with no detector or keypoint-convention gap.
+``--free-hands`` first gives every hand free-hand finger poses (``LiftAugment`` with ``p_articulation=1``, seed
+11: spread and open hands, the thumb out, pointing, fists; see ``handcast.synth.grasps.random_gesture``) in
+place of the clips' grasps, as a user's hand away from objects; ``--convention-noise S`` moves the 2D input
+keypoints by per-clip offsets in the hand frame (S palm lengths; a detector's keypoint convention), the truth
+staying the hand model's keypoints.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 
 
-def facing(item: dict, view: str, size_px: float, fov: float, seed: int) -> dict:
+def facing(item: dict, view: str, size_px: float, fov: float, seed: int, convention_noise: float = 0.0) -> dict:
     """``item`` turned so that its frame-0 right hand shows its palm (``view`` "palm") or back ("back") to a
     still 1280 x 720 camera with ``fov`` degrees horizontal field of view, fingers up, ``size_px`` large,
     centred; projected with 1 % jitter (see the module docstring)."""
@@ -52,8 +57,14 @@ def facing(item: dict, view: str, size_px: float, fov: float, seed: int) -> dict
     j = (j - c) @ R.T + torch.tensor([0.0, 0.0, f * size3d / size_px], dtype=torch.float64)
     pose[:, :, 0] = rotmat_to_aa(R @ aa_to_rotmat(pose[:, :, 0]))
     K = torch.tensor([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    uv = project(j, K, behind="clamp")
     rng = np.random.default_rng(seed)
+    if convention_noise > 0:
+        from handcast.train.augment import LiftAugment, LiftAugmentConfig
+
+        uv = project(LiftAugment(LiftAugmentConfig(convention_noise=convention_noise))._convention(rng, j), K,
+                     behind="clamp")
+    else:
+        uv = project(j, K, behind="clamp")
     ext = (uv.amax(-2) - uv.amin(-2)).norm(dim=-1).clamp_min(1.0)
     uv = uv + torch.from_numpy(rng.normal(size=uv.shape)) * 0.01 * ext[..., None, None]
     ok = (j[..., 2] > 0.05) & hv[..., None]
@@ -73,6 +84,8 @@ def main() -> None:
     ap.add_argument("--fov", type=float, default=60.0)
     ap.add_argument("--camera", choices=("real", "synthetic"), default="real")
     ap.add_argument("--view", choices=("any", "palm", "back"), default="any")
+    ap.add_argument("--free-hands", action="store_true", help="free-hand finger poses instead of the clips' grasps")
+    ap.add_argument("--convention-noise", type=float, default=0.0, help="keypoint-convention offsets (palm lengths)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,12 +106,21 @@ def main() -> None:
                                         hfov_deg=(args.fov, args.fov), p_truncate=0.0, jitter=0.01, drop_keypoint=0.0,
                                         drop_frame=0.0, image_width=(1280.0, 1280.0), rot_deg=0.0 if not real else 30.0,
                                         trans_std=0.0 if not real else 0.05, traj_rot_deg=0.0 if not real else 10.0,
-                                        focal_scale=(1.0, 1.0)), seed=7)
-    items = [aug(ds[i]) for i in range(min(args.clips, len(ds)))]
+                                        focal_scale=(1.0, 1.0), convention_noise=args.convention_noise), seed=7)
+    base = [ds[i] for i in range(min(args.clips, len(ds)))]
+    if args.free_hands:
+        free = LiftAugment(LiftAugmentConfig(p_articulation=1.0, rot_deg=0.0, trans_std=0.0, traj_rot_deg=0.0,
+                                             focal_scale=(1.0, 1.0), jitter=0.0, drop_keypoint=0.0, drop_frame=0.0,
+                                             image_margin=10.0), seed=11, hands=hands)
+        base = [free(it) for it in base]
+    items = [aug(it) for it in base]
     if args.view != "any":
-        items = [facing(ds[i], args.view, float(np.mean(args.hand_px)), args.fov, seed=i) for i in range(len(items))]
+        items = [facing(it, args.view, float(np.mean(args.hand_px)), args.fov, seed=i,
+                        convention_noise=args.convention_noise) for i, it in enumerate(base)]
     print(f"command: python {shlex.join(sys.argv)}")
-    print(f"{len(items)} clips of {args.split}, {args.camera} camera, view {args.view}" + (f", hands {args.hand_px[0]:g}-{args.hand_px[1]:g} px, "
+    print(f"{len(items)} clips of {args.split}, {args.camera} camera, view {args.view}"
+          + (", free-hand finger poses" if args.free_hands else "")
+          + (f", convention noise {args.convention_noise:g}" if args.convention_noise else "") + (f", hands {args.hand_px[0]:g}-{args.hand_px[1]:g} px, "
                                                                          f"{args.fov:g} deg field of view" if real else ""))
     print("| L | reprojection px (mean) | median clip | global orientation error deg (mean) | median clip |")
     print("|---|---|---|---|---|")

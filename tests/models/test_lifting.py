@@ -156,3 +156,112 @@ def test_local_block_ignores_size_and_place_of_the_hand():
     b["kp2d_conf"][0, 1, 0, 3] = 0.0
     f2 = _features(b, c)["local"]
     assert torch.isfinite(f2).all() and (f2[0, 1, :84].reshape(2, 21, 2)[0, 3] == 0).all()
+
+
+def _synthetic_item(seed: int, T: int = 16) -> dict:
+    """An item of a real synthetic lab clip: its joints are the hand model's forward kinematics of its pose."""
+    from handcast.synth import generate_clip
+
+    c = generate_clip(seed, "lab", n_frames=T, render=False)
+    item = {k: torch.from_numpy(np.asarray(getattr(c, k), np.float32)) for k in
+            ("pose", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "betas")}
+    item.update(image_size=torch.tensor(c.image_size), hand_valid=torch.from_numpy(c.valid), index=seed, num_frames=T)
+    return item
+
+
+def test_free_hand_articulation_keeps_wrists_bones_and_limits_and_reprojects_exactly():
+    """p_articulation=1 with the camera left alone: every hand's fingers change, the wrists and the global
+    orientations stay, the joints are the forward kinematics of the new pose (bone lengths kept), the pose is
+    within the joint limits, and the 2D keypoints are its exact projections."""
+    from handcast.hand import HandModel
+    from handcast.synth.handkit import HandKit
+
+    hands = HandModel("open")
+    still = dict(rot_deg=0.0, trans_std=0.0, traj_rot_deg=0.0, focal_scale=(1.0, 1.0), jitter=0.0, drop_keypoint=0.0,
+                 drop_frame=0.0, image_margin=10.0)
+    aug = LiftAugment(LiftAugmentConfig(p_articulation=1.0, **still), hands=hands)
+    for seed in (0, 1):
+        item = _synthetic_item(seed)
+        out = aug(item)
+        v = item["hand_valid"]
+        j0, j1 = item["joints3d"].double(), out["joints3d"].double()
+        assert torch.allclose(j1[..., 0, :], j0[..., 0, :], atol=1e-6)
+        assert torch.allclose(out["pose"][:, :, 0], item["pose"][:, :, 0], atol=1e-6)
+        assert (j1 - j0)[v].norm(dim=-1).amax() > 0.02  # the fingers really moved (> 2 cm somewhere)
+        kit = HandKit(hands, item["betas"].numpy())
+        fk = torch.from_numpy(kit.keypoints(out["pose"].numpy(), np.zeros((16, 2, 3))))
+        assert torch.allclose((fk - fk[..., :1, :])[v], (j1 - j1[..., :1, :])[v], atol=1e-5)
+        bone = lambda j: (j[..., 7, :] - j[..., 6, :]).norm(dim=-1)  # noqa: E731
+        assert torch.allclose(bone(j1)[v], bone(j0)[v], atol=1e-5)
+        lim = hands.joint_limits.double()  # (2, 15, 3, 2)
+        fingers = out["pose"].double()[:, :, 1:]
+        assert ((fingers >= lim[..., 0] - 1e-5) & (fingers <= lim[..., 1] + 1e-5)).all()
+        cam = transform_points(out["world_to_cam"][:, None, None].double(), j1)
+        ok = out["kp2d_conf"] > 0
+        assert torch.allclose(project(cam, out["K"].double())[ok].float(), out["kp2d"][ok], atol=1e-2)
+    # p_articulation=0 (the default) leaves the fingers as they are
+    item = _synthetic_item(0)
+    out = LiftAugment(LiftAugmentConfig(**still))(item)
+    assert torch.allclose(out["joints3d"], item["joints3d"], atol=1e-6)
+
+
+def test_random_gestures_reach_the_spread_hand_with_the_thumb_out():
+    """The free-hand gestures include what the grasp templates never make: the thumb out to the side in the
+    palm's plane (thumb tip far from the index side of the palm) with the fingers extended and spread, as
+    in a hand raised to a webcam; and fists. Angles measured on the hand model's own skeleton."""
+    from handcast.hand import HandModel
+    from handcast.synth.grasps import GRASP_TEMPLATES, random_gesture
+    from handcast.synth.handkit import HandKit
+
+    kit = HandKit(HandModel("open"), np.zeros((2, 10)))
+
+    def measures(params):
+        kp = kit.canonical_keypoints(0, kit.fingers(0, params))
+        f, n, s = kit.axes[0].frame.T
+        thumb = kp[4] - kp[1]
+        # thumb out: its direction in the palm plane points to the thumb side, away from the fingers
+        out_angle = np.degrees(np.arctan2(thumb @ s, thumb @ f))
+        spread = np.degrees(np.arccos(np.clip(_unit(kp[8] - kp[5]) @ _unit(kp[20] - kp[17]), -1, 1)))
+        tip_reach = np.linalg.norm(kp[12] - kp[0]) / np.linalg.norm(kp[9] - kp[0])
+        return out_angle, spread, tip_reach
+
+    rng = np.random.default_rng(0)
+    m = np.array([measures(random_gesture(rng)) for _ in range(300)])
+    # the flat rest hand: thumb 33 deg, spread 19 deg, middle tip 2.18 x the wrist-MCP length
+    spread_open = (m[:, 0] > 55) & (m[:, 1] > 45) & (m[:, 2] > 2.1)
+    fist = m[:, 2] < 1.6
+    assert spread_open.mean() > 0.04 and fist.mean() > 0.1
+    templates = np.array([measures(p) for pre, full in GRASP_TEMPLATES.values() for p in (pre, full)])
+    assert templates[:, 0].max() < 50  # no grasp template puts the thumb out to the side
+
+
+def _unit(v):
+    return v / np.linalg.norm(v)
+
+
+def test_convention_noise_moves_the_2d_input_in_the_hand_frame_and_keeps_the_3d_labels():
+    """convention_noise: the 2D keypoints move by per-clip offsets of the configured size (palm lengths; the
+    wrist, thumb CMC and MCPs twice as much as the others), the 3D labels do not move, and the offsets are
+    the same in every frame of a clip (up to the hand's motion)."""
+    still = dict(rot_deg=0.0, trans_std=0.0, traj_rot_deg=0.0, focal_scale=(1.0, 1.0), jitter=0.0, drop_keypoint=0.0,
+                 drop_frame=0.0, image_margin=10.0)
+    plain = LiftAugment(LiftAugmentConfig(**still))
+    noisy = LiftAugment(LiftAugmentConfig(convention_noise=0.1, **still))
+    base, tips, steady = [], [], []
+    for i in range(30):
+        item = _synthetic_item(i % 6, T=8)
+        item["index"] = i
+        a, b = plain(item), noisy(item)
+        assert torch.allclose(a["joints3d"], b["joints3d"]) and not torch.allclose(a["kp2d"], b["kp2d"])
+        v = a["hand_valid"][0]
+        uv = a["kp2d"][0][v]  # (n, 21, 2) exact projections at frame 0
+        palm = (uv[:, 9] - uv[:, 0]).norm(dim=-1)
+        d = (b["kp2d"][0][v] - uv).norm(dim=-1) / palm[:, None]  # (n, 21) palm lengths
+        base.append(d[:, [0, 1, 5, 9, 13, 17]].reshape(-1))
+        tips.append(d[:, [4, 8, 12, 16, 20]].reshape(-1))
+        d_last = (b["kp2d"][-1] - a["kp2d"][-1]).norm(dim=-1)[a["hand_valid"][-1]]
+        steady.append(float((d_last.mean() / (b["kp2d"][0] - a["kp2d"][0]).norm(dim=-1)[v].mean()).log().abs()))
+    rms = lambda x: float(torch.cat(x).pow(2).mean().sqrt())  # noqa: E731
+    assert 0.05 < rms(base) < 0.16  # sqrt(2) * 0.1 at most, less where the hand is foreshortened
+    assert rms(tips) < 0.75 * rms(base)
+    assert np.median(steady) < 0.3  # one offset per clip, not per frame

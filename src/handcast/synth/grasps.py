@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ANAT_DIM", "GRASP_TEMPLATES", "RELAXED", "OPEN", "FLAT", "HandAxes", "hand_frame", "grasp_params"]
+__all__ = ["ANAT_DIM", "GRASP_TEMPLATES", "RELAXED", "OPEN", "FLAT", "HandAxes", "hand_frame", "grasp_params",
+           "random_gesture"]
 
 # Finger blocks in the anatomical vector and the MANO joints (1..15) / common keypoints they drive.
 _FINGERS = {  # name: (MANO joints of the 3 segments, common keypoints base->tip)
@@ -79,6 +80,36 @@ GRASP_TEMPLATES: dict[str, tuple[np.ndarray, np.ndarray]] = {
         _v((8, 2, 10, 5), (8, 0, 10, 5), (8, -2, 10, 5), (8, -4, 10, 5), (20, 10, 10, 5, 5)),
     ),
 }
+
+
+def random_gesture(rng: np.random.Generator) -> np.ndarray:
+    """A free-hand finger pose (21,) anatomical angles in degrees, as hands take them away from objects
+    (waving, pointing, counting, a spread or a relaxed open hand, a fist, the thumb out or tucked).
+
+    With probability 0.35 the hand is open (every finger extended, a raised or waving hand, the thumb away from
+    the palm); otherwise each
+    finger's curl is drawn on its own (extended with probability 0.5, else anywhere from slightly to fully
+    curled). The fingers' spread is shared (from closed to wide apart), and the thumb ranges from
+    radial abduction (out to the side in the palm's plane, as in a spread hand) to across the palm. The grasp
+    templates cover none of the spread-hand and thumb-out poses; clamp the result to the joint limits."""
+    out = np.zeros(ANAT_DIM)
+    spread = rng.uniform(-0.2, 1.0)
+    open_hand = rng.uniform() < 0.35
+    p_extended = 1.0 if open_hand else 0.5
+    for i, abd in enumerate((14.0, 0.0, -10.0, -22.0)):  # index, middle, ring, pinky: full-spread abduction
+        curl = rng.uniform(-0.15, 0.2) if rng.uniform() < p_extended else rng.uniform(0.2, 1.0)
+        out[4 * i: 4 * i + 4] = (
+            curl * 80.0 + rng.normal(0.0, 6.0),  # MCP flexion
+            spread * abd + rng.normal(0.0, 4.0),  # MCP abduction
+            max(curl, 0.0) * 100.0 + rng.normal(0.0, 6.0),  # PIP flexion
+            max(curl, 0.0) * 65.0 + rng.normal(0.0, 6.0),  # DIP flexion
+        )
+    out[16:] = (rng.uniform(0.0, 60.0),  # CMC palmar abduction
+                rng.uniform(-50.0, 0.0 if open_hand else 35.0),  # CMC flexion: negative is radial abduction
+                rng.uniform(-10.0, 40.0),  # CMC pronation
+                rng.uniform(-15.0, 50.0),  # MCP flexion
+                rng.uniform(-15.0, 70.0))  # IP flexion
+    return out
 
 
 def grasp_params(grasp: str, closure: float) -> tuple[np.ndarray, np.ndarray]:

@@ -3,13 +3,23 @@
 Applied to one :class:`handcast.data.ClipDataset` item (torch tensors, CPU). Starting from a clip with 3D
 labels (joints in the frame-0 camera, MANO pose, camera trajectory), it
 
+0. with probability ``p_articulation`` per hand, moves the fingers towards free-hand gestures
+   (:func:`handcast.synth.grasps.random_gesture`: spread and open hands, the thumb out to the side, pointing,
+   counting, fists), blending the clip's own finger motion with one gesture or a smooth change between two,
+   within the joint limits, and recomputes the joints by forward kinematics (wrist and global orientation
+   kept); the lab clips hold grasps only, and a user's hand in a photo or video is often doing none,
 1. moves the scene relative to the frame-0 camera by a random rigid transform (rotation up to
    ``rot_deg`` about the hands' centroid, translation noise), re-expressing joints and global orientations,
 2. adds a smooth random rotation to the camera trajectory (identity at frame 0),
 3. scales the focal length,
 4. projects the joints to 2D, marks keypoints outside the image or behind the camera as missing,
 5. adds detector-like noise: per-clip jitter (a fraction of each hand's 2D size), dropped keypoints and
-   dropped frames.
+   dropped frames; with ``convention_noise`` > 0, each keypoint is first moved by a per-clip offset in the hand's
+   own frame (along the wrist -> middle MCP axis and across the palm; std ``convention_noise`` palm lengths for
+   the wrist, thumb CMC and finger MCPs, half that for the others). Detectors and datasets place the wrist,
+   the thumb's base and the knuckles differently from the hand model (mediapipe's wrist sits about 6 % of a
+   palm length nearer the forearm than the open model's, its thumb CMC 13 % across the palm); the 3D labels
+   keep the model's keypoints.
 
 With probability ``p_new_camera`` steps 1 and 3 instead draw a new camera like those of real photos and
 videos: an image of width ``image_width`` (px, log-uniform) and a common aspect ratio, a horizontal field
@@ -55,6 +65,10 @@ class LiftAugmentConfig:
     # +-view_deg: small turns, views near the store's own camera, are over-represented) or "uniform" (uniform
     # over all rotations, the Haar measure, when view_deg >= 180; every viewpoint, palm or back, equally likely)
     view_sampling: str = "axis_angle"
+    # free-hand articulation (step 0): the probability per hand (0 = never; needs the item's betas)
+    p_articulation: float = 0.0
+    # keypoint-convention offsets of the 2D input (step 5), std in palm lengths (0 = none)
+    convention_noise: float = 0.0
 
     def __post_init__(self):
         if self.view_sampling not in ("axis_angle", "uniform"):
@@ -86,10 +100,13 @@ def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
 class LiftAugment:
     """Callable item transform; ``set_epoch`` changes the draws between epochs."""
 
-    def __init__(self, config: LiftAugmentConfig = LiftAugmentConfig(), seed: int = 0):
+    def __init__(self, config: LiftAugmentConfig = LiftAugmentConfig(), seed: int = 0, hands=None):
+        """hands: the :class:`handcast.hand.HandModel` of the data (for ``p_articulation``; default: created on
+        first use with ``HandModel("auto")``)."""
         self.config = config
         self.seed = seed
         self.epoch = 0
+        self.hands = hands
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -101,6 +118,10 @@ class LiftAugment:
         pose = item["pose"].double()  # (T, 2, 16, 3)
         hand_valid = item["hand_valid"]  # (T, 2)
         T = joints.shape[0]
+
+        # 0. free-hand articulation
+        if c.p_articulation > 0:
+            joints, pose = self._articulate(rng, joints, pose, item["betas"], int(item.get("num_frames", T)))
 
         # 1. rigid move of the scene in the frame-0 camera, about the frame-0 hands' centroid
         v0 = hand_valid[0]
@@ -143,8 +164,8 @@ class LiftAugment:
             K[1, 1] *= s
             image_size = item["image_size"]
 
-        # 4. projection and visibility
-        cam = transform_points(w2c[:, None, None], joints)  # (T, 2, 21, 3)
+        # 4. projection and visibility (of the keypoints as a detector places them, step 5)
+        cam = transform_points(w2c[:, None, None], self._convention(rng, joints))  # (T, 2, 21, 3)
         uv = project(cam, K, behind="clamp")
         w, h = [float(x) for x in image_size]
         m = c.image_margin
@@ -167,6 +188,56 @@ class LiftAugment:
         out.update(joints3d=joints.float(), pose=pose.float(), world_to_cam=w2c.float(), K=K.float(),
                    kp2d=uv.float(), kp2d_conf=conf.float(), image_size=torch.as_tensor(image_size).clone())
         return out
+
+    def _convention(self, rng: np.random.Generator, joints: torch.Tensor) -> torch.Tensor:
+        """Joints (T, 2, 21, 3) moved by per-clip keypoint-convention offsets (step 5); unchanged when
+        ``convention_noise`` is 0."""
+        if self.config.convention_noise <= 0:
+            return joints
+        f = joints[..., 9, :] - joints[..., 0, :]  # (T, 2, 3) wrist -> middle MCP
+        palm = f.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        f = f / palm
+        s = joints[..., 5, :] - joints[..., 17, :]  # across the palm, pinky -> index
+        s = s - f * (s * f).sum(-1, keepdim=True)
+        s = s / s.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        sigma = np.full(21, 0.5 * self.config.convention_noise)
+        sigma[[0, 1, 5, 9, 13, 17]] = self.config.convention_noise
+        ab = torch.from_numpy(rng.normal(size=(2, 21, 2)) * sigma[None, :, None])  # (hand, keypoint, (along, across))
+        off = ab[None, :, :, :1] * f[:, :, None] + ab[None, :, :, 1:] * s[:, :, None]  # (T, 2, 21, 3) palm lengths
+        return joints + off * palm[..., None, :]
+
+    def _articulate(self, rng: np.random.Generator, joints: torch.Tensor, pose: torch.Tensor, betas: torch.Tensor,
+                    n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 0 (module docstring): joints (T, 2, 21, 3) and pose (T, 2, 16, 3) with new finger motion for
+        the hands drawn (probability ``p_articulation`` each); ``n``: the clip's real frames (the rest is
+        padding)."""
+        from handcast.synth.grasps import random_gesture
+        from handcast.synth.handkit import HandKit
+        from handcast.synth.motion import min_jerk
+
+        sides = [h for h in (0, 1) if rng.uniform() < self.config.p_articulation]
+        if not sides:
+            return joints, pose
+        if self.hands is None:
+            from handcast.hand import HandModel
+
+            self.hands = HandModel("auto")
+        kit = HandKit(self.hands, betas.numpy())
+        T = joints.shape[0]
+        new = pose.numpy().copy()
+        for h in sides:
+            a = random_gesture(rng)
+            b = a if rng.uniform() < 0.5 else random_gesture(rng)
+            t0, t1 = np.sort(rng.uniform(0.0, 1.0, 2)) * max(n - 1, 1)
+            s = min_jerk(np.clip((np.arange(T) - t0) / max(t1 - t0, 1.0), 0.0, 1.0))[:, None]
+            g = kit.axes[h].finger_pose(a[None] + s * (b - a)[None])  # (T, 15, 3)
+            w = 1.0 if rng.uniform() < 0.5 else float(rng.uniform(0.3, 1.0))  # how much of the clip's own motion goes
+            new[:, h, 1:] = kit.clamp(h, (1.0 - w) * new[:, h, 1:] + w * g)
+        kp = torch.from_numpy(kit.keypoints(new, np.zeros((T, 2, 3))))  # wrist at J0: re-placed at the clip's wrist
+        joints = joints.clone()
+        for h in sides:
+            joints[:, h] = kp[:, h] - kp[:, h, :1] + joints[:, h, :1]
+        return joints, torch.from_numpy(new)
 
     def _new_camera(self, rng: np.random.Generator, joints0: torch.Tensor, valid0: torch.Tensor, centre: torch.Tensor):
         """(R, t, K, image_size, static): a scene move and a camera like those of real photos (see the module

@@ -62,6 +62,7 @@ RULES: list[tuple[str, str, float, float]] = [
     ("*_deg", "float", 0.0, 180.0),
     ("data.augment.hand_px", "float>", 0.0, 1e5),
     ("data.augment.image_width", "float>", 0.0, 1e5),
+    ("data.augment.convention_noise", "float", 0.0, 1.0),
     ("data.horizon", "int", 1, 1024),
     ("train.prefix_max", "int", 1, 1024),
     ("*.p_*", "float", 0.0, 1.0),

@@ -210,10 +210,10 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     st = ClipStore(d["store"])
     check_training_labels(st.split(d["train_split"]))
     start = _init_model(t["init"], cfg["model"]) if t.get("init") else None
-    aug = LiftAugment(LiftAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}),
-                      seed=int(t["seed"]))
-    run = prepare_run(t["out"], resume, int(t["seed"]))  # after the input checks: nothing made for a bad input
     hands = HandModel("auto")
+    aug = LiftAugment(LiftAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}),
+                      seed=int(t["seed"]), hands=hands)
+    run = prepare_run(t["out"], resume, int(t["seed"]))  # after the input checks: nothing made for a bad input
 
     def rest_wrist(betas):
         with torch.no_grad():
