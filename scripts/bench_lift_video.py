@@ -1,6 +1,6 @@
 """Speed and accuracy of ``handcast lift`` on a real video:
 ``python scripts/bench_lift_video.py [VIDEO] [--ckpt L.safetensors] [--threads 1] [--out DIR] [--no-video]
-[--max-frames N]``.
+[--max-frames N] [--rigid] [--self]``.
 
 Default video: ../shared/data/real/dex_retargeting/human_hand_video.mp4 (1280x720, 30 fps, 621 frames,
 a right hand; no 3D ground truth). Runs :func:`handcast.infer.lift.run_lift` with its defaults (mediapipe
@@ -20,6 +20,10 @@ refinement iterations, overlay video) and prints:
 ``--rigid``: also re-runs L on the tracks and fits, per frame, each hand's global orientation and translation
 to the 2D keypoints with L's finger articulation kept (150 Adam steps): the reprojection error left is what
 articulation (and shape) explain; the drop from "L alone" is what the global orientation explains.
+
+``--self``: also lifts, with L alone, the refined result's own reprojection (the 2D keypoints of a 3D hand of the
+hand model, in its keypoint convention, that lies within ~5 px of the tracks): if L misses these as much as the
+detector's tracks, the error is not the detector's keypoint convention or noise but the pose, motion or view.
 
 ``--synthetic N`` instead lifts a synthetic ``lab`` clip of N frames (handcast.synth, seed ``--seed``,
 moving camera, its exact 2D projections plus ``--noise-px`` Gaussian noise, written as a tracks file) and
@@ -62,6 +66,28 @@ def accel_mm(x: np.ndarray, ok: np.ndarray) -> float:
     a = np.linalg.norm(x[2:] - 2 * x[1:-1] + x[:-2], axis=-1).mean(-1)
     m = ok[2:] & ok[1:-1] & ok[:-2]
     return float(1000 * a[m].mean())
+
+
+def self_error(args, out: str) -> float:
+    """Mean reprojection error (px) of L alone (+ the translation solve) on the refined result's reprojection
+    (``reproj_uv`` of ``out``/lift.npz) as its input tracks (see ``--self``)."""
+    from handcast.geometry import project
+    from handcast.hand import HandModel
+    from handcast.infer.lift import LiftInput, align_translation, lift_windows, shipped_lift_checkpoint
+    from handcast.models.lifting import load_lift
+
+    z = dict(np.load(Path(out) / "lift.npz"))
+    inp = LiftInput(uv=z["reproj_uv"], conf=z["confidence"], hand_valid=z["input_hand_valid"], K=z["K"],
+                    world_to_cam=None, fps=float(z["fps"]), image_size=tuple(int(v) for v in z["image_size"]))
+    hands = HandModel("auto")
+    model = load_lift(args.ckpt or shipped_lift_checkpoint())
+    with torch.no_grad():
+        pose, transl, _ = lift_windows(model, hands, inp, progress=False)
+        transl = align_translation(hands, pose, transl, inp)
+        j = hands.keypoints(pose, torch.zeros(pose.shape[0], 2, 10), transl, rep="aa", convention="flat")
+        uv = project(j, torch.from_numpy(inp.K).float(), behind="clamp").numpy()
+    m = inp.observed[..., None] & (inp.conf > 0)
+    return float(np.linalg.norm(uv - inp.uv, axis=-1)[m].mean())
 
 
 def rigid_error(args, out: str) -> float:
@@ -118,6 +144,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1, help="synthetic clip seed")
     ap.add_argument("--noise-px", type=float, default=0.0, help="synthetic: std of the 2D noise (px)")
     ap.add_argument("--rigid", action="store_true", help="also L with a per-frame orientation + translation solve")
+    ap.add_argument("--self", dest="self_input", action="store_true",
+                    help="also L alone on the refined result's own reprojection")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -169,6 +197,8 @@ def main() -> None:
               f"root-relative {100 * rr:.2f} cm")
     if args.rigid:
         print(f"L + per-frame global orientation and translation solve (articulation kept): {rigid_error(args, out):.2f} px")
+    if args.self_input:
+        print(f"L alone on the refined result's reprojection (the hand model's own keypoints): {self_error(args, out):.2f} px")
     mp_path = Path(args.video).with_name("human_joint_right_mediapipe_world.npy")
     if mp_path.is_file():
         from handcast.geometry import procrustes_align
