@@ -195,6 +195,11 @@ def main() -> None:
         rr = np.linalg.norm((j - j[..., :1, :]) - (gt - gt[..., :1, :]), axis=-1)[v].mean()
         print(f"3D error against the ground truth (mean shape used, true shape in the data): {100 * e:.2f} cm, "
               f"root-relative {100 * rr:.2f} cm")
+    ok = z["input_hand_valid"][..., None] & (z["confidence"] > 0)
+    res = np.linalg.norm(z["reproj_uv"] - z["uv"], axis=-1)
+    per_kp = [float(res[..., k][ok[..., k]].mean()) if ok[..., k].any() else float("nan") for k in range(21)]
+    print("refined result, mean residual per keypoint (px; wrist, thumb CMC..tip, index MCP..tip, ...): "
+          + " ".join(f"{v:.1f}" for v in per_kp))
     if args.rigid:
         print(f"L + per-frame global orientation and translation solve (articulation kept): {rigid_error(args, out):.2f} px")
     if args.self_input:

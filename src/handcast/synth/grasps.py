@@ -87,11 +87,10 @@ def random_gesture(rng: np.random.Generator) -> np.ndarray:
     (waving, pointing, counting, a spread or a relaxed open hand, a fist, the thumb out or tucked).
 
     With probability 0.35 the hand is open (every finger extended, a raised or waving hand, the thumb away from
-    the palm); otherwise each
-    finger's curl is drawn on its own (extended with probability 0.5, else anywhere from slightly to fully
-    curled). The fingers' spread is shared (from closed to wide apart), and the thumb ranges from
-    radial abduction (out to the side in the palm's plane, as in a spread hand) to across the palm. The grasp
-    templates cover none of the spread-hand and thumb-out poses; clamp the result to the joint limits."""
+    the palm); otherwise each finger's curl is drawn on its own (extended with probability 0.5, else anywhere
+    from slightly to fully curled). The fingers' spread is shared (from closed to wide apart), and the thumb
+    ranges from radial abduction (out to the side in the palm's plane, as in a spread hand) to across the palm.
+    The grasp templates have no thumb-out pose. Clamp the result to the joint limits."""
     out = np.zeros(ANAT_DIM)
     spread = rng.uniform(-0.2, 1.0)
     open_hand = rng.uniform() < 0.35

@@ -17,9 +17,9 @@ labels (joints in the frame-0 camera, MANO pose, camera trajectory), it
    dropped frames; with ``convention_noise`` > 0, each keypoint is first moved by a per-clip offset in the hand's
    own frame (along the wrist -> middle MCP axis and across the palm; std ``convention_noise`` palm lengths for
    the wrist, thumb CMC and finger MCPs, half that for the others). Detectors and datasets place the wrist,
-   the thumb's base and the knuckles differently from the hand model (mediapipe's wrist sits about 6 % of a
-   palm length nearer the forearm than the open model's, its thumb CMC 13 % across the palm); the 3D labels
-   keep the model's keypoints.
+   the thumb's base and the knuckles differently from the hand model (on the shared real video the refined fit
+   leaves mediapipe's wrist and thumb CMC about 14 and 18 px from the model's, the other keypoints 2-8 px:
+   ``scripts/bench_lift_video.py``); the 3D labels keep the model's keypoints.
 
 With probability ``p_new_camera`` steps 1 and 3 instead draw a new camera like those of real photos and
 videos: an image of width ``image_width`` (px, log-uniform) and a common aspect ratio, a horizontal field
