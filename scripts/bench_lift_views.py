@@ -58,13 +58,9 @@ def facing(item: dict, view: str, size_px: float, fov: float, seed: int, convent
     pose[:, :, 0] = rotmat_to_aa(R @ aa_to_rotmat(pose[:, :, 0]))
     K = torch.tensor([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
     rng = np.random.default_rng(seed)
-    if convention_noise > 0:
-        from handcast.train.augment import LiftAugment, LiftAugmentConfig
+    from handcast.train.augment import convention_shift
 
-        uv = project(LiftAugment(LiftAugmentConfig(convention_noise=convention_noise))._convention(rng, j), K,
-                     behind="clamp")
-    else:
-        uv = project(j, K, behind="clamp")
+    uv = project(convention_shift(j, rng, convention_noise), K, behind="clamp")
     ext = (uv.amax(-2) - uv.amin(-2)).norm(dim=-1).clamp_min(1.0)
     uv = uv + torch.from_numpy(rng.normal(size=uv.shape)) * 0.01 * ext[..., None, None]
     ok = (j[..., 2] > 0.05) & hv[..., None]

@@ -97,6 +97,26 @@ def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     return axis * angle
 
 
+def convention_shift(joints: torch.Tensor, rng: np.random.Generator, noise: float) -> torch.Tensor:
+    """Keypoints (T, 2, 21, 3) (m, any frame; common order) moved as another keypoint convention would place
+    them: one offset per hand and keypoint for the whole clip, in the hand's own frame (along the wrist -> middle
+    MCP axis and across the palm), normal with std ``noise`` palm lengths for the wrist, thumb CMC and finger
+    MCPs and half that for the others. ``noise`` <= 0 returns ``joints`` unchanged (no draw)."""
+    if noise <= 0:
+        return joints
+    f = joints[..., 9, :] - joints[..., 0, :]  # (T, 2, 3) wrist -> middle MCP
+    palm = f.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    f = f / palm
+    s = joints[..., 5, :] - joints[..., 17, :]  # across the palm, pinky -> index
+    s = s - f * (s * f).sum(-1, keepdim=True)
+    s = s / s.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    sigma = np.full(21, 0.5 * noise)
+    sigma[[0, 1, 5, 9, 13, 17]] = noise
+    ab = torch.from_numpy(rng.normal(size=(2, 21, 2)) * sigma[None, :, None]).to(joints.dtype)  # (hand, kp, 2)
+    off = ab[None, :, :, :1] * f[:, :, None] + ab[None, :, :, 1:] * s[:, :, None]  # (T, 2, 21, 3) palm lengths
+    return joints + off * palm[..., None, :]
+
+
 class LiftAugment:
     """Callable item transform; ``set_epoch`` changes the draws between epochs."""
 
@@ -192,19 +212,7 @@ class LiftAugment:
     def _convention(self, rng: np.random.Generator, joints: torch.Tensor) -> torch.Tensor:
         """Joints (T, 2, 21, 3) moved by per-clip keypoint-convention offsets (step 5); unchanged when
         ``convention_noise`` is 0."""
-        if self.config.convention_noise <= 0:
-            return joints
-        f = joints[..., 9, :] - joints[..., 0, :]  # (T, 2, 3) wrist -> middle MCP
-        palm = f.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        f = f / palm
-        s = joints[..., 5, :] - joints[..., 17, :]  # across the palm, pinky -> index
-        s = s - f * (s * f).sum(-1, keepdim=True)
-        s = s / s.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        sigma = np.full(21, 0.5 * self.config.convention_noise)
-        sigma[[0, 1, 5, 9, 13, 17]] = self.config.convention_noise
-        ab = torch.from_numpy(rng.normal(size=(2, 21, 2)) * sigma[None, :, None])  # (hand, keypoint, (along, across))
-        off = ab[None, :, :, :1] * f[:, :, None] + ab[None, :, :, 1:] * s[:, :, None]  # (T, 2, 21, 3) palm lengths
-        return joints + off * palm[..., None, :]
+        return convention_shift(joints, rng, self.config.convention_noise)
 
     def _articulate(self, rng: np.random.Generator, joints: torch.Tensor, pose: torch.Tensor, betas: torch.Tensor,
                     n: int) -> tuple[torch.Tensor, torch.Tensor]:
