@@ -90,9 +90,12 @@ def self_error(args, out: str) -> float:
     return float(np.linalg.norm(uv - inp.uv, axis=-1)[m].mean())
 
 
-def rigid_error(args, out: str) -> float:
+def rigid_error(args, out: str) -> tuple[float, float]:
     """Mean reprojection error (px) of L's motion after a per-frame fit of each hand's global orientation and
-    translation to the tracks written in ``out`` (see ``--rigid``)."""
+    translation to the tracks written in ``out`` (see ``--rigid``), and the mean angle (degrees) between L's
+    global orientation and the refined result's, over observed hand-frames."""
+    import roma
+
     from handcast.geometry import project
     from handcast.hand import HandModel
     from handcast.infer.lift import LiftInput, align_translation, lift_windows, shipped_lift_checkpoint
@@ -106,6 +109,9 @@ def rigid_error(args, out: str) -> float:
     with torch.no_grad():
         pose, transl, _ = lift_windows(model, hands, inp, progress=False)
         transl = align_translation(hands, pose, transl, inp)
+        turn = roma.rotmat_geodesic_distance(roma.rotvec_to_rotmat(pose[:, :, 0].double()),
+                                             roma.rotvec_to_rotmat(torch.from_numpy(z["pose"][:, :, 0]).double()))
+        turn_deg = float(np.degrees(turn.numpy()[inp.observed]).mean())
     obs = torch.from_numpy(inp.observed)
     w = torch.from_numpy(np.where(inp.observed[..., None], inp.conf, 0.0)).float()
     uv = torch.from_numpy(np.nan_to_num(inp.uv)).float()
@@ -127,7 +133,7 @@ def rigid_error(args, out: str) -> float:
     with torch.no_grad():
         e = (reproj() - uv).norm(dim=-1)
     m = obs[..., None] & (w > 0)
-    return float(e[m].mean())
+    return float(e[m].mean()), turn_deg
 
 
 def main() -> None:
@@ -201,7 +207,9 @@ def main() -> None:
     print("refined result, mean residual per keypoint (px; wrist, thumb CMC..tip, index MCP..tip, ...): "
           + " ".join(f"{v:.1f}" for v in per_kp))
     if args.rigid:
-        print(f"L + per-frame global orientation and translation solve (articulation kept): {rigid_error(args, out):.2f} px")
+        px, turn = rigid_error(args, out)
+        print(f"L alone's global orientation differs from the refined result's by {turn:.1f} deg (mean)")
+        print(f"L + per-frame global orientation and translation solve (articulation kept): {px:.2f} px")
     if args.self_input:
         print(f"L alone on the refined result's reprojection (the hand model's own keypoints): {self_error(args, out):.2f} px")
     mp_path = Path(args.video).with_name("human_joint_right_mediapipe_world.npy")
