@@ -68,50 +68,47 @@ def accel_mm(x: np.ndarray, ok: np.ndarray) -> float:
     return float(1000 * a[m].mean())
 
 
-def self_error(args, out: str) -> float:
-    """Mean reprojection error (px) of L alone (+ the translation solve) on the refined result's reprojection
-    (``reproj_uv`` of ``out``/lift.npz) as its input tracks (see ``--self``)."""
-    from handcast.geometry import project
+def lift_alone(args, z: dict, uv: np.ndarray):
+    """L alone (+ the per-frame translation solve, as ``handcast lift`` does before refining) on tracks ``uv``
+    (T, 2, 21, 2) with the confidences, hands, K and fps of ``z`` (a lift.npz). Returns (hands, inp, pose,
+    transl)."""
     from handcast.hand import HandModel
     from handcast.infer.lift import LiftInput, align_translation, lift_windows, shipped_lift_checkpoint
     from handcast.models.lifting import load_lift
 
-    z = dict(np.load(Path(out) / "lift.npz"))
-    inp = LiftInput(uv=z["reproj_uv"], conf=z["confidence"], hand_valid=z["input_hand_valid"], K=z["K"],
-                    world_to_cam=None, fps=float(z["fps"]), image_size=tuple(int(v) for v in z["image_size"]))
-    hands = HandModel("auto")
-    model = load_lift(args.ckpt or shipped_lift_checkpoint())
-    with torch.no_grad():
-        pose, transl, _ = lift_windows(model, hands, inp, progress=False)
-        transl = align_translation(hands, pose, transl, inp)
-        j = hands.keypoints(pose, torch.zeros(pose.shape[0], 2, 10), transl, rep="aa", convention="flat")
-        uv = project(j, torch.from_numpy(inp.K).float(), behind="clamp").numpy()
-    m = inp.observed[..., None] & (inp.conf > 0)
-    return float(np.linalg.norm(uv - inp.uv, axis=-1)[m].mean())
-
-
-def rigid_error(args, out: str) -> tuple[float, float]:
-    """Mean reprojection error (px) of L's motion after a per-frame fit of each hand's global orientation and
-    translation to the tracks written in ``out`` (see ``--rigid``), and the mean angle (degrees) between L's
-    global orientation and the refined result's, over observed hand-frames."""
-    import roma
-
-    from handcast.geometry import project
-    from handcast.hand import HandModel
-    from handcast.infer.lift import LiftInput, align_translation, lift_windows, shipped_lift_checkpoint
-    from handcast.models.lifting import load_lift
-
-    z = dict(np.load(Path(out) / "lift.npz"))
-    inp = LiftInput(uv=z["uv"], conf=z["confidence"], hand_valid=z["input_hand_valid"], K=z["K"], world_to_cam=None,
+    inp = LiftInput(uv=uv, conf=z["confidence"], hand_valid=z["input_hand_valid"], K=z["K"], world_to_cam=None,
                     fps=float(z["fps"]), image_size=tuple(int(v) for v in z["image_size"]))
     hands = HandModel("auto")
     model = load_lift(args.ckpt or shipped_lift_checkpoint())
     with torch.no_grad():
         pose, transl, _ = lift_windows(model, hands, inp, progress=False)
         transl = align_translation(hands, pose, transl, inp)
-        turn = roma.rotmat_geodesic_distance(roma.rotvec_to_rotmat(pose[:, :, 0].double()),
-                                             roma.rotvec_to_rotmat(torch.from_numpy(z["pose"][:, :, 0]).double()))
-        turn_deg = float(np.degrees(turn.numpy()[inp.observed]).mean())
+    return hands, inp, pose, transl
+
+
+def self_error(args, z: dict) -> float:
+    """Reprojection error (px, ``motion_metrics``: the measure of "L alone" in ``handcast lift``) of L alone on
+    the refined result's reprojection (``reproj_uv`` of the lift.npz ``z``) as its input tracks (``--self``)."""
+    from handcast.infer.lift import motion_metrics
+
+    hands, inp, pose, transl = lift_alone(args, z, z["reproj_uv"])
+    with torch.no_grad():
+        j = hands.keypoints(pose, torch.zeros(pose.shape[0], 2, 10), transl, rep="aa", convention="flat")
+    return motion_metrics(j.numpy(), inp.observed, inp)["reproj_error_px"]
+
+
+def rigid_error(args, z: dict) -> tuple[float, float]:
+    """Mean reprojection error (px) of L's motion after a per-frame fit of each hand's global orientation and
+    translation to the tracks of the lift.npz ``z`` (see ``--rigid``), and the mean angle (degrees) between L's
+    global orientation and the refined result's, over observed hand-frames."""
+    import roma
+
+    from handcast.geometry import project
+
+    hands, inp, pose, transl = lift_alone(args, z, z["uv"])
+    turn = roma.rotmat_geodesic_distance(roma.rotvec_to_rotmat(pose[:, :, 0].double()),
+                                         roma.rotvec_to_rotmat(torch.from_numpy(z["pose"][:, :, 0]).double()))
+    turn_deg = float(np.degrees(turn.numpy()[inp.observed]).mean())
     obs = torch.from_numpy(inp.observed)
     w = torch.from_numpy(np.where(inp.observed[..., None], inp.conf, 0.0)).float()
     uv = torch.from_numpy(np.nan_to_num(inp.uv)).float()
@@ -202,16 +199,15 @@ def main() -> None:
         print(f"3D error against the ground truth (mean shape used, true shape in the data): {100 * e:.2f} cm, "
               f"root-relative {100 * rr:.2f} cm")
     ok = z["input_hand_valid"][..., None] & (z["confidence"] > 0)
-    res = np.linalg.norm(z["reproj_uv"] - z["uv"], axis=-1)
-    per_kp = [float(res[..., k][ok[..., k]].mean()) if ok[..., k].any() else float("nan") for k in range(21)]
+    res = np.where(ok, np.linalg.norm(z["reproj_uv"] - z["uv"], axis=-1), np.nan).reshape(-1, 21)
     print("refined result, mean residual per keypoint (px; wrist, thumb CMC..tip, index MCP..tip, ...): "
-          + " ".join(f"{v:.1f}" for v in per_kp))
+          + " ".join(f"{v:.1f}" for v in np.nanmean(res, axis=0)))
     if args.rigid:
-        px, turn = rigid_error(args, out)
+        px, turn = rigid_error(args, z)
         print(f"L alone's global orientation differs from the refined result's by {turn:.1f} deg (mean)")
         print(f"L + per-frame global orientation and translation solve (articulation kept): {px:.2f} px")
     if args.self_input:
-        print(f"L alone on the refined result's reprojection (the hand model's own keypoints): {self_error(args, out):.2f} px")
+        print(f"L alone on the refined result's reprojection (the hand model's own keypoints): {self_error(args, z):.2f} px")
     mp_path = Path(args.video).with_name("human_joint_right_mediapipe_world.npy")
     if mp_path.is_file():
         from handcast.geometry import procrustes_align

@@ -185,7 +185,7 @@ class LiftAugment:
             image_size = item["image_size"]
 
         # 4. projection and visibility (of the keypoints as a detector places them, step 5)
-        cam = transform_points(w2c[:, None, None], self._convention(rng, joints))  # (T, 2, 21, 3)
+        cam = transform_points(w2c[:, None, None], convention_shift(joints, rng, c.convention_noise))  # (T, 2, 21, 3)
         uv = project(cam, K, behind="clamp")
         w, h = [float(x) for x in image_size]
         m = c.image_margin
@@ -208,11 +208,6 @@ class LiftAugment:
         out.update(joints3d=joints.float(), pose=pose.float(), world_to_cam=w2c.float(), K=K.float(),
                    kp2d=uv.float(), kp2d_conf=conf.float(), image_size=torch.as_tensor(image_size).clone())
         return out
-
-    def _convention(self, rng: np.random.Generator, joints: torch.Tensor) -> torch.Tensor:
-        """Joints (T, 2, 21, 3) moved by per-clip keypoint-convention offsets (step 5); unchanged when
-        ``convention_noise`` is 0."""
-        return convention_shift(joints, rng, self.config.convention_noise)
 
     def _articulate(self, rng: np.random.Generator, joints: torch.Tensor, pose: torch.Tensor, betas: torch.Tensor,
                     n: int) -> tuple[torch.Tensor, torch.Tensor]:
