@@ -259,9 +259,13 @@ def test_convention_noise_moves_the_2d_input_in_the_hand_frame_and_keeps_the_3d_
         d = (b["kp2d"][0][v] - uv).norm(dim=-1) / palm[:, None]  # (n, 21) palm lengths
         base.append(d[:, [0, 1, 5, 9, 13, 17]].reshape(-1))
         tips.append(d[:, [4, 8, 12, 16, 20]].reshape(-1))
-        d_last = (b["kp2d"][-1] - a["kp2d"][-1]).norm(dim=-1)[a["hand_valid"][-1]]
-        steady.append(float((d_last.mean() / (b["kp2d"][0] - a["kp2d"][0]).norm(dim=-1)[v].mean()).log().abs()))
+        both = v & a["hand_valid"][-1]
+        o0, o1 = (b["kp2d"][0] - a["kp2d"][0])[both], (b["kp2d"][-1] - a["kp2d"][-1])[both]  # 2D offset vectors
+        steady.append(float((o1 - o0).norm(dim=-1).mean() / o0.norm(dim=-1).mean()))
     rms = lambda x: float(torch.cat(x).pow(2).mean().sqrt())  # noqa: E731
     assert 0.05 < rms(base) < 0.16  # sqrt(2) * 0.1 at most, less where the hand is foreshortened
-    assert rms(tips) < 0.75 * rms(base)
-    assert np.median(steady) < 0.3  # one offset per clip, not per frame
+    # half the std at the tips: medians 0.37 apart here (0.75 when every keypoint gets the same std)
+    assert float(torch.cat(tips).median()) < 0.55 * float(torch.cat(base).median())
+    # one offset per clip, not per frame: the offset vectors of the first and last frames nearly agree (about
+    # 1.4 times their size apart if drawn anew each frame)
+    assert np.median(steady) < 0.5
