@@ -151,6 +151,8 @@ ROWS = [
     ("tau-inf", ["bench", "pose", "--ckpt", "{ck}/pose_tiny.safetensors", "--tau", "inf", "--out", "{o}"], None, "--tau"),
     ("steps-table-0", ["bench", "pose", "--ckpt", "{ck}/pose_tiny.safetensors", "--steps-table", "1", "0", "--out", "{o}"], None, "--steps-table"),
     ("bench-fc-samples", ["bench", "forecasting", "--store", "{S}", "--ckpt", "F={ck}/forecast_image_tiny.safetensors", "--samples", "-1", "--out", "{o}"], None, "--samples"),
+    ("bench-fc-camera-seed", ["bench", "forecasting", "--store", "{S}", "--ckpt", "F={ck}/forecast_keypoints_tiny.safetensors", "--cameras", "real", "--camera-seed", "-1", "--out", "{o}"], None, "--camera-seed"),
+    ("bench-fc-cameras-pose", ["bench", "forecasting", "--store", "{S}", "--ckpt", "F={ck}/forecast_keypoints_tiny.safetensors", "--cameras", "real", "--pose-ckpt", "shipped", "--out", "{o}"], None, "other cameras"),
     ("max-steps-0", ["train", "lift", "--store", "{S}", "--out", "{o}", "--max-steps", "0"], None, "--max-steps"),
     ("iterations-neg", ["impute", "--ckpt", "{ck}/lift_tiny.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}", "--iterations", "-1"], None, "--iterations"),
     ("tol-nan", ["impute", "--ckpt", "{ck}/lift_tiny.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}", "--tol", "nan"], None, "--tol"),

@@ -157,3 +157,159 @@ def test_bench_forecasting_anchored_and_context_rows(store, ckpt):
         assert abs(rows[row]["lab_test"]["horizon_M"][0] - free[0]) > 1e-3
     late = rows["F [frames >= 3]"]["lab_test"]["horizon_M"]
     assert all(np.isnan(late[:3])) and np.isfinite(late[3])
+
+
+def _points(item):
+    return item["joints3d"].double().reshape(-1, 3)
+
+
+def test_camera_augment_is_a_rigid_new_view(store):
+    """CameraAugment (F's real-photo cameras): one rigid move of the whole clip (every distance kept, the same
+    rotation on every global orientation), a new K and image, exact projections, reproducible per epoch;
+    2D-only clips and p = 0 untouched."""
+    from handcast.geometry import aa_to_rotmat, project, transform_points
+    from handcast.models.forecast import forecast_dataset
+    from handcast.train.augment import CameraAugment
+
+    ds = forecast_dataset(store, "lab_train", 12, needs_image=False)
+    it = ds[0]
+    assert CameraAugment(0.0)(it) is it
+    aug = CameraAugment(1.0, seed=3, p_truncate=0.0)
+    out = aug(it)
+    # rigid: all pairwise distances over the clip are kept (one transform for every frame)
+    assert torch.allclose(torch.cdist(_points(out), _points(out)), torch.cdist(_points(it), _points(it)), atol=1e-5)
+    rel = aa_to_rotmat(out["pose"][:, :, 0].double()) @ aa_to_rotmat(it["pose"][:, :, 0].double()).transpose(-1, -2)
+    assert torch.allclose(rel, rel[:1, :1].expand_as(rel), atol=1e-5)
+    w, h = out["image_size"].tolist()
+    assert 480 * 0.99 <= w <= 1920 * 1.01 and not torch.allclose(out["K"], it["K"])
+    cam = transform_points(out["world_to_cam"][:, None, None].double(), out["joints3d"].double())
+    uv = project(cam, out["K"].double())
+    seen = out["kp2d_conf"] > 0
+    assert seen[0].any() and torch.allclose(out["kp2d"].double()[seen], uv[seen], atol=1e-2)
+    # reproducible, new draws in a new epoch
+    assert torch.equal(aug(it)["K"], out["K"])
+    aug.set_epoch(1)
+    assert not torch.equal(aug(it)["K"], out["K"])
+    # two sources' clip i draw differently (keyed on the clip id, not the index)
+    other = dict(it, clip_id="another")
+    aug.set_epoch(0)
+    assert not torch.equal(aug(other)["K"], out["K"])
+    flat = dict(it, provenance="2d-only")
+    assert aug(flat) is flat
+    assert torch.equal(CameraAugment(1.0, seed=3, p_truncate=0.0, labelled_only=False)(flat)["K"], out["K"])
+
+
+def test_camera_augment_drops_hands_cut_off_in_frame_0(store):
+    """A hand with fewer than 3 keypoints inside the new frame-0 image is absent from the clip (no 3D label);
+    a hand it shows keeps its validity."""
+    from handcast.models.forecast import forecast_dataset
+    from handcast.train.augment import CameraAugment
+
+    ds = forecast_dataset(store, "lab_train", 12, needs_image=False)
+    aug = CameraAugment(1.0, seed=5, p_truncate=1.0)
+    dropped = kept = 0
+    for epoch in range(12):
+        aug.set_epoch(epoch)
+        for i in range(len(ds)):
+            it = ds[i]
+            out = aug(it)
+            n0 = (out["kp2d_conf"][0] > 0).sum(-1)
+            for h in range(2):
+                if not it["hand_valid"][0, h]:  # absent from frame 0 before: as it was
+                    assert torch.equal(out["hand_valid"][:, h], it["hand_valid"][:, h])
+                    continue
+                assert bool(out["hand_valid"][:, h].any()) == bool(n0[h] >= 3)
+                if n0[h] >= 3:
+                    assert torch.equal(out["hand_valid"][:, h], it["hand_valid"][:, h])
+                    kept += 1
+                else:
+                    dropped += 1
+    assert dropped > 0 and kept > 0
+
+
+@pytest.mark.slow
+def test_train_forecast_with_real_photo_cameras(store, tmp_path):
+    """data.camera.p: the keypoint model trains on re-viewed clips, its wrist statistics spread over the new
+    cameras' depths; an image model is refused (its input image cannot be re-viewed); bad values refused."""
+    from handcast.data.dataset import wrist_statistics
+    from handcast.data.store import ClipStore
+    from handcast.models.forecast import load_forecast
+    from handcast.train.forecast import train_forecast
+
+    kp = MICRO + ["model.image=null", "model.keypoints=true"]
+    ck = train_forecast("tiny", kp + ["data.camera.p=1.0"], store=str(store), out=str(tmp_path / "cam"),
+                        max_steps=2, progress=False)
+    m = load_forecast(ck)
+    _, std = wrist_statistics(ClipStore(store).split("lab_train"))
+    assert m.codec.wrist_std[2] > 2 * std[2]  # depths of 0.15-3 m, not the store's head camera's
+    ck = train_forecast("tiny", kp + ["data.camera.p=1.0", "data.camera.wrist_stats=store"], store=str(store),
+                        out=str(tmp_path / "cam_store"), max_steps=1, progress=False)
+    assert torch.allclose(load_forecast(ck).codec.wrist_std, torch.as_tensor(std, dtype=torch.float32), atol=1e-5)
+    with pytest.raises(HandcastError, match="wrist_stats"):
+        train_forecast("tiny", kp + ["data.camera.p=1.0", "data.camera.wrist_stats=nope"], store=str(store),
+                       out=str(tmp_path / "bad_stats"), max_steps=1, progress=False)
+    with pytest.raises(HandcastError, match="keypoint-only"):
+        train_forecast("tiny", MICRO + ["data.camera.p=0.5"], store=str(store), out=str(tmp_path / "img"),
+                       max_steps=1, progress=False)
+    with pytest.raises(HandcastError, match="data.camera.p"):
+        train_forecast("tiny", kp + ["data.camera.p=1.5"], store=str(store), out=str(tmp_path / "bad"),
+                       max_steps=1, progress=False)
+    assert not any((tmp_path / n).exists() for n in ("img", "bad", "bad_stats"))
+
+
+def test_viewed_ground_truth_without_transform_is_the_exported_one(store):
+    from handcast.data.store import ClipStore
+    from handcast.eval.bench_forecasting import viewed_ground_truth
+    from handcast.eval.export import ground_truth_arrays
+
+    a = ground_truth_arrays(ClipStore(store), "lab_test")
+    b = viewed_ground_truth(ClipStore(store), "lab_test", None)
+    assert set(a) == set(b)
+    for k in ("clip_ids", "group_ids", "valid"):
+        assert np.array_equal(a[k], b[k]), k
+    v = a["valid"]
+    assert v.any() and not v.all()  # some hands and padded frames are invalid
+    for k in ("joints", "pose6d", "wrist"):  # equal where valid (padding differs: zeros there, repeated here)
+        assert a[k].shape == b[k].shape and np.allclose(a[k][v], b[k][v], atol=1e-5), k
+
+
+def test_viewed_ground_truth_moves_with_the_clip(store):
+    """Through new cameras the ground truth moves rigidly with the clip: the static baseline (distances only)
+    scores as through the store's cameras on the hands seen in frame 0 (an absent hand's stand-in, a mean
+    over clips, is not a distance)."""
+    from handcast.data.store import ClipStore
+    from handcast.eval.baselines import static_pose
+    from handcast.eval.bench_forecasting import _gt, _summary, viewed_ground_truth
+    from handcast.eval.evaluate import Predictions, evaluate
+    from handcast.train.augment import CameraAugment
+
+    cam = CameraAugment(1.0, seed=9, p_truncate=0.0, hand_px=[40.0, 80.0])  # every hand fully in view
+    scores = []
+    for g in (viewed_ground_truth(ClipStore(store), "lab_test", None),
+              viewed_ground_truth(ClipStore(store), "lab_test", cam)):
+        g["valid"] = g["valid"] & g["valid"][:, :1]
+        p = static_pose(g)
+        scores.append(_summary(evaluate(Predictions(p["clip_ids"], p["joints"], p["pose6d"], p["wrist"]), _gt(g))))
+        assert g["valid"].sum() > 10
+    for m in ("M", "M-G", "M-F", "MR"):
+        assert scores[1]["best_of_n"][m] == pytest.approx(scores[0]["best_of_n"][m], abs=1e-3), m
+    assert not np.allclose(viewed_ground_truth(ClipStore(store), "lab_test", cam)["wrist"],
+                           viewed_ground_truth(ClipStore(store), "lab_test", None)["wrist"], atol=0.05)
+
+
+@pytest.mark.slow
+def test_bench_forecasting_through_real_photo_cameras(store, ckpt, tmp_path):
+    """--cameras real: F sees other inputs and scores differently; the report says which cameras; the pose
+    estimator's row (it reads the stored images) is refused."""
+    from handcast.eval.bench_forecasting import bench_forecasting
+    from handcast.train.augment import CameraAugment
+
+    kw = dict(splits=("lab_test",), samples=2, steps=2, progress=False)
+    plain = bench_forecasting(store, {"F": str(ckpt)}, **kw)["table"]
+    cam = CameraAugment(1.0, seed=9)
+    seen = bench_forecasting(store, {"F": str(ckpt)}, transform=cam, cameras="real cameras", out=tmp_path / "r",
+                             **kw)["table"]
+    assert abs(seen["F"]["lab_test"]["best_of_n"]["M"] - plain["F"]["lab_test"]["best_of_n"]["M"]) > 1e-2
+    assert "Cameras: real cameras" in (tmp_path / "r.md").read_text()
+    with pytest.raises(HandcastError, match="other cameras"):
+        bench_forecasting(store, {"F": str(ckpt)}, transform=cam, pose_ckpt="shipped", **kw)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from handcast.cli.common import (MAX_STEPS, add_device, add_quiet, add_sampler, add_samples, add_seed, check_device,
-                                 command_line, float_range, int_range, pairs)
+                                 command_line, float_range, int_range, pairs, SEED_RANGE)
 
 
 def _checkpoints(args: argparse.Namespace) -> dict[str, str]:
@@ -26,12 +26,20 @@ def _bench_lifting(args: argparse.Namespace) -> None:
 def _bench_forecasting(args: argparse.Namespace) -> None:
     from handcast.eval.bench_forecasting import bench_forecasting, format_report
 
+    transform, cameras = None, ""
+    if args.cameras == "real":
+        from handcast.train.augment import CameraAugment
+
+        transform = CameraAugment(1.0, seed=args.camera_seed, labelled_only=False)  # every test clip has its truth
+        cameras = (f"every clip seen through one camera of real photos and videos (CameraAugment, seed "
+                   f"{args.camera_seed}: any viewpoint, 20-100 deg horizontal field of view, hands 40-600 px, "
+                   "anywhere in a 480-1920 px image, half of them still; exact 2D keypoints); 3D in its frame-0 camera")
     result = bench_forecasting(args.store, _checkpoints(args), splits=tuple(args.splits), samples=args.samples,
                                sampler=args.sampler, steps=args.steps, out=args.out, pose_ckpt=args.pose_ckpt,
                                progress=not args.quiet, command=command_line(), contexts=tuple(args.context),
                                oracle_anchor=args.oracle_anchor, lift_ckpt=args.lift_ckpt, max_clips=args.max_clips,
                                impute_only=args.impute_only, clamp_limits=args.clamp_limits,
-                               prefix_uses=tuple(args.prefix_use))
+                               prefix_uses=tuple(args.prefix_use), transform=transform, cameras=cameras)
     print(format_report(result))
 
 
@@ -107,6 +115,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also every F row with its samples clamped to the joint limits (what handcast forecast writes)")
     b.add_argument("--lift-ckpt", default=None, help="lifting checkpoint for --context (default: the shipped tiny one)")
     b.add_argument("--max-clips", type=int, default=None, help="only the first N clips of every split")
+    b.add_argument("--cameras", choices=("store", "real"), default="store",
+                   help="store: the clips as stored (the synthetic head camera); real: every clip seen through a "
+                   "camera like those of real photos and videos (any viewpoint, field of view, hand size and place)")
+    b.add_argument("--camera-seed", type=int_range(*SEED_RANGE), default=1000, help="seed of the --cameras real draws")
     b.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT_horizon.png")
     add_quiet(b)
     b.set_defaults(func=_bench_forecasting)

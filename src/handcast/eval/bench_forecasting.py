@@ -29,9 +29,10 @@ from handcast.data.store import ClipStore
 from handcast.eval.baselines import estimated_static_pose, static_pose
 from handcast.eval.evaluate import GroundTruth, Predictions, evaluate
 from handcast.conventions import MIN_HAND_KEYPOINTS
+from handcast.errors import HandcastError
 from handcast.eval.export import ground_truth_arrays
 from handcast.eval.metrics import LIMIT_TOL_DEG, limits_ok
-from handcast.geometry import sixd_to_aa
+from handcast.geometry import aa_to_6d, sixd_to_aa
 from handcast.fit.anchor import lift_prefix
 from handcast.hand import HandModel
 from handcast.io import atomic_path
@@ -66,21 +67,24 @@ def known_prefix(model, hands, batch: dict, context: int, lift=None, oracle: boo
 def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5, sampler: str = "ddim",
                    steps: int = 10, seed: int = 0, batch_size: int = 16, progress: bool = False,
                    context: int = 0, lift=None, oracle: bool = False, max_clips: int | None = None,
-                   harmonise: bool = True, clamp_limits: bool = False, prefix_use: str = "both") -> dict:
+                   harmonise: bool = True, clamp_limits: bool = False, prefix_use: str = "both",
+                   transform=None) -> dict:
     """Predictions of ``model`` for every clip of a split: {clip_ids, joints (N, S, T, 2, 21, 3) m,
     pose6d (N, S, T, 2, 16, 6), wrist (N, S, T, 2, 3) m, seconds_per_clip}; T = the longest clip.
     ``context`` > 0: the first ``context`` frames are a known prefix (:func:`known_prefix`) imposed on every
     sample; ``max_clips``: only the first clips of the split; ``clamp_limits``: every sample's finger joints
     clamped to the hand model's joint limits (as ``handcast forecast`` does). ``prefix_use`` (prefix models,
     see :class:`handcast.models.forecast.ForecastConfig`): the known prefix is imposed and given as the
-    condition ("both"), only imposed ("impose") or only the condition ("condition")."""
+    condition ("both"), only imposed ("impose") or only the condition ("condition"). ``transform``: an item
+    transform applied to every clip first (e.g. a new camera; score against :func:`viewed_ground_truth`)."""
     from tqdm.auto import tqdm
 
 
     view = store.split(split)
     horizon = int(np.max(view.lengths))
     idx = None if max_clips is None else list(range(min(int(max_clips), len(view))))
-    ds = forecast_dataset(store, split, horizon, needs_image=model.config.image is not None, indices=idx)
+    ds = forecast_dataset(store, split, horizon, needs_image=model.config.image is not None, indices=idx,
+                          transform=transform)
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
     g = torch.Generator().manual_seed(seed)
     joints, pose6d, wrists, ids = [], [], [], []
@@ -103,6 +107,24 @@ def forecast_split(model, hands, store: ClipStore, split: str, samples: int = 5,
     return dict(clip_ids=np.asarray(ids, dtype=str), joints=np.concatenate(joints).astype(np.float32),
                 pose6d=np.concatenate(pose6d).astype(np.float32), wrist=np.concatenate(wrists).astype(np.float32),
                 seconds_per_clip=dt)
+
+
+def viewed_ground_truth(store: ClipStore, split: str, transform, max_clips: int | None = None) -> dict:
+    """The arrays of :func:`handcast.eval.export.ground_truth_arrays` (joints, valid, pose6d, wrist, clip_ids,
+    group_ids; frame-0 camera) of the first ``max_clips`` clips of a split (all for None) after the item
+    ``transform`` (as :func:`forecast_split` applies it), e.g. seen through a new camera."""
+    view = store.split(split)
+    horizon = int(np.max(view.lengths))
+    idx = list(range(len(view) if max_clips is None else min(int(max_clips), len(view))))
+    ds = forecast_dataset(store, split, horizon, needs_image=False, indices=idx, transform=transform)
+    items = [ds[i] for i in range(len(ds))]
+    pose = torch.stack([it["pose"] for it in items]).float()
+    return dict(clip_ids=np.asarray([it["clip_id"] for it in items], dtype=str),
+                joints=torch.stack([it["joints3d"] for it in items]).float().numpy(),
+                valid=torch.stack([it["hand_valid"] for it in items]).numpy().astype(bool),
+                pose6d=np.asarray(aa_to_6d(pose).numpy(), np.float32),
+                wrist=torch.stack([it["joints3d"][..., 0, :] for it in items]).float().numpy(),
+                group_ids=np.asarray([it["group_id"] for it in items], dtype=str))
 
 
 def limits_fraction(hands, pose6d: np.ndarray, valid: np.ndarray) -> float:
@@ -149,7 +171,7 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
                       out: str | Path | None = None, progress: bool = True, command: str = "",
                       contexts: tuple[int, ...] = (), oracle_anchor: bool = False, lift_ckpt: str | None = None,
                       max_clips: int | None = None, impute_only: bool = False, clamp_limits: bool = False,
-                      prefix_uses: tuple[str, ...] = ("both",)) -> dict:
+                      prefix_uses: tuple[str, ...] = ("both",), transform=None, cameras: str = "") -> dict:
     """Run the benchmark; returns {"table": {row: {split: summary}}, "seconds_per_clip": ...} and writes
     ``<out>.md``, ``<out>.json`` and ``<out>_horizon.png`` when ``out`` is given. With ``pose_ckpt`` (a pose
     cascade checkpoint, or "shipped") a second static row holds the pose estimator's input-frame hands still.
@@ -165,10 +187,15 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
     ``handcast forecast`` writes); every F row also reports the fraction of sampled hand-frames within the
     limits. ``prefix_uses``: for a model trained with a prefix condition, one row per context and use
     ("both": imposed and the condition, "impose", "condition"; see :func:`forecast_split`), labelled with
-    the use unless it is "both" alone."""
+    the use unless it is "both" alone. ``transform``: an item transform applied to every test clip, to its
+    ground truth and its model inputs alike (e.g. :class:`handcast.train.augment.CameraAugment`: the clips seen
+    through cameras of real photos); ``cameras`` describes it in the report."""
     from tqdm.auto import tqdm
 
 
+    if transform is not None and pose_ckpt:
+        raise HandcastError("the pose estimator's static row reads the store's own images: it cannot be scored "
+                            "on clips seen through other cameras")
     st = ClipStore(store)
     hands = HandModel("auto")
     models = {name: load_forecast(p) for name, p in ckpts.items()}
@@ -194,7 +221,8 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
                          else lift_ckpt)
     rows: dict[str, dict] = {}
     secs: dict[str, dict] = {}
-    gts = {s: _first(ground_truth_arrays(st, s), max_clips) for s in splits}
+    gts = {s: _first(ground_truth_arrays(st, s), max_clips) if transform is None else
+           viewed_ground_truth(st, s, transform, max_clips) for s in splits}
     statics = (["static pose (GT input frame)"] if static else []) + ([ESTIMATED_STATIC] if pose_ckpt else [])
     work = [(s, r) for s in splits for r in statics + list(variants)]
     for split, row in tqdm(work, desc="bench forecasting", disable=not progress):
@@ -203,7 +231,7 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
             name, n, oracle, clamp, use = variants[row]
             pred = forecast_split(models[name], hands, st, split, samples, sampler, steps, context=n, lift=lift,
                                   oracle=oracle is True, max_clips=max_clips, harmonise=oracle != "impute",
-                                  clamp_limits=clamp, prefix_use=use)
+                                  clamp_limits=clamp, prefix_use=use, transform=transform)
             secs.setdefault(row, {})[split] = pred.pop("seconds_per_clip")
         elif row == ESTIMATED_STATIC:
             pred = _first(estimated_static_pose(st, split, None if pose_ckpt == "shipped" else pose_ckpt), max_clips)
@@ -222,7 +250,7 @@ def bench_forecasting(store: str | Path, ckpts: dict[str, str], splits=SPLITS, s
             rows.setdefault(f"{row} [frames >= {late}]", {})[split] = _summary(evaluate(p, _gt(g2)))
     result = {"table": rows, "seconds_per_clip": secs, "splits": list(splits), "samples": samples,
               "sampler": f"{sampler}-{steps}", "checkpoints": {k: str(v) for k, v in ckpts.items()},
-              "command": command, "max_clips": max_clips}
+              "command": command, "max_clips": max_clips, "cameras": cameras}
     if out is not None:
         write_report(result, Path(out))
     return result
@@ -237,6 +265,8 @@ def format_report(result: dict) -> str:
     lines = ["# Forecasting benchmark (paper Tables 3-5, synthetic)", ""]
     if result.get("command"):
         lines += ["Made by:", "", "```bash", result["command"], "```", ""]
+    if result.get("cameras"):
+        lines += [f"Cameras: {result['cameras']}", ""]
     lines += [f"Errors in cm over the whole horizon; {n} samples per input ({result['sampler']}); best-of-{n} is the",
               "reference code's protocol, mean-of-{n} the average sample. Regressors give one output (both equal).",
               "Inputs: the first frame only (image and/or its 2D keypoints); hand shape = ground truth's.", ""]

@@ -348,6 +348,8 @@ def load_forecast(path: str | Path, device: str | torch.device = "cpu") -> Forec
 FIELDS = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
 
 
-def forecast_dataset(store, split: str, horizon: int, needs_image: bool, indices=None) -> ClipDataset:
-    """Items of the first ``horizon`` frames of each clip of a split (the input image is frame 0)."""
-    return ClipDataset(store, split, horizon=horizon, fields=FIELDS, load_image=needs_image, indices=indices)
+def forecast_dataset(store, split: str, horizon: int, needs_image: bool, indices=None, transform=None) -> ClipDataset:
+    """Items of the first ``horizon`` frames of each clip of a split (the input image is frame 0);
+    ``transform``: an item transform (e.g. a new camera, :class:`handcast.train.augment.CameraAugment`)."""
+    return ClipDataset(store, split, horizon=horizon, fields=FIELDS, load_image=needs_image, indices=indices,
+                       transform=transform)

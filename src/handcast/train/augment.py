@@ -265,3 +265,55 @@ class LiftAugment:
         t = target - R @ centre
         static = bool(rng.uniform() < c.p_static)
         return R, t, K, torch.tensor([w, h]), static
+
+
+#: the keys of a forecast config's ``data.camera`` besides ``p``: the new-camera draw of :class:`LiftAugmentConfig`
+CAMERA_KEYS = ("hfov_deg", "hand_px", "image_width", "view_deg", "p_truncate", "p_static", "view_sampling")
+
+
+class CameraAugment:
+    """Item transform that shows a 3D-labelled clip through a camera of real photos and videos: with
+    probability ``p`` per item (with ``labelled_only``, provenance "gt" or "imputed" only: a 2D-only training clip's
+    3D is not a label; a benchmark's test clips, 2D-only in training terms, have their 3D truth), the new-camera
+    draw of :class:`LiftAugment` (``p_new_camera`` = 1, ``camera``: its :data:`CAMERA_KEYS`) with exact
+    projections, nothing dropped and no other change (no articulation, no keypoint noise: the forecasting
+    model's batch augmentation adds its own). A hand of the frame-0 image left with fewer than
+    ``MIN_HAND_KEYPOINTS`` keypoints inside the new one (cut off by the border, behind the camera) is marked
+    absent from the clip (``hand_valid`` False throughout), as a hand the input photo does not show; a hand
+    absent from frame 0 before stays as it was. Draws depend on (seed, epoch,
+    clip id, crop start) only; ``set_epoch`` changes them. Used for the forecasting model F (training, and
+    ``handcast bench forecasting --cameras real``)."""
+
+    def __init__(self, p: float = 1.0, seed: int = 0, labelled_only: bool = True, **camera):
+        from handcast.errors import HandcastError
+
+        unknown = sorted(set(camera) - set(CAMERA_KEYS))
+        if unknown:
+            raise HandcastError(f"unknown camera option(s) {', '.join(unknown)} (expected some of {', '.join(CAMERA_KEYS)})")
+        cam = {k: tuple(v) if isinstance(v, list) else v for k, v in camera.items()}
+        self.p, self.seed, self.epoch, self.labelled_only = float(p), int(seed), 0, bool(labelled_only)
+        self.lift = LiftAugment(LiftAugmentConfig(p_new_camera=1.0, jitter=0.0, drop_keypoint=0.0, drop_frame=0.0,
+                                                  **cam), seed=seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.lift.set_epoch(epoch)
+
+    def __call__(self, item: dict) -> dict:
+        import zlib
+
+        from handcast.conventions import MIN_HAND_KEYPOINTS
+
+        if self.p <= 0 or (self.labelled_only and item.get("provenance", "gt") not in ("gt", "imputed")):
+            return item
+        key = zlib.crc32(str(item.get("clip_id", item["index"])).encode())
+        rng = np.random.default_rng([self.seed, self.epoch, key, int(item.get("crop_start", 0))])
+        if rng.uniform() >= self.p:
+            return item
+        # LiftAugment keys its draws on the item index: give it the clip id's key, so that two sources' clip i differ
+        out = self.lift(dict(item, index=key))
+        out["index"] = item["index"]
+        hv = item["hand_valid"]
+        cut = hv[0] & ((out["kp2d_conf"][0] > 0).sum(-1) < MIN_HAND_KEYPOINTS)  # (2,) in frame 0 before, not now
+        out["hand_valid"] = hv & ~cut[None, :]
+        return out

@@ -29,7 +29,8 @@ from handcast.models.forecast import (  # noqa: F401 (load_forecast: moved)
 )
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.config import load_config, to_container
-from handcast.train.lift import image_error, wrist_statistics
+from handcast.train.augment import CameraAugment
+from handcast.train.lift import EpochDataset, EpochSampler, image_error, wrist_statistics
 from handcast.train.runner import check_training_labels, fit, motion_module_base, prepare_run
 
 
@@ -96,6 +97,25 @@ def random_prefix(supervised: torch.Tensor, p: float, max_frames: int,
     n = torch.where(u < p, n, torch.zeros_like(n))
     frames = torch.arange(t, device=dev)
     return supervised & (frames[None, :] < n[:, None])[..., None]
+
+
+def augmented_wrist_statistics(datasets, camera, seed: int = 0, items: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (3,) of the valid wrist positions (m, frame-0 camera) of up to ``items`` items drawn from
+    ``datasets`` (forecast datasets with 3D labels) as ``camera`` (:class:`CameraAugment`) shows them."""
+    rng = np.random.default_rng(seed)
+    sizes = np.array([len(ds) for ds in datasets])
+    pick = rng.choice(int(sizes.sum()), size=min(int(items), int(sizes.sum())), replace=False)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    wrists = []
+    for k, j in enumerate(pick):
+        part = int(np.searchsorted(starts, j, side="right") - 1)
+        camera.set_epoch(k)
+        item = camera(datasets[part][int(j - starts[part])])
+        wrists.append(item["joints3d"][..., 0, :][item["hand_valid"]].numpy())
+    w = np.concatenate(wrists).astype(np.float64)
+    if len(w) < 2:
+        raise HandcastError("too few valid hands in the training sources to compute the wrist statistics")
+    return w.mean(0), w.std(0)
 
 
 def _lightning_module():
@@ -188,7 +208,16 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
             stores[path] = ClipStore(path)
         return stores[path]
 
-    parts, stats_views = [], []
+    cam = dict(d["camera"])
+    cam_p = float(cam.pop("p"))
+    cam_stats = cam.pop("wrist_stats")
+    if cam_stats not in ("augmented", "store"):
+        raise HandcastError(f"data.camera.wrist_stats must be augmented or store, got {cam_stats!r}")
+    if cam_p > 0 and needs_image:
+        raise HandcastError("data.camera.p > 0 re-views 3D clips through new cameras, which an image model's input "
+                            "image cannot follow: use it with a keypoint-only model (model.image=null)")
+    camera = CameraAugment(cam_p, seed=int(t["seed"]), **cam) if cam_p > 0 else None
+    parts, stats_views, stats_parts = [], [], []
     for src in d["train"]:
         st = open_store(src.get("store"))
         parts.append(forecast_dataset(st, src["split"], int(d["horizon"]), needs_image))
@@ -196,6 +225,7 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
         check_training_labels(view)
         if any(p in ("gt", "imputed") for p in view.clip_field("provenance")):
             stats_views.append(view)
+            stats_parts.append(parts[-1])
     if not stats_views:
         raise HandcastError("forecast training needs at least one source with 3D labels (provenance gt or imputed)")
     val_view = open_store(None).split(d["val_split"])
@@ -214,16 +244,22 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
     train_ds = torch.utils.data.ConcatDataset(parts)
     val_ds = forecast_dataset(open_store(None), d["val_split"], int(d["horizon"]), needs_image,
                               indices=np.arange(min(len(val_view), int(t["val_clips"]))))
-    stats = [wrist_statistics(v) for v in stats_views]
-    mean = np.mean([s[0] for s in stats], 0)
-    std = np.mean([s[1] for s in stats], 0)
+    if camera is None or cam_stats == "store":
+        stats = [wrist_statistics(v) for v in stats_views]
+        mean = np.mean([s[0] for s in stats], 0)
+        std = np.mean([s[1] for s in stats], 0)
+    else:  # the wrists as training sees them: through the store's cameras and the new ones, in their proportion
+        mean, std = augmented_wrist_statistics(stats_parts, camera, int(t["seed"]))
 
     module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     nw = int(t["num_workers"])
+    if camera is None:
+        sampler = torch.utils.data.RandomSampler(train_ds, generator=torch.Generator().manual_seed(int(t["seed"])))
+    else:  # new draws every epoch, also inside persistent workers
+        sampler = EpochSampler(len(train_ds), int(t["seed"]))
+        train_ds = EpochDataset(train_ds, camera)
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), collate_fn=collate,
-                                           sampler=torch.utils.data.RandomSampler(
-                                               train_ds, generator=torch.Generator().manual_seed(int(t["seed"]))),
-                                           num_workers=nw,
+                                           sampler=sampler, num_workers=nw,
                                            drop_last=True, persistent_workers=nw > 0)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t["batch_size"]), collate_fn=collate, num_workers=0)
     return fit(module, train_dl, val_dl, run, t, "forecast", mc, resume=resume, devices=devices,

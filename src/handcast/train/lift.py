@@ -133,7 +133,8 @@ class EpochDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int):
         epoch, i = divmod(int(k), len(self.dataset))
-        self.dataset.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
         item = self.dataset[i]
         if self.augment is not None:
             self.augment.set_epoch(epoch)
