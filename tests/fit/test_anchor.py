@@ -44,3 +44,49 @@ def test_anchor_reprojects_onto_the_keypoints_and_skips_hands_with_too_few(one_t
     p1, w1, k1, e1 = lift_prefix(lift, hands, uv[:, :1], conf[:, :1], K[None], torch.tensor([[640.0, 480.0]]),
                                  config=cfg)
     assert p1.shape == (1, 1, 2, 16, 3) and k1[0, 0].tolist() == [True, False] and float(e1[0]) < 8
+
+
+class _FixedLift:
+    """A stand-in for L that returns a given motion (B, T, 2, 16, 3) / wrists (B, T, 2, 3) for any input."""
+
+    def __init__(self, pose, wrist):
+        self.pose, self.wrist = pose, wrist
+
+    def sample(self, batch, n, sampler, steps, generator=None):
+        from handcast.geometry import aa_to_6d
+
+        t = batch["kp2d"].shape[1]
+        return aa_to_6d(self.pose[:, :1].expand(-1, t, -1, -1, -1))[:, None], self.wrist[:, :1].expand(-1, t, -1, -1)[:, None]
+
+
+def test_orientation_starts_recover_a_misread_hand(one_thread):
+    """From one view L may read a hand turned over (palm for back): the refinement alone stays in that
+    minimum, the 24 orientation starts find the true hand (exact keypoints: a near-zero error, the true wrist)."""
+    from handcast.fit.anchor import orientation_turns
+    from handcast.geometry import aa_to_rotmat, rotmat_to_aa
+
+    turns = orientation_turns()
+    assert turns.shape == (24, 3, 3) and torch.allclose(turns[0], torch.eye(3))
+    assert torch.allclose(turns @ turns.transpose(-1, -2), torch.eye(3).expand(24, 3, 3))
+    assert len({tuple(t.flatten().tolist()) for t in turns}) == 24 and (torch.linalg.det(turns) > 0).all()
+
+    hands = HandModel("auto")
+    K = torch.tensor([[900.0, 0, 639.5], [0, 900, 359.5], [0, 0, 1]])
+    g = torch.Generator().manual_seed(3)
+    pose = 0.15 * torch.randn(1, 1, 2, 16, 3, generator=g)
+    pose[..., 0, :] = torch.tensor([[0.4, 2.6, 0.3], [0.2, -0.5, 0.1]])
+    transl = torch.tensor([[[[0.05, 0.02, 0.9], [-0.12, 0.0, 0.85]]]])
+    X = hands.keypoints(pose, torch.zeros(1, 1, 2, 10), transl, rep="aa", convention="flat")
+    uv = _project(X, K)
+    conf = torch.ones(1, 1, 2, 21)
+    wrist = X[..., 0, :]
+    wrong = pose.clone()  # L's misreading: both hands turned over about their own axis (a start of the 24)
+    wrong[..., 0, :] = rotmat_to_aa(aa_to_rotmat(pose[..., 0, :]) @ turns[9])
+    fake = _FixedLift(wrong, wrist + torch.tensor([0.0, 0.0, 0.1]))
+    res = {}
+    for m in (1, 24):
+        cfg = AnchorConfig(static_frames=2, iterations=300, orientation_starts=m)
+        p, w, known, err = lift_prefix(fake, hands, uv, conf, K[None], torch.tensor([[1280.0, 720.0]]), config=cfg)
+        res[m] = (float(err[0]), float((w - wrist).norm(dim=-1).max()))
+    assert res[1][0] > 3.0 and res[1][1] > 0.02, res  # one start: stuck, px and m off
+    assert res[24][0] < 0.5 and res[24][1] < 0.01, res  # the starts: back on the keypoints and the true wrist

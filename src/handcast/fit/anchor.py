@@ -13,6 +13,7 @@ shape (betas 0).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.fit.align import align_to_tracks
 from handcast.fit.refine import RefineConfig, refine
-from handcast.geometry import sixd_to_aa
+from handcast.geometry import aa_to_rotmat, project, rotmat_to_aa, sixd_to_aa, transform_points
 
 __all__ = ["AnchorConfig", "lift_prefix"]
 
@@ -33,10 +34,16 @@ class AnchorConfig:
     static_frames: a one-frame prefix is given to L as this many identical frames (a still hand).
     sampler / steps: L's sampler. iterations: Adam iterations of the refinement, split in ``rounds`` rounds
     with learning rates decreasing geometrically from ``lr`` to ``lr_end``. w_smooth: joint-acceleration
-    weight (only for prefixes of 3 frames or more). w_limits: joint-limit penalty (rad^2).
+    weight (only for prefixes of 3 frames or more). w_limits: joint-limit penalty (rad^2). orientation_starts:
+    the refinement starts from L's global orientation turned by each of the first this many rotations of
+    :func:`orientation_turns` (1: L's only, up to 24), and each hand keeps the start that reprojects best,
+    if that start is L's own or reprojects within ``switch_ratio`` times L's error (with noisy keypoints a
+    turned hand can fit marginally better by chance; a misread hand fits several times worse).
     """
 
     static_frames: int = 16
+    orientation_starts: int = 24
+    switch_ratio: float = 0.75
     sampler: str = "ddim"
     steps: int = 10
     iterations: int = 300
@@ -45,6 +52,37 @@ class AnchorConfig:
     lr_end: float = 0.002
     w_smooth: float = 1.0
     w_limits: float = 0.01
+
+
+def orientation_turns() -> torch.Tensor:
+    """(24, 3, 3): the rotations that map the axes of a cube onto themselves, the identity first, then the
+    quarter and half turns about one axis, then the rest. Applied in the hand's own frame
+    (``R_global @ turn``), they are the starts of :func:`lift_prefix`'s refinement: from one view, a hand whose
+    orientation L misreads (palm for back, fingers towards the camera for fingers up) is often a local minimum
+    of the reprojection error; every orientation lies within about 63 degrees of one of these starts."""
+    mats = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            m = torch.zeros(3, 3)
+            m[range(3), perm] = torch.tensor(signs)
+            if torch.linalg.det(m) > 0:
+                mats.append(m)
+    angle = lambda m: float(torch.arccos(((torch.trace(m) - 1) / 2).clamp(-1, 1)))  # noqa: E731
+    mats.sort(key=lambda m: (angle(m) > 1e-6, int(round((torch.diagonal(m) == 1).sum().item())) != 1, angle(m)))
+    return torch.stack(mats)
+
+
+def _hand_errors(hand_model, pose, transl, betas, kp, conf, K, w2c) -> torch.Tensor:
+    """(B, 2) mean reprojection error (px) of each hand over its observed keypoints of all frames (inf where none).
+    pose (B, N, 2, 16, 3), transl (B, N, 2, 3), betas (B, 2, 10), kp (B, N, 2, 21, 2), conf (B, N, 2, 21)."""
+    with torch.no_grad():
+        b = betas[:, None].expand(*pose.shape[:2], 2, betas.shape[-1])
+        joints = hand_model.keypoints(pose, b, transl, rep="aa", convention="flat")  # (B, N, 2, 21, 3)
+        cam = transform_points(w2c[:, :, None, None], joints)
+        uv = project(cam, K[:, None, None, None], behind="clamp")
+        d = (uv - kp).norm(dim=-1) * conf
+        n = conf.sum((1, 3))
+        return torch.where(n > 0, d.sum((1, 3)) / n.clamp_min(1e-9), torch.full_like(n, float("inf")))
 
 
 @torch.no_grad()
@@ -91,10 +129,18 @@ def lift_prefix(lift_model, hand_model, kp2d: torch.Tensor, conf: torch.Tensor, 
         pose, wrist = pose[:, :1], wrist[:, :1]
     else:
         pose, wrist = _lift(lift_model, kp, conf, K, image_size, w2c, generator, config)
-    betas = torch.zeros(b, 2, 10, device=dev)
-    j0 = hand_model.rest_joints(betas)[..., 0, :][:, None]  # (B, 1, 2, 3)
-    transl = wrist - j0
-    transl = align_to_tracks(hand_model, pose, transl, betas, kp, conf, known, K, w2c)
+    # every start: the hands turned in their own frame about the wrist (MANO turns about the root joint)
+    turns = orientation_turns()[: max(1, min(24, int(config.orientation_starts)))].to(dev)
+    m = len(turns)
+    rep = lambda x: x[:, None].expand(b, m, *x.shape[1:]).reshape(b * m, *x.shape[1:])  # noqa: E731
+    glob = aa_to_rotmat(pose[..., 0, :].double())  # (B, N, 2, 3, 3)
+    pose = rep(pose).clone()
+    pose[..., 0, :] = rotmat_to_aa(glob[:, None] @ turns.double()[None, :, None, None]).reshape(b * m, n, 2, 3).to(pose)
+    kp_m, conf_m, known_m, K_m, w2c_m = rep(kp), rep(conf), rep(known), rep(K), rep(w2c)
+    betas = torch.zeros(b * m, 2, 10, device=dev)
+    j0 = hand_model.rest_joints(betas)[..., 0, :][:, None]  # (B M, 1, 2, 3)
+    transl = rep(wrist) - j0
+    transl = align_to_tracks(hand_model, pose, transl, betas, kp_m, conf_m, known_m, K_m, w2c_m)
     its, rounds = int(config.iterations), max(1, int(config.rounds))
     err = torch.full((b,), float("nan"))
     lrs = np.geomspace(config.lr, config.lr_end, rounds) if rounds > 1 else [config.lr]
@@ -105,11 +151,19 @@ def lift_prefix(lift_model, hand_model, kp2d: torch.Tensor, conf: torch.Tensor, 
         cfg = RefineConfig(iterations=int(k), lr=float(lr), tol=0.0, w_smooth=config.w_smooth if n >= 3 else 0.0,
                            w_limits=config.w_limits, record_history=False)
         with torch.enable_grad():  # callers may sample under no_grad
-            r = refine(hand_model, pose, transl, betas, kp, conf, K, w2c, known, config=cfg)
-        pose, transl, err = r.pose, r.transl, r.reproj_error_px
-    if its <= 0:  # only the error of L + alignment
-        cfg = RefineConfig(iterations=1, tol=float("inf"), record_history=False)
-        with torch.enable_grad():
-            err = refine(hand_model, pose, transl, betas, kp, conf, K, w2c, known, config=cfg).reproj_error_px
-    # hands never observed keep L's values (refine leaves them as they are)
-    return pose.detach(), (transl + j0).detach(), known, err.detach().cpu()
+            r = refine(hand_model, pose, transl, betas, kp_m, conf_m, K_m, w2c_m, known_m, config=cfg)
+        pose, transl = r.pose.detach(), r.transl.detach()
+    # each hand keeps its best start (hands never observed: the first, L's own values, which refine leaves as they are)
+    pose, transl = pose.reshape(b, m, *pose.shape[1:]), transl.reshape(b, m, *transl.shape[1:])
+    e = _hand_errors(hand_model, pose.flatten(0, 1), transl.flatten(0, 1), betas, kp_m, conf_m, K_m,
+                     w2c_m).reshape(b, m, 2).nan_to_num(float("inf"))
+    best = e.argmin(1)  # (B, 2); a hand never observed (all inf) -> 0, L's
+    keep = torch.gather(e, 1, best[:, None])[:, 0] >= float(config.switch_ratio) * e[:, 0]
+    best = torch.where(keep, torch.zeros_like(best), best)
+    idx = best[:, None, None, :]
+    pose = torch.gather(pose, 1, idx[..., None, None].expand(b, 1, n, 2, 16, 3))[:, 0]
+    transl = torch.gather(transl, 1, idx[..., None].expand(b, 1, n, 2, 3))[:, 0]
+    cfg = RefineConfig(iterations=1, tol=float("inf"), record_history=False)  # the error of the result, as refine says it
+    with torch.enable_grad():
+        err = refine(hand_model, pose, transl, betas[:b], kp, conf, K, w2c, known, config=cfg).reproj_error_px
+    return pose.detach(), (transl + j0[:b]).detach(), known, err.detach().cpu()
