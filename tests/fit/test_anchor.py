@@ -1,5 +1,6 @@
 """Anchors for forecasting: L + alignment + refinement on the observed frames' 2D keypoints."""
 
+import pytest
 import torch
 
 from handcast.fit.anchor import AnchorConfig, lift_prefix
@@ -84,9 +85,10 @@ def test_orientation_starts_recover_a_misread_hand(one_thread):
     wrong[..., 0, :] = rotmat_to_aa(aa_to_rotmat(pose[..., 0, :]) @ turns[9])
     fake = _FixedLift(wrong, wrist + torch.tensor([0.0, 0.0, 0.1]))
     res = {}
-    for m in (1, 24):
-        cfg = AnchorConfig(static_frames=2, iterations=300, orientation_starts=m)
+    for m, ratio in ((1, 0.75), (24, 0.75), (24, 0.0)):
+        cfg = AnchorConfig(static_frames=2, iterations=300, orientation_starts=m, switch_ratio=ratio)
         p, w, known, err = lift_prefix(fake, hands, uv, conf, K[None], torch.tensor([[1280.0, 720.0]]), config=cfg)
-        res[m] = (float(err[0]), float((w - wrist).norm(dim=-1).max()))
-    assert res[1][0] > 3.0 and res[1][1] > 0.02, res  # one start: stuck, px and m off
-    assert res[24][0] < 0.5 and res[24][1] < 0.01, res  # the starts: back on the keypoints and the true wrist
+        res[m, ratio] = (float(err[0]), float((w - wrist).norm(dim=-1).max()))
+    assert res[1, 0.75][0] > 3.0 and res[1, 0.75][1] > 0.02, res  # one start: stuck, px and m off
+    assert res[24, 0.75][0] < 0.5 and res[24, 0.75][1] < 0.01, res  # the starts: on the keypoints and the true wrist
+    assert res[24, 0.0] == pytest.approx(res[1, 0.75], abs=1e-4), res  # switch_ratio 0: L's start always kept
