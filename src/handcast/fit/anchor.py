@@ -3,7 +3,8 @@
 :func:`lift_prefix` is the pipeline a user has at test time: the lifting model L on the frames' 2D keypoint
 tracks (a single photo becomes a static track of ``static_frames`` identical frames), each observed hand
 placed on its keypoints (:func:`handcast.fit.align.align_to_tracks`), then a reprojection refinement
-(:func:`handcast.fit.refine`) so that the result reprojects onto the keypoints. ``handcast forecast``
+(:func:`handcast.fit.refine`) so that the result reprojects onto the keypoints, run from L's hand orientation
+and 23 turns of it (:func:`orientation_turns`), each hand keeping the start that reprojects clearly best. ``handcast forecast``
 imposes it as the known prefix of F's samples (:meth:`handcast.models.forecast.ForecastModel.known_tokens`);
 the forecasting benchmark runs the same function on the test clips' 2D keypoints (never their 3D labels).
 
