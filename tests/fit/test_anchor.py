@@ -92,3 +92,33 @@ def test_orientation_starts_recover_a_misread_hand(one_thread):
     assert res[1, 0.75][0] > 3.0 and res[1, 0.75][1] > 0.02, res  # one start: stuck, px and m off
     assert res[24, 0.75][0] < 0.5 and res[24, 0.75][1] < 0.01, res  # the starts: on the keypoints and the true wrist
     assert res[24, 0.0] == pytest.approx(res[1, 0.75], abs=1e-4), res  # switch_ratio 0: L's start always kept
+
+
+def test_anchor_prefers_starts_beyond_min_depth(one_thread):
+    """A start whose wrist comes nearer than min_depth is taken only when no start stays beyond it: with the
+    floor between the two true hands' depths the nearer hand moves beyond it (a worse fit), the farther one keeps
+    its true place; with the floor beyond every start the choice is the usual one."""
+    from handcast.fit.anchor import orientation_turns
+    from handcast.geometry import aa_to_rotmat, rotmat_to_aa
+
+    hands = HandModel("auto")
+    K = torch.tensor([[900.0, 0, 639.5], [0, 900, 359.5], [0, 0, 1]])
+    g = torch.Generator().manual_seed(3)
+    pose = 0.15 * torch.randn(1, 1, 2, 16, 3, generator=g)
+    pose[..., 0, :] = torch.tensor([[0.4, 2.6, 0.3], [0.2, -0.5, 0.1]])
+    transl = torch.tensor([[[[0.05, 0.02, 0.9], [-0.12, 0.0, 0.85]]]])
+    X = hands.keypoints(pose, torch.zeros(1, 1, 2, 10), transl, rep="aa", convention="flat")
+    wrist = X[..., 0, :]  # true wrist depths about 0.906 (right) and 0.856 m (left)
+    wrong = pose.clone()
+    wrong[..., 0, :] = rotmat_to_aa(aa_to_rotmat(pose[..., 0, :]) @ orientation_turns()[9])
+    fake = _FixedLift(wrong, wrist + torch.tensor([0.0, 0.0, 0.1]))
+    out = {}
+    for md in (0.15, 0.88, 5.0):
+        cfg = AnchorConfig(static_frames=2, min_depth=md)
+        _, w, _, err = lift_prefix(fake, hands, _project(X, K), torch.ones(1, 1, 2, 21), K[None],
+                                   torch.tensor([[1280.0, 720.0]]), config=cfg)
+        out[md] = (w[0, 0], float(err[0]))
+    assert torch.allclose(out[0.15][0], wrist[0, 0], atol=0.01) and out[0.15][1] < 0.5
+    assert torch.allclose(out[0.88][0][0], out[0.15][0][0]) and out[0.88][0][1, 2] >= 0.88  # left moved beyond
+    assert out[0.88][1] > out[0.15][1] + 0.5
+    assert torch.allclose(out[5.0][0], out[0.15][0]) and out[5.0][1] == pytest.approx(out[0.15][1])  # none beyond

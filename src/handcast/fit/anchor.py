@@ -39,12 +39,16 @@ class AnchorConfig:
     the refinement starts from L's global orientation turned by each of the first this many rotations of
     :func:`orientation_turns` (1: L's only, up to 24), and each hand keeps the start that reprojects best,
     if that start is L's own or reprojects within ``switch_ratio`` times L's error (with noisy keypoints a
-    turned hand can fit marginally better by chance; a misread hand fits several times worse).
+    turned hand can fit marginally better by chance; a misread hand fits several times worse). min_depth (m):
+    a start whose refined wrist comes nearer to the camera than this in any frame is only taken when no start
+    stays beyond it (a foreshortened hand a few centimetres from the lens can reproject well and is not what a
+    photo shows).
     """
 
     static_frames: int = 16
     orientation_starts: int = 24
     switch_ratio: float = 0.75
+    min_depth: float = 0.15
     sampler: str = "ddim"
     steps: int = 10
     iterations: int = 300
@@ -158,8 +162,12 @@ def lift_prefix(lift_model, hand_model, kp2d: torch.Tensor, conf: torch.Tensor, 
     pose, transl = pose.reshape(b, m, *pose.shape[1:]), transl.reshape(b, m, *transl.shape[1:])
     e = _hand_errors(hand_model, pose.flatten(0, 1), transl.flatten(0, 1), betas, kp_m, conf_m, K_m,
                      w2c_m).reshape(b, m, 2).nan_to_num(float("inf"))
+    depth = transform_points(w2c[:, None, :, None], transl + j0[0])[..., 2]  # (B, M, N, 2) camera t
+    near = (depth < float(config.min_depth)).any(2)  # (B, M, 2)
+    far_ok = (~near & torch.isfinite(e)).any(1, keepdim=True)  # some start of the hand stays beyond min_depth
+    e = torch.where(near & far_ok, torch.full_like(e, float("inf")), e)
     best = e.argmin(1)  # (B, 2); a hand never observed (all inf) -> 0, L's
-    keep = torch.gather(e, 1, best[:, None])[:, 0] >= float(config.switch_ratio) * e[:, 0]
+    keep = torch.isfinite(e[:, 0]) & (torch.gather(e, 1, best[:, None])[:, 0] >= float(config.switch_ratio) * e[:, 0])
     best = torch.where(keep, torch.zeros_like(best), best)
     idx = best[:, None, None, :]
     pose = torch.gather(pose, 1, idx[..., None, None].expand(b, 1, n, 2, 16, 3))[:, 0]
