@@ -60,16 +60,12 @@ class _FixedLift:
         return aa_to_6d(self.pose[:, :1].expand(-1, t, -1, -1, -1))[:, None], self.wrist[:, :1].expand(-1, t, -1, -1)[:, None]
 
 
-def test_orientation_starts_recover_a_misread_hand(one_thread):
-    """From one view L may read a hand turned over (palm for back): the refinement alone stays in that
-    minimum, the 24 orientation starts find the true hand (exact keypoints: a near-zero error, the true wrist)."""
+def _misread_scene():
+    """Two hands 0.86-0.91 m away seen by a 1280 x 720 camera, and a stand-in L that reads both turned over about
+    their own axis (``orientation_turns()[9]``, one of the 24 starts) with the wrists 10 cm too far:
+    (hands, K, true keypoints X (1, 1, 2, 21, 3), stand-in L)."""
     from handcast.fit.anchor import orientation_turns
     from handcast.geometry import aa_to_rotmat, rotmat_to_aa
-
-    turns = orientation_turns()
-    assert turns.shape == (24, 3, 3) and torch.allclose(turns[0], torch.eye(3))
-    assert torch.allclose(turns @ turns.transpose(-1, -2), torch.eye(3).expand(24, 3, 3))
-    assert len({tuple(t.flatten().tolist()) for t in turns}) == 24 and (torch.linalg.det(turns) > 0).all()
 
     hands = HandModel("auto")
     K = torch.tensor([[900.0, 0, 639.5], [0, 900, 359.5], [0, 0, 1]])
@@ -78,12 +74,23 @@ def test_orientation_starts_recover_a_misread_hand(one_thread):
     pose[..., 0, :] = torch.tensor([[0.4, 2.6, 0.3], [0.2, -0.5, 0.1]])
     transl = torch.tensor([[[[0.05, 0.02, 0.9], [-0.12, 0.0, 0.85]]]])
     X = hands.keypoints(pose, torch.zeros(1, 1, 2, 10), transl, rep="aa", convention="flat")
-    uv = _project(X, K)
-    conf = torch.ones(1, 1, 2, 21)
-    wrist = X[..., 0, :]
-    wrong = pose.clone()  # L's misreading: both hands turned over about their own axis (a start of the 24)
-    wrong[..., 0, :] = rotmat_to_aa(aa_to_rotmat(pose[..., 0, :]) @ turns[9])
-    fake = _FixedLift(wrong, wrist + torch.tensor([0.0, 0.0, 0.1]))
+    wrong = pose.clone()
+    wrong[..., 0, :] = rotmat_to_aa(aa_to_rotmat(pose[..., 0, :]) @ orientation_turns()[9])
+    return hands, K, X, _FixedLift(wrong, X[..., 0, :] + torch.tensor([0.0, 0.0, 0.1]))
+
+
+def test_orientation_starts_recover_a_misread_hand(one_thread):
+    """From one view L may read a hand turned over (palm for back): the refinement alone stays in that
+    minimum, the 24 orientation starts find the true hand (exact keypoints: a near-zero error, the true wrist)."""
+    from handcast.fit.anchor import orientation_turns
+
+    turns = orientation_turns()
+    assert turns.shape == (24, 3, 3) and torch.allclose(turns[0], torch.eye(3))
+    assert torch.allclose(turns @ turns.transpose(-1, -2), torch.eye(3).expand(24, 3, 3))
+    assert len({tuple(t.flatten().tolist()) for t in turns}) == 24 and (torch.linalg.det(turns) > 0).all()
+
+    hands, K, X, fake = _misread_scene()
+    uv, conf, wrist = _project(X, K), torch.ones(1, 1, 2, 21), X[..., 0, :]
     res = {}
     for m, ratio in ((1, 0.75), (24, 0.75), (24, 0.0)):
         cfg = AnchorConfig(static_frames=2, iterations=300, orientation_starts=m, switch_ratio=ratio)
@@ -98,20 +105,8 @@ def test_anchor_prefers_starts_beyond_min_depth(one_thread):
     """A start whose wrist comes nearer than min_depth is taken only when no start stays beyond it: with the
     floor between the two true hands' depths the nearer hand moves beyond it (a worse fit), the farther one keeps
     its true place; with the floor beyond every start the choice is the usual one."""
-    from handcast.fit.anchor import orientation_turns
-    from handcast.geometry import aa_to_rotmat, rotmat_to_aa
-
-    hands = HandModel("auto")
-    K = torch.tensor([[900.0, 0, 639.5], [0, 900, 359.5], [0, 0, 1]])
-    g = torch.Generator().manual_seed(3)
-    pose = 0.15 * torch.randn(1, 1, 2, 16, 3, generator=g)
-    pose[..., 0, :] = torch.tensor([[0.4, 2.6, 0.3], [0.2, -0.5, 0.1]])
-    transl = torch.tensor([[[[0.05, 0.02, 0.9], [-0.12, 0.0, 0.85]]]])
-    X = hands.keypoints(pose, torch.zeros(1, 1, 2, 10), transl, rep="aa", convention="flat")
+    hands, K, X, fake = _misread_scene()
     wrist = X[..., 0, :]  # true wrist depths about 0.906 (right) and 0.856 m (left)
-    wrong = pose.clone()
-    wrong[..., 0, :] = rotmat_to_aa(aa_to_rotmat(pose[..., 0, :]) @ orientation_turns()[9])
-    fake = _FixedLift(wrong, wrist + torch.tensor([0.0, 0.0, 0.1]))
     out = {}
     for md in (0.15, 0.88, 5.0):
         cfg = AnchorConfig(static_frames=2, min_depth=md)

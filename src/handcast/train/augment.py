@@ -35,11 +35,13 @@ reproducible.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.geometry import aa_to_rotmat, project, rotmat_to_aa, transform_points
 
 
@@ -300,10 +302,6 @@ class CameraAugment:
         self.lift.set_epoch(epoch)
 
     def __call__(self, item: dict) -> dict:
-        import zlib
-
-        from handcast.conventions import MIN_HAND_KEYPOINTS
-
         if self.p <= 0 or (self.labelled_only and item.get("provenance", "gt") not in ("gt", "imputed")):
             return item
         key = zlib.crc32(str(item.get("clip_id", item["index"])).encode())
