@@ -160,6 +160,18 @@ def test_reprojection_to_truth_known_answers():
     fm[:, 2] = False
     got = reprojection_to_truth(bad, {**batch, "joints3d": flat, "hand_valid": hv, "frame_mask": fm})
     assert float(got) == pytest.approx(want, rel=1e-5)
+    # a keypoint on the camera plane (it projects to ~1e9 px) counts as the cap, and gives no gradient
+    from handcast.train.lift import IMAGE_ERROR_CAP
+
+    one = shifted.clone()
+    one[0, 0, 0, 5, 2] = 0.0
+    one.requires_grad_(True)
+    got = reprojection_to_truth(one, {**batch, "joints3d": flat})
+    n = B * T * 2 * 21
+    assert float(got) == pytest.approx(((n - 1) * want + IMAGE_ERROR_CAP) / n, rel=1e-5)
+    got.backward()
+    assert torch.isfinite(one.grad).all() and float(one.grad[0, 0, 0, 5].abs().sum()) == 0.0
+    assert float(one.grad[0, 0, 0, 4].abs().sum()) > 0.0
 
 
 @pytest.mark.slow
@@ -331,3 +343,25 @@ def test_init_reads_a_checkpoint_written_before_a_conditioning_key_existed(tmp_p
     old_cfg = dict(cfg, conditioning={k: v for k, v in cfg["conditioning"].items() if k != "local"})
     path = save_checkpoint(tmp_path / "old.safetensors", build_lift(old_cfg), "lift", old_cfg)
     assert not _init_model(str(path), cfg).cond.local
+
+
+@pytest.mark.slow
+def test_wrist_statistics_follow_the_augmented_cameras_when_asked(store, tmp_path):
+    """data.wrist_stats=augmented: the codec's wrist statistics spread over the real-footage cameras' depths
+    (also when starting from --init, whose own statistics are replaced); store: the stored clips'; a bad value is
+    refused before the run folder exists."""
+    from handcast.data.dataset import wrist_statistics
+    from handcast.data.store import ClipStore
+
+    _, std = wrist_statistics(ClipStore(store).split("lab_train"))
+    base = train_lift("tiny", MICRO + ["data.augment.p_new_camera=1.0"], store=str(store), out=str(tmp_path / "s"),
+                      max_steps=1, progress=False)
+    assert torch.allclose(load_lift(base).codec.wrist_std, torch.as_tensor(std, dtype=torch.float32), atol=1e-5)
+    for init in (None, str(base)):
+        ck = train_lift("tiny", MICRO + ["data.augment.p_new_camera=1.0", "data.wrist_stats=augmented"],
+                        store=str(store), out=str(tmp_path / f"a{init is None}"), max_steps=1, progress=False, init=init)
+        assert load_lift(ck).codec.wrist_std[2] > 2 * std[2]  # depths of 0.15-3 m, not the stored cameras'
+    out = tmp_path / "bad"
+    with pytest.raises(HandcastError, match="wrist_stats"):
+        train_lift("tiny", MICRO + ["data.wrist_stats=nope"], store=str(store), out=str(out), max_steps=1, progress=False)
+    assert not out.exists()

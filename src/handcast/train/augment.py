@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from handcast.conventions import MIN_HAND_KEYPOINTS
+from handcast.errors import HandcastError
 from handcast.geometry import aa_to_rotmat, project, rotmat_to_aa, transform_points
 
 
@@ -74,8 +75,6 @@ class LiftAugmentConfig:
 
     def __post_init__(self):
         if self.view_sampling not in ("axis_angle", "uniform"):
-            from handcast.errors import HandcastError
-
             raise HandcastError(f"data.augment.view_sampling must be axis_angle or uniform, got '{self.view_sampling}'")
 
     def to_dict(self) -> dict:
@@ -287,8 +286,6 @@ class CameraAugment:
     ``handcast bench forecasting --cameras real``)."""
 
     def __init__(self, p: float = 1.0, seed: int = 0, labelled_only: bool = True, **camera):
-        from handcast.errors import HandcastError
-
         unknown = sorted(set(camera) - set(CAMERA_KEYS))
         if unknown:
             raise HandcastError(f"unknown camera option(s) {', '.join(unknown)} (expected some of {', '.join(CAMERA_KEYS)})")
@@ -315,3 +312,25 @@ class CameraAugment:
         cut = hv[0] & ((out["kp2d_conf"][0] > 0).sum(-1) < MIN_HAND_KEYPOINTS)  # (2,) in frame 0 before, not now
         out["hand_valid"] = hv & ~cut[None, :]
         return out
+
+
+def augmented_wrist_statistics(datasets, camera, seed: int = 0, items: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (3,) of the valid wrist positions (m, frame-0 camera) of up to ``items`` items drawn from
+    ``datasets`` (datasets of items with 3D labels: ``joints3d``, ``hand_valid``) as ``camera`` shows them: any
+    per-item transform with ``set_epoch`` (:class:`CameraAugment`, :class:`LiftAugment`). The motion codec's
+    statistics for a model trained through such cameras (their wrists lie 0.15-3 m away, the store's head
+    camera's within a few decimetres)."""
+    rng = np.random.default_rng(seed)
+    sizes = np.array([len(ds) for ds in datasets])
+    pick = rng.choice(int(sizes.sum()), size=min(int(items), int(sizes.sum())), replace=False)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    wrists = []
+    for k, j in enumerate(pick):
+        part = int(np.searchsorted(starts, j, side="right") - 1)
+        camera.set_epoch(k)
+        item = camera(datasets[part][int(j - starts[part])])
+        wrists.append(item["joints3d"][..., 0, :][item["hand_valid"]].numpy())
+    w = np.concatenate(wrists).astype(np.float64)
+    if len(w) < 2:
+        raise HandcastError("too few valid hands in the training sources to compute the wrist statistics")
+    return w.mean(0), w.std(0)

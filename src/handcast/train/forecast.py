@@ -29,7 +29,7 @@ from handcast.models.forecast import (  # noqa: F401 (load_forecast: moved)
 )
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.config import load_config, to_container
-from handcast.train.augment import CameraAugment
+from handcast.train.augment import CameraAugment, augmented_wrist_statistics  # noqa: F401 (moved to augment)
 from handcast.train.lift import EpochDataset, EpochSampler, image_error, wrist_statistics
 from handcast.train.runner import check_training_labels, fit, motion_module_base, prepare_run
 
@@ -97,25 +97,6 @@ def random_prefix(supervised: torch.Tensor, p: float, max_frames: int,
     n = torch.where(u < p, n, torch.zeros_like(n))
     frames = torch.arange(t, device=dev)
     return supervised & (frames[None, :] < n[:, None])[..., None]
-
-
-def augmented_wrist_statistics(datasets, camera, seed: int = 0, items: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (3,) of the valid wrist positions (m, frame-0 camera) of up to ``items`` items drawn from
-    ``datasets`` (forecast datasets with 3D labels) as ``camera`` (:class:`CameraAugment`) shows them."""
-    rng = np.random.default_rng(seed)
-    sizes = np.array([len(ds) for ds in datasets])
-    pick = rng.choice(int(sizes.sum()), size=min(int(items), int(sizes.sum())), replace=False)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    wrists = []
-    for k, j in enumerate(pick):
-        part = int(np.searchsorted(starts, j, side="right") - 1)
-        camera.set_epoch(k)
-        item = camera(datasets[part][int(j - starts[part])])
-        wrists.append(item["joints3d"][..., 0, :][item["hand_valid"]].numpy())
-    w = np.concatenate(wrists).astype(np.float64)
-    if len(w) < 2:
-        raise HandcastError("too few valid hands in the training sources to compute the wrist statistics")
-    return w.mean(0), w.std(0)
 
 
 def _lightning_module():

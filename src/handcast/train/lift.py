@@ -25,19 +25,28 @@ from handcast.hand import HandModel
 from handcast.models.checkpoint import load_model
 from handcast.models.lifting import MODALITIES, LiftingConditioning, build_lift, load_lift  # noqa: F401 (load_lift: moved)
 from handcast.models.motion import keypoints_from_motion, motion_mask
-from handcast.train.augment import LiftAugment, LiftAugmentConfig
+from handcast.train.augment import LiftAugment, LiftAugmentConfig, augmented_wrist_statistics
 from handcast.train.config import load_config, to_container
 from handcast.train.runner import check_training_labels, fit, motion_module_base, prepare_run
+
+
+#: cap of one keypoint's squared 2D error in :func:`image_error` (normalised image units: 1 = half the image)
+IMAGE_ERROR_CAP = 1.0
 
 
 def image_error(kp3d: torch.Tensor, target_uv: torch.Tensor, weight: torch.Tensor, batch: dict) -> torch.Tensor:
     """Weighted mean squared 2D distance, in normalised image units ([-1, 1] across the image), between
     keypoints kp3d (B, T, 2, 21, 3) in the frame-0 camera projected into camera t (``batch``'s world_to_cam,
-    K, image_size) and ``target_uv`` (B, T, 2, 21, 2) pixels; ``weight`` (B, T, 2, 21)."""
+    K, image_size) and ``target_uv`` (B, T, 2, 21, 2) pixels; ``weight`` (B, T, 2, 21).
+
+    Each keypoint's squared error is capped at :data:`IMAGE_ERROR_CAP`: a keypoint predicted on or behind the
+    camera plane projects to ~1e9 px, and one such point in a batch would otherwise make the loss ~1e9 and
+    its gradient (clipped, and through Adam's second moments for many steps after) all about that point. A
+    capped keypoint adds no gradient; the diffusion loss brings it back."""
     uv = project(transform_points(batch["world_to_cam"][:, :, None, None], kp3d), batch["K"][:, None, None, None],
                  behind="clamp")
     wh = batch["image_size"].to(uv.dtype)[:, None, None, None, :]
-    err = ((2 * (uv - target_uv) / wh) ** 2).sum(-1)
+    err = ((2 * (uv - target_uv) / wh) ** 2).sum(-1).clamp(max=IMAGE_ERROR_CAP)
     w = weight.to(err.dtype)
     return (err * w).sum() / w.sum().clamp_min(1.0)
 
@@ -199,8 +208,13 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
                init: str | None = None) -> Path:
     """Train L; returns the path of the final safetensors checkpoint (``<out>/lift.safetensors``).
 
-    init (or ``train.init``): a handcast lift checkpoint whose weights (codec statistics included) start the
-    run, for fine-tuning, e.g. under new augmentation; its model config must equal this run's."""
+    init (or ``train.init``): a handcast lift checkpoint whose weights (codec statistics included, unless
+    ``data.wrist_stats`` is ``augmented``) start the run, for fine-tuning, e.g. under new augmentation; its
+    model config must equal this run's.
+
+    ``data.wrist_stats``: the motion codec's wrist mean and std: ``store`` from the training split's stored
+    clips, ``augmented`` from its clips as the augmentation shows them (with ``p_new_camera`` > 0 the wrists
+    of real-footage cameras lie 0.15-3 m away, tens of the store's standard deviations off its mean)."""
     ov = list(overrides)
     if max_steps is not None:
         ov.append(f"train.max_steps={int(max_steps)}")
@@ -208,6 +222,9 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     cfg = to_container(load_config("lift", config, ov, paths={"data.store": store or None, "train.out": out or None,
                                                                   "train.init": init or None}))
     d, t = cfg["data"], cfg["train"]
+    stats_from = d.get("wrist_stats", "store")
+    if stats_from not in ("augmented", "store"):
+        raise HandcastError(f"data.wrist_stats must be augmented or store, got {stats_from!r}")
     st = ClipStore(d["store"])
     check_training_labels(st.split(d["train_split"]))
     start = _init_model(t["init"], cfg["model"]) if t.get("init") else None
@@ -226,12 +243,18 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     val_view = st.split(d["val_split"])
     val_idx = np.arange(min(len(val_view), int(t["val_clips"])))
     val_ds = ClipDataset(st, d["val_split"], horizon=int(d["horizon"]), fields=fields, indices=val_idx)
-    mean, std = wrist_statistics(st.split(d["train_split"]))
+    if stats_from == "augmented" and aug.config.p_new_camera > 0:  # the wrists as training sees them
+        stat_aug = LiftAugment(aug.config, seed=int(t["seed"]) + 1, hands=hands)
+        mean, std = augmented_wrist_statistics([train_ds.dataset], stat_aug, int(t["seed"]))
+    else:
+        mean, std = wrist_statistics(st.split(d["train_split"]))
 
     module = _lightning_module()(cfg)
     module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     if start is not None:
-        module.model.load_state_dict(start.state_dict())  # the codec statistics of the start model too
+        module.model.load_state_dict(start.state_dict())  # the codec statistics of the start model too,
+        if stats_from == "augmented":  # unless they are to follow the augmentation's cameras
+            module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     nw = int(t["num_workers"])
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), collate_fn=collate,
                                            sampler=EpochSampler(len(train_ds), int(t["seed"])), num_workers=nw,
