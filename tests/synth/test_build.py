@@ -76,3 +76,26 @@ def test_errors(smoke, tmp_path):
     with pytest.raises(HandcastError, match="seed"):
         build_benchmark("smoke", tmp_path / "y", seed=-3, progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_more_groups_in_one_split_keep_every_other_clip(smoke, tmp_path):
+    """with_groups / ``synth --groups``: the changed split grows, its first groups and every other split are the
+    preset's own clips (a bigger training set around the same test clips); bad splits and counts are refused."""
+    from handcast.synth import with_groups
+
+    big = with_groups("smoke", {"lab_train": 6})
+    assert big.splits["lab_train"].groups == 6 and big.splits["lab_test"] == PRESETS["smoke"].splits["lab_test"]
+    out = build_benchmark(big, tmp_path / "big", seed=0, workers=1, progress=False)
+    a, b = ClipStore(out), ClipStore(smoke)
+    assert len(a.split("lab_train")) == 6 and len(b.split("lab_train")) == PRESETS["smoke"].splits["lab_train"].groups
+    for split in SPLITS:
+        n = len(b.split(split))
+        for i in range(n):
+            x, y = a.split(split).load(i, image=False), b.split(split).load(i, image=False)
+            assert x.clip_id == y.clip_id
+            np.testing.assert_array_equal(x.joints3d, y.joints3d)
+    assert with_groups("smoke", {}) is PRESETS["smoke"]
+    for bad, needle in (({"lab_trian": 3}, "unknown split"), ({"lab_train": 0}, "groups must be"),
+                        ({"lab_train": 2.5}, "groups must be")):
+        with pytest.raises(HandcastError, match=needle):
+            with_groups("smoke", bad)

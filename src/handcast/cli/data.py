@@ -10,11 +10,19 @@ from handcast.cli.common import add_out_overwrite, add_overwrite, add_quiet, add
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from handcast.synth import build_benchmark
+    from handcast.errors import HandcastError
+    from handcast.synth import build_benchmark, with_groups
 
-    path = build_benchmark(args.preset, Path(args.out), seed=args.seed, overwrite=args.overwrite,
+    groups = {}
+    for split, n in pairs(args.groups, "--groups", "SPLIT=N", empty_value=False).items():
+        try:
+            groups[split] = int(n)
+        except ValueError:
+            raise HandcastError(f"--groups {split}: N must be an integer, got {n!r}") from None
+    preset = with_groups(args.preset, groups)
+    path = build_benchmark(preset, Path(args.out), seed=args.seed, overwrite=args.overwrite,
                            workers=args.workers, progress=not args.quiet)
-    print(f"wrote synthetic benchmark '{args.preset}' to {path}")
+    print(f"wrote synthetic benchmark '{preset.name}' to {path}")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -90,6 +98,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_seed(s)
     s.add_argument("--workers", type=int_range(1, 256), default=None,
                    help="worker processes (default: CPU count, max 2)")
+    s.add_argument("--groups", action="append", default=[], metavar="SPLIT=N",
+                   help="give SPLIT N groups instead of the preset's (repeatable); the other splits, and the "
+                        "first groups of SPLIT, stay the preset's clips. E.g. --groups lab_train=4000: ten "
+                        "times the tiny preset's 3D training clips, the same test clips")
     add_quiet(s)
     s.set_defaults(func=_synth)
 

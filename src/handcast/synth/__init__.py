@@ -13,11 +13,11 @@ See docs/synth.md for the design (actions, grasps, domains, presets, determinism
 """
 
 from handcast.synth.domains import DOMAINS, DetectorNoise, DomainSpec, get_domain
-from handcast.synth.presets import PRESETS, SPLITS, Preset, SplitSpec, get_preset
+from handcast.synth.presets import PRESETS, SPLITS, Preset, SplitSpec, get_preset, with_groups
 
 __all__ = [
     "DOMAINS", "DetectorNoise", "DomainSpec", "get_domain",
-    "PRESETS", "SPLITS", "Preset", "SplitSpec", "get_preset",
+    "PRESETS", "SPLITS", "Preset", "SplitSpec", "get_preset", "with_groups",
     "build_benchmark", "generate_clip", "generate_futures",
 ]
 

@@ -70,7 +70,7 @@ def _jobs(p: Preset, seed: int, hand_model: str) -> list[tuple]:
 
 
 def build_benchmark(
-    preset: str,
+    preset: str | Preset,
     out: str | os.PathLike,
     seed: int = 0,
     overwrite: bool = False,
@@ -81,7 +81,8 @@ def build_benchmark(
     """Generate the synthetic benchmark ``preset`` into the clip store ``out``; returns its path.
 
     Args:
-        preset: a key of :data:`handcast.synth.PRESETS` ("smoke", "tiny", "paper").
+        preset: a key of :data:`handcast.synth.PRESETS` ("smoke", "tiny", "paper"), or a :class:`Preset`
+            (e.g. one of them with more training groups, :func:`handcast.synth.with_groups`).
         out: store folder (must not exist unless ``overwrite``).
         seed: non-negative int; the same seed and preset give byte-identical data files.
         overwrite: replace an existing store (only once the new one is complete).

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from handcast.errors import HandcastError
 
-__all__ = ["SplitSpec", "Preset", "PRESETS", "SPLITS", "get_preset"]
+__all__ = ["SplitSpec", "Preset", "PRESETS", "SPLITS", "get_preset", "with_groups"]
 
 SPLITS: tuple[str, ...] = ("lab_train", "lab_val", "lab_test", "diverse_train", "diverse_test", "wild_test")
 
@@ -78,3 +78,30 @@ def get_preset(preset: str | Preset) -> Preset:
         return PRESETS[preset]
     except (KeyError, TypeError):
         raise HandcastError(f"unknown synth preset {preset!r}; choose from {', '.join(PRESETS)}") from None
+
+
+#: most groups one split may be given by :func:`with_groups`
+MAX_GROUPS = 1_000_000
+
+
+def with_groups(preset: str | Preset, groups: dict[str, int]) -> Preset:
+    """``preset`` with the number of groups of some splits changed (``{split: groups}``; each split keeps its
+    domain and futures per group). Since a group's clips depend only on the seed, the split and the group's
+    index, the other splits, and the first groups of a changed split, are the same clips as in ``preset``:
+    ``with_groups("tiny", {"lab_train": 4000})`` is the tiny benchmark with ten times its 3D training clips
+    and the same test clips. One-line HandcastError for an unknown split or a count outside 1..MAX_GROUPS."""
+    from dataclasses import replace
+
+    p = get_preset(preset)
+    if not groups:
+        return p
+    splits = dict(p.splits)
+    for split, n in groups.items():
+        if split not in SPLITS:
+            raise HandcastError(f"unknown split {split!r} (splits: {', '.join(SPLITS)})")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_GROUPS:
+            raise HandcastError(f"{split}: groups must be an integer in [1, {MAX_GROUPS}], got {n!r}")
+        splits[split] = replace(splits[split], groups=n)
+    name = p.name + "".join(f" {k}={v}" for k, v in groups.items())
+    return replace(p, name=name, splits=splits, description=p.description + " (groups changed: "
+                   + ", ".join(f"{k}={v}" for k, v in groups.items()) + ")")
