@@ -1,6 +1,6 @@
 """Speed and accuracy of ``handcast lift`` on a real video:
 ``python scripts/bench_lift_video.py [VIDEO] [--ckpt L.safetensors] [--threads 1] [--out DIR] [--no-video]
-[--max-frames N] [--rigid] [--self]``.
+[--max-frames N] [--rigid] [--self] [--guidance G]``.
 
 Default video: ../shared/data/real/dex_retargeting/human_hand_video.mp4 (1280x720, 30 fps, 621 frames,
 a right hand; no 3D ground truth). Runs :func:`handcast.infer.lift.run_lift` with its defaults (mediapipe
@@ -81,7 +81,7 @@ def lift_alone(args, z: dict, uv: np.ndarray):
     hands = HandModel("auto")
     model = load_lift(args.ckpt or shipped_lift_checkpoint())
     with torch.no_grad():
-        pose, transl, _ = lift_windows(model, hands, inp, progress=False)
+        pose, transl, _ = lift_windows(model, hands, inp, progress=False, guidance=args.guidance)
         transl = align_translation(hands, pose, transl, inp)
     return hands, inp, pose, transl
 
@@ -143,6 +143,7 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--ckpt", default=None, help="lifting checkpoint (default: the shipped one)")
     ap.add_argument("--refine-iterations", type=int, default=None)
+    ap.add_argument("--guidance", type=float, default=1.0, help="L's classifier-free guidance scale (default 1: none)")
     ap.add_argument("--synthetic", type=int, default=None, metavar="N", help="lift a synthetic clip of N frames")
     ap.add_argument("--seed", type=int, default=1, help="synthetic clip seed")
     ap.add_argument("--noise-px", type=float, default=0.0, help="synthetic: std of the 2D noise (px)")
@@ -171,7 +172,7 @@ def main() -> None:
         gt = c.joints3d.astype(np.float64)
     t0 = time.perf_counter()
     res = run_lift(args.video, out, ckpt=args.ckpt, video=not args.no_video, max_frames=args.max_frames, refine_iterations=its,
-                   progress=False)
+                   progress=False, guidance=args.guidance)
     wall = time.perf_counter() - T_START
     z = dict(np.load(Path(out) / "lift.npz"))
     m, l = res["metrics"], res["metrics"]["lift_only"]

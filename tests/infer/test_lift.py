@@ -248,6 +248,34 @@ def test_short_sequence_and_max_frames(clip, tmp_path):
     assert np.isfinite(z["joints"][z["hand_valid"]]).all()
 
 
+def test_guidance_scales_the_condition_and_one_is_plain_sampling(clip, hands):
+    """lift_windows(guidance=g): x0 = x0_uncond + g (x0_cond - x0_uncond); g = 1 is the plain sampler. Checked
+    against the shipped L with a stand-in whose unconditional prediction is known."""
+    import torch
+
+    from handcast.infer.lift import LiftInput, lift_windows, shipped_lift_checkpoint
+    from handcast.models.lifting import load_lift
+
+    inp = LiftInput(uv=clip.kp2d[:40], conf=clip.kp2d_conf[:40], hand_valid=clip.valid[:40], K=clip.K,
+                    world_to_cam=clip.world_to_cam[:40], fps=30.0, image_size=tuple(clip.image_size))
+    model = load_lift(shipped_lift_checkpoint())
+    with torch.no_grad():
+        plain = lift_windows(model, hands, inp, progress=False)[0]
+        same = lift_windows(model, hands, inp, progress=False, guidance=1.0)[0]
+        guided = lift_windows(model, hands, inp, progress=False, guidance=3.0)[0]
+    assert torch.equal(plain, same)
+    assert float((guided - plain).abs().max()) > 1e-3
+    # with the unconditional prediction equal to the conditional one, every scale gives the same motion
+    real = model.denoise
+    model.denoise = lambda x_t, t, *c, conditioned=True: real(x_t, t, *c, conditioned=True)
+    try:
+        with torch.no_grad():
+            flat = lift_windows(model, hands, inp, progress=False, guidance=3.0)[0]
+    finally:
+        model.denoise = real
+    assert torch.allclose(flat, plain, atol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad input: one line, nothing written
 
@@ -288,6 +316,7 @@ def _bad_cases(clip, d: Path) -> list[tuple[str, Path, dict, str]]:
     cases.append(("K json", ok, {"intrinsics": d / "kbad.json"}, "fx"))
     cases.append(("overlap", ok, {"overlap": 64}, "--overlap"))
     cases.append(("sampler", ok, {"sampler": "euler"}, "--sampler"))
+    cases.append(("guidance", ok, {"guidance": float("nan")}, "--guidance"))
     cases.append(("ckpt", ok, {"ckpt": d / "nock.safetensors"}, "checkpoint not found"))
     return cases
 

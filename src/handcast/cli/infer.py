@@ -62,7 +62,7 @@ def _lift(args: argparse.Namespace) -> None:
     res = run_lift(args.source, args.out, ckpt=args.ckpt, fov=args.fov, intrinsics=args.intrinsics, window=args.window,
                    overlap=args.overlap, refine_iterations=args.refine_iterations, smooth=args.smooth,
                    video=not args.no_video, max_frames=args.max_frames, progress=not args.quiet, sampler=args.sampler,
-                   steps=args.steps, seed=args.seed, mirrored=args.mirrored)
+                   steps=args.steps, seed=args.seed, mirrored=args.mirrored, guidance=args.guidance)
     for m in res["messages"]:
         print(m)
     m = res["metrics"]
@@ -154,6 +154,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--smooth", type=float_range(0, 1e6), default=3.0, help="weight of the joint-acceleration term (default 3)")
     s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view)")
     add_sampler(s)
+    s.add_argument("--guidance", type=float_range(0, 20, lo_open=True), default=1.0,
+                   help="classifier-free guidance scale of L (default 1: none)")
     add_seed(s)
     add_quiet(s)
     s.set_defaults(func=_lift)
