@@ -92,7 +92,7 @@ class _OracleLift:
         self.offsets = offsets if offsets is not None else np.zeros(len(starts))
         self.k = 0
 
-    def sample(self, batch, num, sampler, steps, generator=None):
+    def sample(self, batch, num, sampler, steps, guidance=1.0, generator=None):
         from handcast.geometry import rotmat_to_6d
 
         B, W = batch["frame_mask"].shape
