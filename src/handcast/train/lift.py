@@ -243,7 +243,7 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     val_view = st.split(d["val_split"])
     val_idx = np.arange(min(len(val_view), int(t["val_clips"])))
     val_ds = ClipDataset(st, d["val_split"], horizon=int(d["horizon"]), fields=fields, indices=val_idx)
-    if stats_from == "augmented" and aug.config.p_new_camera > 0:  # the wrists as training sees them
+    if stats_from == "augmented":  # the wrists as training sees them
         stat_aug = LiftAugment(aug.config, seed=int(t["seed"]) + 1, hands=hands)
         mean, std = augmented_wrist_statistics([train_ds.dataset], stat_aug, int(t["seed"]))
     else:
