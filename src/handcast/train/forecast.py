@@ -29,7 +29,7 @@ from handcast.models.forecast import (  # noqa: F401 (load_forecast: moved)
 )
 from handcast.models.motion import keypoints_from_motion, motion_mask
 from handcast.train.config import load_config, to_container
-from handcast.train.augment import CameraAugment, augmented_wrist_statistics  # noqa: F401 (moved to augment)
+from handcast.train.augment import CameraAugment, augmented_wrist_statistics
 from handcast.train.lift import EpochDataset, EpochSampler, image_error, wrist_statistics
 from handcast.train.runner import check_training_labels, fit, motion_module_base, prepare_run
 

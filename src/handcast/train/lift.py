@@ -243,18 +243,16 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     val_view = st.split(d["val_split"])
     val_idx = np.arange(min(len(val_view), int(t["val_clips"])))
     val_ds = ClipDataset(st, d["val_split"], horizon=int(d["horizon"]), fields=fields, indices=val_idx)
-    if stats_from == "augmented":  # the wrists as training sees them
-        stat_aug = LiftAugment(aug.config, seed=int(t["seed"]) + 1, hands=hands)
-        mean, std = augmented_wrist_statistics([train_ds.dataset], stat_aug, int(t["seed"]))
-    else:
-        mean, std = wrist_statistics(st.split(d["train_split"]))
-
     module = _lightning_module()(cfg)
-    module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     if start is not None:
         module.model.load_state_dict(start.state_dict())  # the codec statistics of the start model too,
-        if stats_from == "augmented":  # unless they are to follow the augmentation's cameras
-            module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    if start is None or stats_from == "augmented":  # unless they are to follow the augmentation's cameras
+        if stats_from == "augmented":  # the wrists as training sees them (a separate draw: aug's epoch untouched)
+            stat_aug = LiftAugment(aug.config, seed=int(t["seed"]) + 1, hands=hands)
+            mean, std = augmented_wrist_statistics([train_ds.dataset], stat_aug, int(t["seed"]))
+        else:
+            mean, std = wrist_statistics(st.split(d["train_split"]))
+        module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     nw = int(t["num_workers"])
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), collate_fn=collate,
                                            sampler=EpochSampler(len(train_ds), int(t["seed"])), num_workers=nw,
