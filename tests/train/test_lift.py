@@ -365,3 +365,47 @@ def test_wrist_statistics_follow_the_augmented_cameras_when_asked(store, tmp_pat
     with pytest.raises(HandcastError, match="wrist_stats"):
         train_lift("tiny", MICRO + ["data.wrist_stats=nope"], store=str(store), out=str(out), max_steps=1, progress=False)
     assert not out.exists()
+
+
+def test_cosine_lr_factor_known_answers():
+    from handcast.train.runner import cosine_lr_factor
+
+    f = cosine_lr_factor(100, warmup_frac=0.1, floor=0.2)
+    assert [f(0), f(4), f(9)] == pytest.approx([0.1, 0.5, 1.0])  # linear warm-up over 10 steps
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.6)  # half-way down the cosine: (1 + 0.2) / 2
+    assert f(100) == pytest.approx(0.2) and f(500) == pytest.approx(0.2)  # the floor at and past the end
+    later = [f(s) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(later, later[1:]))
+
+
+def test_a_cosine_schedule_decays_the_lr_over_the_run_and_resumes_at_its_step(store, tmp_path):
+    """train.lr_schedule=cosine: the optimiser's lr at the last step is lr x the factor of that step, also after
+    a resume with a new lr (the schedule's base follows the config); constant keeps lr; a bad name is refused
+    before the run folder exists."""
+    from handcast.train.runner import cosine_lr_factor
+
+    def lr_of(run):
+        state = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)  # our own file
+        return state["global_step"], state["optimizer_states"][0]["param_groups"][0]["lr"]
+
+    out = tmp_path / "run"
+    cos = MICRO + ["train.lr=0.001", "train.lr_schedule=cosine", "train.lr_floor=0.25"]
+    train_lift("tiny", cos, store=str(store), out=str(out), max_steps=8, progress=False)
+    f = cosine_lr_factor(8, floor=0.25)
+    step, lr = lr_of(out)
+    assert step == 8 and lr == pytest.approx(0.001 * f(8)) and lr == pytest.approx(0.00025)
+    train_lift("tiny", [*cos, "train.lr=0.002", "train.max_steps=12"], store=str(store), out=str(out), max_steps=10,
+               resume=True, progress=False)
+    f = cosine_lr_factor(10, floor=0.25)
+    step, lr = lr_of(out)
+    assert step == 10 and lr == pytest.approx(0.002 * f(10))
+    const = tmp_path / "const"
+    train_lift("tiny", MICRO + ["train.lr=0.001"], store=str(store), out=str(const), max_steps=4, progress=False)
+    assert lr_of(const) == (4, pytest.approx(0.001))
+    bad = tmp_path / "bad"
+    with pytest.raises(HandcastError, match="lr_schedule must be one of constant, cosine, got 'linear'"):
+        train_lift("tiny", MICRO + ["train.lr_schedule=linear"], store=str(store), out=str(bad), max_steps=1,
+                   progress=False)
+    assert not bad.exists()
+    with pytest.raises(HandcastError, match=re.escape("lr_floor must be in [0, 1]")):
+        load_config("forecast", "tiny", ["train.lr_floor=2"])

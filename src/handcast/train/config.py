@@ -58,6 +58,7 @@ RULES: list[tuple[str, str, float, float]] = [
     ("*threads", "int", 0, 1024),
     ("*meshes", "int", 1, 10**9),
     ("*grad_clip", "float", 0.0, 1e9),
+    ("train.lr_floor", "float", 0.0, 1.0),
     ("data.*.hfov_deg", "float>", 0.0, 179.0),
     ("*_deg", "float", 0.0, 180.0),
     ("data.*.hand_px", "float>", 0.0, 1e5),
@@ -71,6 +72,12 @@ RULES: list[tuple[str, str, float, float]] = [
     ("*jitter*", "float", 0.0, 1e4),
     ("train.*", "float", 0.0, 1e9),  # loss weights
 ]
+
+
+#: the values a string-valued key takes, by dotted key
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.lr_schedule": ("constant", "cosine"),
+}
 
 
 def _number(v) -> bool:
@@ -103,6 +110,9 @@ def check_config(cfg: dict, schema: dict, kind: str) -> None:
                 raise HandcastError(f"invalid {kind} config: {key} must be a string, got {v!r:.60}")
             if _number(v) and not math.isfinite(v):
                 raise HandcastError(f"invalid {kind} config: {key} must be a finite number, got {v}")
+            if key in CHOICES and v not in CHOICES[key]:
+                raise HandcastError(f"invalid {kind} config: {key} must be one of {', '.join(CHOICES[key])}, "
+                                    f"got {v!r:.60}")
             if key.startswith("model.") or isinstance(v, bool) or v is None:
                 continue
             for pattern, typ, lo, hi in RULES:

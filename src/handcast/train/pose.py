@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -51,25 +50,13 @@ from handcast.models.cascade.model import (
 from handcast.synth.crops import build_crops
 from handcast.train.config import load_config, to_container
 from handcast.train.lift import EpochSampler
-from handcast.train.runner import check_run_folder, fit, prepare_run
+from handcast.train.runner import check_run_folder, cosine_lr_factor, fit, prepare_run
 
 ALL_STAGES: tuple[str, ...] = ("ae", "joint", "mesh", "regressor")
 VAL_ITEMS = 128  # validation on the first test crops
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-def _lr_lambda(total: int, warmup_frac: float = 0.05, floor: float = 0.1):
-    warm = max(1, int(total * warmup_frac))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        p = min(1.0, (step - warm) / max(1, total - warm))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
-
-    return f
-
 
 def _rank_zero() -> bool:
     from lightning.pytorch.utilities import rank_zero_only
@@ -152,7 +139,7 @@ def _stage_modules() -> dict:
         def configure_optimizers(self):
             opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=float(self.t["lr"]),
                                     weight_decay=1e-4)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(int(self.t["steps"])))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr_factor(int(self.t["steps"])))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
         def generator(self) -> torch.Generator:

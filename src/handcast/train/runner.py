@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +24,29 @@ from handcast.models.checkpoint import check_finite_state, read_training_state, 
 #: the largest magnitude a training label may have (metres, pixels, intrinsics in pixels): anything above is
 #: damage, not data
 MAX_LABEL = 1e6
+
+
+def cosine_lr_factor(total: int, warmup_frac: float = 0.05, floor: float = 0.1):
+    """The learning-rate factor of optimiser step ``step`` (0-based) of a ``total``-step run: a linear warm-up
+    over the first ``warmup_frac`` of the steps, then a cosine from 1 down to ``floor`` at the last step."""
+    warm = max(1, int(total * warmup_frac))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        p = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
+
+    return f
+
+
+def motion_lr_factor(t: dict):
+    """The per-step learning-rate factor of a motion model's ``train`` section: None for ``lr_schedule:
+    constant``, :func:`cosine_lr_factor` over ``max_steps`` down to ``lr_floor`` for ``cosine`` (the values
+    are checked when the config is loaded)."""
+    if t.get("lr_schedule", "constant") == "constant":
+        return None
+    return cosine_lr_factor(int(t["max_steps"]), floor=float(t.get("lr_floor", 0.1)))
 
 
 def motion_module_base():
@@ -44,14 +68,24 @@ def motion_module_base():
             self.tcfg = cfg["train"]
 
         def configure_optimizers(self):
-            return torch.optim.AdamW(self.model.parameters(), lr=float(self.tcfg["lr"]),
-                                     weight_decay=float(self.tcfg["weight_decay"]))
+            opt = torch.optim.AdamW(self.model.parameters(), lr=float(self.tcfg["lr"]),
+                                    weight_decay=float(self.tcfg["weight_decay"]))
+            factor = motion_lr_factor(self.tcfg)
+            if factor is None:
+                return opt
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
         def on_train_start(self):
-            # a resumed run goes on with the config's learning rate (the restored optimiser state holds the old one)
+            # a resumed run goes on with the config's learning rate (the restored optimiser and scheduler states
+            # hold the old one); a schedule scales it by its factor at the restored step
+            lr = float(self.tcfg["lr"])
+            scheds = [c.scheduler for c in self.trainer.lr_scheduler_configs]
+            for s in scheds:
+                s.base_lrs = [lr] * len(s.base_lrs)
             for opt in self.trainer.optimizers:
                 for group in opt.param_groups:
-                    group["lr"] = float(self.tcfg["lr"])
+                    group["lr"] = lr * (scheds[0].lr_lambdas[0](scheds[0].last_epoch) if scheds else 1.0)
 
     return MotionDiffusionModule
 
