@@ -146,6 +146,7 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=1.0, help="L's classifier-free guidance scale (default 1: none)")
     ap.add_argument("--synthetic", type=int, default=None, metavar="N", help="lift a synthetic clip of N frames")
     ap.add_argument("--seed", type=int, default=1, help="synthetic clip seed")
+    ap.add_argument("--lift-seed", type=int, default=0, help="seed of L's sampling noise (default 0, as handcast lift)")
     ap.add_argument("--noise-px", type=float, default=0.0, help="synthetic: std of the 2D noise (px)")
     ap.add_argument("--rigid", action="store_true", help="also L with a per-frame orientation + translation solve")
     ap.add_argument("--self", dest="self_input", action="store_true",
@@ -172,7 +173,7 @@ def main() -> None:
         gt = c.joints3d.astype(np.float64)
     t0 = time.perf_counter()
     res = run_lift(args.video, out, ckpt=args.ckpt, video=not args.no_video, max_frames=args.max_frames, refine_iterations=its,
-                   progress=False, guidance=args.guidance)
+                   progress=False, guidance=args.guidance, seed=args.lift_seed)
     wall = time.perf_counter() - T_START
     z = dict(np.load(Path(out) / "lift.npz"))
     m, l = res["metrics"], res["metrics"]["lift_only"]
