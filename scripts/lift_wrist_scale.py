@@ -1,7 +1,7 @@
 """How far the lifting model's training wrists lie from its motion codec's statistics:
 ``python scripts/lift_wrist_scale.py [--store out/synth_tiny] [--ckpt L.safetensors] [--items 300]``.
 
-Draws ``--items`` training windows of the store's ``lab_train`` split through the ``tiny`` preset's augmentation
+Draws up to ``--items`` distinct training windows of the store's ``lab_train`` split through the ``tiny`` preset's augmentation
 (:class:`handcast.train.augment.LiftAugment`, half of them through real-footage cameras) and prints the wrists'
 mean and std (m, frame-0 camera), the checkpoint's codec statistics (default: the shipped L, whose statistics
 are the store's), and quantiles of |wrist - mean| / std per axis: the scale of the translation part of the
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 
 def main() -> None:
@@ -27,27 +26,16 @@ def main() -> None:
     from handcast.hand import HandModel
     from handcast.infer.lift import shipped_lift_checkpoint
     from handcast.models.lifting import load_lift
-    from handcast.train.augment import LiftAugment, LiftAugmentConfig
+    from handcast.train.augment import LiftAugment, LiftAugmentConfig, augmented_wrists
     from handcast.train.config import load_config, to_container
+    from handcast.train.lift import LIFT_FIELDS, rest_wrist_of
 
     cfg = to_container(load_config("lift", "tiny", []))
     hands = HandModel("auto")
-    aug = LiftAugment(LiftAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in cfg["data"]["augment"].items()}), seed=0, hands=hands)
-
-    def rest_wrist(b):
-        with torch.no_grad():
-            return hands.rest_joints(torch.as_tensor(b, dtype=torch.float32))[..., 0, :].numpy()
-
-    ds = ClipDataset(ClipStore(args.store), "lab_train", horizon=int(cfg["data"]["horizon"]),
-                     fields=("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size"),
-                     random_crop=True, seed=0, rest_wrist=rest_wrist)
-    w = []
-    for k in range(args.items):
-        aug.set_epoch(k)
-        item = aug(ds[k % len(ds)])
-        w.append(item["joints3d"][..., 0, :][item["hand_valid"]].numpy())
-    w = np.concatenate(w).astype(np.float64)
+    aug = LiftAugment(LiftAugmentConfig.from_dict(cfg["data"]["augment"]), seed=0, hands=hands)
+    ds = ClipDataset(ClipStore(args.store), "lab_train", horizon=int(cfg["data"]["horizon"]), fields=LIFT_FIELDS,
+                     random_crop=True, seed=0, rest_wrist=rest_wrist_of(hands))
+    w = augmented_wrists([ds], aug, seed=0, items=args.items)
     codec = load_lift(args.ckpt or shipped_lift_checkpoint()).codec
     mean, std = codec.wrist_mean.numpy(), codec.wrist_std.numpy()
     np.set_printoptions(precision=3, suppress=True)

@@ -102,6 +102,6 @@ def with_groups(preset: str | Preset, groups: dict[str, int]) -> Preset:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_GROUPS:
             raise HandcastError(f"{split}: groups must be an integer in [1, {MAX_GROUPS}], got {n!r}")
         splits[split] = replace(splits[split], groups=n)
-    name = p.name + "".join(f" {k}={v}" for k, v in groups.items())
-    return replace(p, name=name, splits=splits, description=p.description + " (groups changed: "
-                   + ", ".join(f"{k}={v}" for k, v in groups.items()) + ")")
+    changed = [f"{k}={v}" for k, v in groups.items()]
+    return replace(p, name=" ".join([p.name, *changed]), splits=splits,
+                   description=f"{p.description} (groups changed: {', '.join(changed)})")

@@ -80,6 +80,11 @@ class LiftAugmentConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LiftAugmentConfig":
+        """From a config's ``data.augment`` section (lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
 
 def _uniform_rotation(rng: np.random.Generator) -> np.ndarray:
     """Axis-angle (3,) of a rotation drawn uniformly over SO(3) (a normalised Gaussian quaternion)."""
@@ -314,12 +319,10 @@ class CameraAugment:
         return out
 
 
-def augmented_wrist_statistics(datasets, camera, seed: int = 0, items: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (3,) of the valid wrist positions (m, frame-0 camera) of up to ``items`` items drawn from
+def augmented_wrists(datasets, camera, seed: int = 0, items: int = 512) -> np.ndarray:
+    """The valid wrist positions (N, 3) (m, frame-0 camera, float64) of up to ``items`` items drawn from
     ``datasets`` (datasets of items with 3D labels: ``joints3d``, ``hand_valid``) as ``camera`` shows them: any
-    per-item transform with ``set_epoch`` (:class:`CameraAugment`, :class:`LiftAugment`). The motion codec's
-    statistics for a model trained through such cameras (their wrists lie 0.15-3 m away, the store's head
-    camera's within a few decimetres)."""
+    per-item transform with ``set_epoch`` (:class:`CameraAugment`, :class:`LiftAugment`)."""
     rng = np.random.default_rng(seed)
     sizes = np.array([len(ds) for ds in datasets])
     pick = rng.choice(int(sizes.sum()), size=min(int(items), int(sizes.sum())), replace=False)
@@ -330,7 +333,13 @@ def augmented_wrist_statistics(datasets, camera, seed: int = 0, items: int = 512
         camera.set_epoch(k)
         item = camera(datasets[part][int(j - starts[part])])
         wrists.append(item["joints3d"][..., 0, :][item["hand_valid"]].numpy())
-    w = np.concatenate(wrists).astype(np.float64)
+    return np.concatenate(wrists).astype(np.float64)
+
+
+def augmented_wrist_statistics(datasets, camera, seed: int = 0, items: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (3,) of :func:`augmented_wrists`: the motion codec's statistics for a model trained through
+    such cameras (their wrists lie 0.15-3 m away, the store's head camera's within a few decimetres)."""
+    w = augmented_wrists(datasets, camera, seed, items)
     if len(w) < 2:
         raise HandcastError("too few valid hands in the training sources to compute the wrist statistics")
     return w.mean(0), w.std(0)

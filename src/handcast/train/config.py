@@ -77,6 +77,8 @@ RULES: list[tuple[str, str, float, float]] = [
 #: the values a string-valued key takes, by dotted key
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("constant", "cosine"),
+    "data.wrist_stats": ("store", "augmented"),  # L's codec statistics
+    "data.camera.wrist_stats": ("augmented", "store"),  # F's
 }
 
 

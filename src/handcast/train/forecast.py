@@ -191,9 +191,7 @@ def train_forecast(config: str = "tiny", overrides: Sequence[str] = (), store: s
 
     cam = dict(d["camera"])
     cam_p = float(cam.pop("p"))
-    cam_stats = cam.pop("wrist_stats")
-    if cam_stats not in ("augmented", "store"):
-        raise HandcastError(f"data.camera.wrist_stats must be augmented or store, got {cam_stats!r}")
+    cam_stats = cam.pop("wrist_stats")  # augmented or store (checked when the config is loaded)
     if cam_p > 0 and needs_image:
         raise HandcastError("data.camera.p > 0 re-views 3D clips through new cameras, which an image model's input "
                             "image cannot follow: use it with a keypoint-only model (model.image=null)")

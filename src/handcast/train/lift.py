@@ -30,6 +30,21 @@ from handcast.train.config import load_config, to_container
 from handcast.train.runner import check_training_labels, fit, motion_module_base, prepare_run
 
 
+#: the clip fields L trains on
+LIFT_FIELDS = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
+
+
+def rest_wrist_of(hands: HandModel):
+    """``rest_wrist`` for :class:`~handcast.data.ClipDataset`: betas (..., 10) -> the hand model's rest wrist
+    J0 (..., 3) in metres (numpy)."""
+
+    def rest_wrist(betas):
+        with torch.no_grad():
+            return hands.rest_joints(torch.as_tensor(betas, dtype=torch.float32))[..., 0, :].numpy()
+
+    return rest_wrist
+
+
 #: cap of one keypoint's squared 2D error in :func:`image_error` (normalised image units: 1 = half the image)
 IMAGE_ERROR_CAP = 1.0
 
@@ -222,36 +237,27 @@ def train_lift(config: str = "tiny", overrides: Sequence[str] = (), store: str |
     cfg = to_container(load_config("lift", config, ov, paths={"data.store": store or None, "train.out": out or None,
                                                                   "train.init": init or None}))
     d, t = cfg["data"], cfg["train"]
-    stats_from = d.get("wrist_stats", "store")
-    if stats_from not in ("augmented", "store"):
-        raise HandcastError(f"data.wrist_stats must be augmented or store, got {stats_from!r}")
     st = ClipStore(d["store"])
     check_training_labels(st.split(d["train_split"]))
     start = _init_model(t["init"], cfg["model"]) if t.get("init") else None
     hands = HandModel("auto")
-    aug = LiftAugment(LiftAugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}),
-                      seed=int(t["seed"]), hands=hands)
+    aug = LiftAugment(LiftAugmentConfig.from_dict(d["augment"]), seed=int(t["seed"]), hands=hands)
     run = prepare_run(t["out"], resume, int(t["seed"]))  # after the input checks: nothing made for a bad input
 
-    def rest_wrist(betas):
-        with torch.no_grad():
-            return hands.rest_joints(torch.as_tensor(betas, dtype=torch.float32))[..., 0, :].numpy()
-
-    fields = ("pose", "betas", "joints3d", "kp2d", "kp2d_conf", "K", "world_to_cam", "image_size")
-    train_ds = EpochDataset(ClipDataset(st, d["train_split"], horizon=int(d["horizon"]), fields=fields,
-                                        random_crop=True, seed=int(t["seed"]), rest_wrist=rest_wrist), aug)
+    train_ds = EpochDataset(ClipDataset(st, d["train_split"], horizon=int(d["horizon"]), fields=LIFT_FIELDS,
+                                        random_crop=True, seed=int(t["seed"]), rest_wrist=rest_wrist_of(hands)), aug)
     val_view = st.split(d["val_split"])
     val_idx = np.arange(min(len(val_view), int(t["val_clips"])))
-    val_ds = ClipDataset(st, d["val_split"], horizon=int(d["horizon"]), fields=fields, indices=val_idx)
+    val_ds = ClipDataset(st, d["val_split"], horizon=int(d["horizon"]), fields=LIFT_FIELDS, indices=val_idx)
     module = _lightning_module()(cfg)
     if start is not None:
-        module.model.load_state_dict(start.state_dict())  # the codec statistics of the start model too,
-    if start is None or stats_from == "augmented":  # unless they are to follow the augmentation's cameras
-        if stats_from == "augmented":  # the wrists as training sees them (a separate draw: aug's epoch untouched)
-            stat_aug = LiftAugment(aug.config, seed=int(t["seed"]) + 1, hands=hands)
-            mean, std = augmented_wrist_statistics([train_ds.dataset], stat_aug, int(t["seed"]))
-        else:
-            mean, std = wrist_statistics(st.split(d["train_split"]))
+        module.model.load_state_dict(start.state_dict())  # the codec statistics of the start model too
+    if d["wrist_stats"] == "augmented":  # the wrists as training sees them (a separate draw: aug's epoch untouched)
+        stat_aug = LiftAugment(aug.config, seed=int(t["seed"]) + 1, hands=hands)
+        mean, std = augmented_wrist_statistics([train_ds.dataset], stat_aug, int(t["seed"]))
+        module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    elif start is None:
+        mean, std = wrist_statistics(st.split(d["train_split"]))
         module.model.codec.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     nw = int(t["num_workers"])
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=int(t["batch_size"]), collate_fn=collate,

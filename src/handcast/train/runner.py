@@ -80,12 +80,12 @@ def motion_module_base():
             # a resumed run goes on with the config's learning rate (the restored optimiser and scheduler states
             # hold the old one); a schedule scales it by its factor at the restored step
             lr = float(self.tcfg["lr"])
-            scheds = [c.scheduler for c in self.trainer.lr_scheduler_configs]
-            for s in scheds:
-                s.base_lrs = [lr] * len(s.base_lrs)
+            for c in self.trainer.lr_scheduler_configs:
+                c.scheduler.base_lrs = [lr] * len(c.scheduler.base_lrs)
+            factor = motion_lr_factor(self.tcfg)
             for opt in self.trainer.optimizers:
                 for group in opt.param_groups:
-                    group["lr"] = lr * (scheds[0].lr_lambdas[0](scheds[0].last_epoch) if scheds else 1.0)
+                    group["lr"] = lr * (factor(self.trainer.global_step) if factor else 1.0)
 
     return MotionDiffusionModule
 
