@@ -1,6 +1,6 @@
 """Speed and accuracy of ``handcast lift`` on a real video:
 ``python scripts/bench_lift_video.py [VIDEO] [--ckpt L.safetensors] [--threads 1] [--out DIR] [--no-video]
-[--max-frames N] [--rigid] [--self] [--guidance G]``.
+[--max-frames N] [--rigid] [--self] [--guidance G] [--lift-seed S] [--sampler ddim --steps 10 --samples 1]``.
 
 Default video: ../shared/data/real/dex_retargeting/human_hand_video.mp4 (1280x720, 30 fps, 621 frames,
 a right hand; no 3D ground truth). Runs :func:`handcast.infer.lift.run_lift` with its defaults (mediapipe
@@ -81,7 +81,8 @@ def lift_alone(args, z: dict, uv: np.ndarray):
     hands = HandModel("auto")
     model = load_lift(args.ckpt or shipped_lift_checkpoint())
     with torch.no_grad():
-        pose, transl, _ = lift_windows(model, hands, inp, progress=False, guidance=args.guidance)
+        pose, transl, _ = lift_windows(model, hands, inp, progress=False, guidance=args.guidance, seed=args.lift_seed,
+                                       sampler=args.sampler, steps=args.steps, num_samples=args.samples)
         transl = align_translation(hands, pose, transl, inp)
     return hands, inp, pose, transl
 
@@ -148,6 +149,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1, help="synthetic clip seed")
     ap.add_argument("--lift-seed", type=int, default=0, help="seed of L's sampling noise (default 0, as handcast lift)")
     ap.add_argument("--noise-px", type=float, default=0.0, help="synthetic: std of the 2D noise (px)")
+    ap.add_argument("--sampler", default="ddim", help="L's sampler (default ddim, as handcast lift)")
+    ap.add_argument("--steps", type=int, default=10, help="L's sampling steps (default 10, as handcast lift)")
+    ap.add_argument("--samples", type=int, default=1, help="samples of L averaged per window (default 1, as handcast lift)")
     ap.add_argument("--rigid", action="store_true", help="also L with a per-frame orientation + translation solve")
     ap.add_argument("--self", dest="self_input", action="store_true",
                     help="also L alone on the refined result's own reprojection")
@@ -173,7 +177,8 @@ def main() -> None:
         gt = c.joints3d.astype(np.float64)
     t0 = time.perf_counter()
     res = run_lift(args.video, out, ckpt=args.ckpt, video=not args.no_video, max_frames=args.max_frames, refine_iterations=its,
-                   progress=False, guidance=args.guidance, seed=args.lift_seed)
+                   progress=False, guidance=args.guidance, seed=args.lift_seed, sampler=args.sampler, steps=args.steps,
+                   samples=args.samples)
     wall = time.perf_counter() - T_START
     z = dict(np.load(Path(out) / "lift.npz"))
     m, l = res["metrics"], res["metrics"]["lift_only"]

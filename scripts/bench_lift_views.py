@@ -5,7 +5,7 @@
 Each clip (its first 64 frames) is re-rendered by :class:`handcast.train.augment.LiftAugment` through one new
 still camera (``p_new_camera=1``: any viewpoint, the hands ``--hand-px`` pixels large in a 1280 px wide image
 with a ``--fov`` degree horizontal field of view, exact projections plus 1 % jitter, nothing dropped; seed 7),
-lifted by L as ``handcast lift`` does (one ddim-10 sample, the per-frame translation solve, no refinement),
+lifted by L as ``handcast lift`` does (one ddim-10 sample unless ``--sampler`` / ``--steps`` / ``--samples`` say otherwise, the per-frame translation solve, no refinement),
 and scored against the truth: the reprojection error (px, mean over observed keypoints, then over clips), the
 global-orientation error of each hand (degrees, geodesic, mean over observed hand-frames, then over clips), and
 ``--camera synthetic`` gives the store's own head camera instead (``p_new_camera=0``, no scene move) for
@@ -82,6 +82,9 @@ def main() -> None:
     ap.add_argument("--view", choices=("any", "palm", "back"), default="any")
     ap.add_argument("--free-hands", action="store_true", help="free-hand finger poses instead of the clips' grasps")
     ap.add_argument("--convention-noise", type=float, default=0.0, help="keypoint-convention offsets (palm lengths)")
+    ap.add_argument("--sampler", default="ddim", help="L's sampler (default ddim, as handcast lift)")
+    ap.add_argument("--steps", type=int, default=10, help="L's sampling steps (default 10, as handcast lift)")
+    ap.add_argument("--samples", type=int, default=1, help="samples of L averaged per window (default 1)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -117,7 +120,8 @@ def main() -> None:
     print(f"{len(items)} clips of {args.split}, {args.camera} camera, view {args.view}"
           + (", free-hand finger poses" if args.free_hands else "")
           + (f", convention noise {args.convention_noise:g}" if args.convention_noise else "") + (f", hands {args.hand_px[0]:g}-{args.hand_px[1]:g} px, "
-                                                                         f"{args.fov:g} deg field of view" if real else ""))
+                                                                         f"{args.fov:g} deg field of view" if real else "")
+          + f"; L: {args.sampler}-{args.steps}, {args.samples} sample(s) averaged")
     print("| L | reprojection px (mean) | median clip | global orientation error deg (mean) | median clip |")
     print("|---|---|---|---|---|")
     for ck in args.ckpt:
@@ -128,7 +132,8 @@ def main() -> None:
                             K=it["K"].numpy(), world_to_cam=it["world_to_cam"].numpy(), fps=30.0,
                             image_size=tuple(int(x) for x in it["image_size"]))
             with torch.no_grad():
-                pose, transl, _ = lift_windows(model, hands, inp, seed=0, progress=False)
+                pose, transl, _ = lift_windows(model, hands, inp, seed=0, progress=False, sampler=args.sampler,
+                                               steps=args.steps, num_samples=args.samples)
                 transl = align_translation(hands, pose, transl, inp)
                 j = hands.keypoints(pose, torch.zeros(pose.shape[0], 2, 10), transl, rep="aa", convention="flat")
             rp = _project_seq(j.double().numpy(), inp.K.astype(np.float64), inp.cameras().astype(np.float64))

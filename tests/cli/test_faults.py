@@ -135,6 +135,8 @@ ROWS = [
     ("steps-2000", ["forecast", "{d}/img.png", "--out", "{o}", "--steps", "2000"], None, "--steps"),
     ("steps-0", ["forecast", "{d}/img.png", "--out", "{o}", "--steps", "0"], None, "--steps"),
     ("steps-neg", ["lift", "{d}/tracks.npz", "--out", "{o}", "--steps", "-3"], None, "--steps"),
+    ("lift-samples-0", ["lift", "{d}/tracks.npz", "--out", "{o}", "--samples", "0"], None, "--samples"),
+    ("lift-samples-1000", ["lift", "{d}/tracks.npz", "--out", "{o}", "--samples", "1000"], None, "--samples"),
     ("steps-float", ["pose", "{d}/img.png", "--out", "{o}", "--steps", "1.5"], None, "--steps"),
     ("seed-1e23", ["forecast", "{d}/img.png", "--out", "{o}", "--seed", "100000000000000000000000"], None, "--seed"),
     ("seed-sci", ["lift", "{d}/tracks.npz", "--out", "{o}", "--seed", "1e23"], None, "--seed"),

@@ -140,6 +140,54 @@ def test_stitching_recovers_a_known_motion_with_a_moving_camera(clip, hands):
     assert np.abs(dev[starts[1] + 24 : starts[1] + 40]).max() > 0.039  # the middle of window 1 is window 1's
 
 
+class _SpreadLift(_OracleLift):
+    """:class:`_OracleLift` whose samples straddle the known motion: sample s turns every joint by
+    (-1)^s ``angle`` rad about its own x axis and moves the wrists by (-1)^s ``shift`` m."""
+
+    def __init__(self, *a, angle=0.3, shift=0.02, **kw):
+        super().__init__(*a, **kw)
+        self.angle, self.shift, self.nums = angle, shift, []
+
+    def sample(self, batch, num, sampler, steps, guidance=1.0, generator=None):
+        from handcast.geometry import rotmat_to_6d, sixd_to_rotmat
+
+        self.nums.append(num)
+        R6, wr = super().sample(batch, 1, sampler, steps, guidance, generator)
+        R = sixd_to_rotmat(R6.double())
+        outs_R, outs_w = [], []
+        for k in range(num):
+            a = self.angle * (-1) ** k
+            turn = torch.tensor([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], dtype=torch.float64)
+            outs_R.append(rotmat_to_6d(R @ turn).float())
+            outs_w.append(wr + self.shift * (-1) ** k)
+        return torch.cat(outs_R, 1), torch.cat(outs_w, 1)
+
+
+def test_samples_are_averaged_per_window(clip, hands):
+    """num_samples=2 on samples that straddle the motion symmetrically gives the motion back (rotation
+    matrices averaged and projected to SO(3), wrists averaged); one sample is off by the turn."""
+    import roma
+
+    from handcast.geometry import aa_to_rotmat
+    from handcast.infer.lift import LiftInput, lift_windows, window_starts
+
+    T = clip.joints3d.shape[0]
+    inp = LiftInput(uv=clip.kp2d, conf=clip.kp2d_conf, hand_valid=clip.valid, K=clip.K,
+                    world_to_cam=clip.world_to_cam, fps=30.0, image_size=tuple(clip.image_size))
+    rot = aa_to_rotmat(torch.from_numpy(clip.pose.astype(np.float64))).numpy()
+    wrist = clip.joints3d[:, :, 0].astype(np.float64)
+    j0 = hands.rest_joints(torch.zeros(2, 10))[:, 0].numpy()
+    for num, turn_deg, shift in ((1, np.degrees(0.3), 0.02), (2, 0.0, 0.0), (4, 0.0, 0.0)):
+        model = _SpreadLift(rot, wrist, window_starts(T, 64, 16))
+        model.w2c = clip.world_to_cam.astype(np.float64)
+        pose, transl, _ = lift_windows(model, hands, inp, overlap=16, batch_size=2, progress=False, num_samples=num)
+        assert set(model.nums) == {num}
+        ang = np.degrees(roma.rotmat_geodesic_distance(aa_to_rotmat(pose.double()), torch.from_numpy(rot)).numpy())
+        assert np.abs(ang - turn_deg).max() < 1e-3, (num, ang.min(), ang.max())
+        off = np.linalg.norm(transl.numpy() + j0 - wrist, axis=-1)  # the shift, turned by the moving camera
+        assert np.abs(off - shift * np.sqrt(3)).max() < 2e-4  # (cross-faded windows turn it a little differently)
+
+
 # ----------------------------------------------------------------------------------------------
 # The whole pipeline on synthetic tracks
 
@@ -391,3 +439,17 @@ def test_video_without_hands_says_so_and_writes_nothing(tmp_path):
     with pytest.raises(HandcastError, match=r"^no hand detected in .*blank\.mp4$"):
         _run(tmp_path / "blank.mp4", out)
     assert not out.exists()
+
+
+def test_the_cli_defaults_are_run_lifts():
+    """`handcast lift`'s --samples / --refine-iterations defaults are run_lift's (one place to change them)."""
+    import inspect
+
+    from handcast.cli import build_parser
+    from handcast.infer.lift import DEFAULT_SAMPLES, MAX_SAMPLES, run_lift
+
+    args = build_parser().parse_args(["lift", "x.npz"])
+    params = inspect.signature(run_lift).parameters
+    assert args.samples == params["samples"].default == DEFAULT_SAMPLES > 1
+    assert args.refine_iterations == params["refine_iterations"].default
+    assert build_parser().parse_args(["lift", "x.npz", "--samples", str(MAX_SAMPLES)]).samples == MAX_SAMPLES

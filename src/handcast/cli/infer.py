@@ -62,7 +62,8 @@ def _lift(args: argparse.Namespace) -> None:
     res = run_lift(args.source, args.out, ckpt=args.ckpt, fov=args.fov, intrinsics=args.intrinsics, window=args.window,
                    overlap=args.overlap, refine_iterations=args.refine_iterations, smooth=args.smooth,
                    video=not args.no_video, max_frames=args.max_frames, progress=not args.quiet, sampler=args.sampler,
-                   steps=args.steps, seed=args.seed, mirrored=args.mirrored, guidance=args.guidance)
+                   steps=args.steps, seed=args.seed, mirrored=args.mirrored, guidance=args.guidance,
+                   samples=args.samples)
     for m in res["messages"]:
         print(m)
     m = res["metrics"]
@@ -156,6 +157,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampler(s)
     s.add_argument("--guidance", type=float_range(0, 20, lo_open=True), default=1.0,
                    help="classifier-free guidance scale of L (default 1: none)")
+    s.add_argument("--samples", type=int_range(1, 64), default=8,
+                   help="samples of L averaged per window (default 8; 1 = one sample, fastest)")
     add_seed(s)
     add_quiet(s)
     s.set_defaults(func=_lift)

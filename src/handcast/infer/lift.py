@@ -79,6 +79,10 @@ SHIPPED_LIFT = "lift_tiny.safetensors"
 DEFAULT_WINDOW = 64
 #: largest classifier-free guidance scale ``--guidance`` takes
 MAX_GUIDANCE = 20.0
+#: samples of L averaged per window by ``handcast lift`` (``--samples``; results/lift_views.md section 7)
+DEFAULT_SAMPLES = 8
+#: most samples of L averaged per window (``--samples``)
+MAX_SAMPLES = 64
 #: a hand enters the lifting and the refinement in a frame when at least this many keypoints are detected
 MIN_KEYPOINTS = MIN_HAND_KEYPOINTS  # kept for callers of this module
 TRACKS_SUFFIXES = (".npz",)
@@ -298,9 +302,13 @@ def window_weights(length: int, overlap: int) -> np.ndarray:
 def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WINDOW, overlap: int = 16,
                  sampler: str = "ddim", steps: int = 10, seed: int = 0, batch_size: int = 16,
                  progress: bool = True, device: str | torch.device = "cpu",
-                 guidance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One sample of L per window, stitched over the whole sequence (``guidance`` != 1: classifier-free
+                 guidance: float = 1.0, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """L over each window, stitched over the whole sequence (``guidance`` != 1: classifier-free
     guidance of that scale, :func:`handcast.diffusion.sample`).
+
+    ``num_samples`` > 1 draws that many samples per window and averages them (rotation matrices averaged
+    then projected to SO(3), wrists averaged): an estimate of the posterior mean, which is closer to the
+    truth on average than one sample (results/lift_views.md section 7).
 
     Each window is lifted in the camera of its first frame (its cameras re-expressed relative to that
     frame, as L was trained), mapped to the frame-0 camera, and cross-faded with its neighbours
@@ -347,9 +355,10 @@ def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WIN
             "image_size": torch.tensor([list(inp.image_size)] * B, dtype=torch.float32, device=device),
             "frame_mask": fmask.to(device),
         }
-        rot6d, wrist = model.sample(batch, 1, sampler, steps, guidance=float(guidance), generator=g)
-        R = sixd_to_rotmat(rot6d[:, 0, :n]).double().cpu()  # (B, n, 2, 16, 3, 3) window-start camera
-        wr = wrist[:, 0, :n].double().cpu()  # (B, n, 2, 3)
+        rot6d, wrist = model.sample(batch, int(num_samples), sampler, steps, guidance=float(guidance), generator=g)
+        # (B, n, 2, 16, 3, 3) window-start camera; the samples' rotation matrices and wrists averaged
+        R = sixd_to_rotmat(rot6d[:, :, :n]).double().cpu().mean(1)
+        wr = wrist[:, :, :n].double().cpu().mean(1)  # (B, n, 2, 3)
         for i, s in enumerate(sb):
             to0 = torch.from_numpy(invert_rigid(w2c[s]))  # window-start camera -> frame-0 camera
             Ri = R[i].clone()
@@ -616,7 +625,7 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
              overlap: int = 16, refine_iterations: int = RefineSchedule.iterations, video: bool = True,
              max_frames: int | None = None, progress: bool = True, sampler: str = "ddim", steps: int = 10,
              seed: int = 0, mirrored: bool = False, smooth: float = RefineSchedule.w_smooth,
-             device: str | torch.device = "cpu", guidance: float = 1.0) -> dict:
+             device: str | torch.device = "cpu", guidance: float = 1.0, samples: int = DEFAULT_SAMPLES) -> dict:
     """The ``handcast lift`` command: 3D motion of both hands from a video or a tracks file.
 
     source: a video (any format PyAV decodes; hands detected with mediapipe, extra ``detect``) or a tracks
@@ -626,7 +635,8 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
     overlap: lifting window and overlap in frames (default 64 / 16). refine_iterations: Adam iterations of
     the refinement (0 = L only). smooth: weight of the joint-acceleration term. max_frames: only the first
     frames. mirrored: the video is a selfie (mirrored) view. sampler / steps / seed: L's sampler; guidance:
-    its classifier-free guidance scale (1 = none; results/lift_views.md section 5 measures 1-3).
+    its classifier-free guidance scale (1 = none; results/lift_views.md section 5 measures 1-3); samples: L's
+    samples averaged per window (:func:`lift_windows`).
 
     Returns {"outputs": [paths], "model", "frames", "windows", "fps", "hands_observed" (frames per hand),
     "intrinsics" (where K came from), "metrics" (of the result; "lift_only" ones of L before refinement),
@@ -641,6 +651,8 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
     _check_args(window, overlap, int(refine_iterations), steps, sampler, max_frames)
     if not (np.isfinite(guidance) and 0 < guidance <= MAX_GUIDANCE):
         raise HandcastError(f"--guidance must be in (0, {MAX_GUIDANCE:g}], got {guidance}")
+    if not 1 <= int(samples) <= MAX_SAMPLES:
+        raise HandcastError(f"--samples must be in [1, {MAX_SAMPLES}], got {samples}")
     source = Path(source)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -680,7 +692,7 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
     with torch.no_grad():
         pose0, transl0, n_windows = lift_windows(model, hands, inp, window=window, overlap=overlap, sampler=sampler,
                                                  steps=steps, seed=seed, progress=progress, device=device,
-                                                 guidance=guidance)
+                                                 guidance=guidance, num_samples=int(samples))
         transl0 = align_translation(hands, pose0, transl0, inp)
     secs["lift"] = time.perf_counter() - t0
     t0 = time.perf_counter()
