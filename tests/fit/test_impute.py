@@ -228,3 +228,37 @@ def test_into_the_source_store(tmp_path, hm, clips):
     store = ClipStore(src.path)
     assert set(store.splits) == {"lab", "wild", "wild_imp"} and s["written"] == 4
     assert len(store.split("wild")) == 5
+
+
+def test_lift_initialiser_averages_its_samples():
+    """num_samples samples that straddle a known motion (every joint turned by +-a about x, wrists moved by +-d)
+    average back to it; one sample keeps the turn."""
+    import roma
+
+    from handcast.fit.impute import lift_initialiser
+    from handcast.geometry import aa_to_rotmat, rotmat_to_6d
+    from handcast.hand import HandModel
+
+    hands = HandModel("open")
+    gen = torch.Generator().manual_seed(0)
+    B, T = 2, 5
+    R = roma.random_rotmat((B, T, 2, 16), generator=gen).double()
+    wrist = torch.randn(B, T, 2, 3, generator=gen, dtype=torch.float64)
+
+    class Fake:
+        def sample(self, batch, num, sampler, steps, generator=None):
+            out_R, out_w = [], []
+            for k in range(num):
+                a = 0.4 * (-1) ** k
+                turn = torch.tensor([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], dtype=torch.float64)
+                out_R.append(rotmat_to_6d(R @ turn).float())
+                out_w.append((wrist + 0.03 * (-1) ** k).float())
+            return torch.stack(out_R, 1), torch.stack(out_w, 1)
+
+    batch = {"K": torch.eye(3).expand(B, 3, 3), "betas": torch.zeros(B, 2, 10)}
+    j0 = hands.rest_joints(batch["betas"])[..., 0, :]
+    for num, deg, shift in ((1, np.degrees(0.4), 0.03), (2, 0.0, 0.0), (6, 0.0, 0.0)):
+        pose, transl = lift_initialiser(Fake(), hands, num_samples=num)(batch)
+        ang = np.degrees(roma.rotmat_geodesic_distance(aa_to_rotmat(pose.double()), R).numpy())
+        assert np.abs(ang - deg).max() < 1e-3, num
+        assert torch.allclose(transl + j0[:, None], (wrist + shift).float(), atol=1e-5), num
