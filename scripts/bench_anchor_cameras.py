@@ -1,7 +1,7 @@
 """The forecasting anchor (:func:`handcast.fit.anchor.lift_prefix` on frame 0) against the 3D truth, with one
 orientation start (L's own) and with the default 24:
 ``python scripts/bench_anchor_cameras.py [--store out/synth_tiny] [--split lab_test] [--clips 32]
-[--cameras real|store] [--seed 1000]``.
+[--cameras real|store] [--seed 1000] [--samples N]``.
 
 Each of the first ``--clips`` clips of the split is seen through the store's own camera or through one camera
 like those of real photos (``--cameras real``: :class:`handcast.train.augment.CameraAugment`, seed ``--seed``,
@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--cameras", choices=("real", "store"), default="real")
     ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--samples", type=int, default=None, help="L's samples averaged (default: AnchorConfig's)")
     a = ap.parse_args()
 
     from handcast.data import collate
@@ -48,11 +49,12 @@ def main() -> None:
     zeros = torch.zeros(n, 2, 10)
     j0 = hands.rest_joints(zeros)[..., 0, :][:, None]
     first = None
-    print(f"{a.split}, {a.clips} clips, cameras {a.cameras}")
+    samples = AnchorConfig.samples if a.samples is None else a.samples
+    print(f"{a.split}, {a.clips} clips, cameras {a.cameras}, {samples} sample(s) of L averaged")
     for starts in (1, 24):
         pose, wrist, known, _ = lift_prefix(lift, hands, b["kp2d"][:, :1], b["kp2d_conf"][:, :1], b["K"],
                                             b["image_size"], b["world_to_cam"][:, :1],
-                                            config=AnchorConfig(orientation_starts=starts),
+                                            config=AnchorConfig(orientation_starts=starts, samples=samples),
                                             generator=torch.Generator().manual_seed(0))
         k = known[:, 0]
         px = _hand_errors(hands, pose, wrist - j0, zeros, b["kp2d"][:, :1].float(),

@@ -1,6 +1,6 @@
 """Speed and accuracy of ``handcast lift`` on a real video:
 ``python scripts/bench_lift_video.py [VIDEO] [--ckpt L.safetensors] [--threads 1] [--out DIR] [--no-video]
-[--max-frames N] [--rigid] [--self] [--guidance G] [--lift-seed S] [--sampler ddim --steps 10 --samples 1]``.
+[--max-frames N] [--rigid] [--self] [--guidance G] [--lift-seed S] [--sampler ddim --steps 10 --samples 8]``.
 
 Default video: ../shared/data/real/dex_retargeting/human_hand_video.mp4 (1280x720, 30 fps, 621 frames,
 a right hand; no 3D ground truth). Runs :func:`handcast.infer.lift.run_lift` with its defaults (mediapipe
@@ -151,14 +151,18 @@ def main() -> None:
     ap.add_argument("--noise-px", type=float, default=0.0, help="synthetic: std of the 2D noise (px)")
     ap.add_argument("--sampler", default="ddim", help="L's sampler (default ddim, as handcast lift)")
     ap.add_argument("--steps", type=int, default=10, help="L's sampling steps (default 10, as handcast lift)")
-    ap.add_argument("--samples", type=int, default=1, help="samples of L averaged per window (default 1, as handcast lift)")
+    ap.add_argument("--samples", type=int, default=None,
+                    help="samples of L averaged per window (default: handcast lift's, 8; before 2026-12-07 one sample)")
     ap.add_argument("--rigid", action="store_true", help="also L with a per-frame orientation + translation solve")
     ap.add_argument("--self", dest="self_input", action="store_true",
                     help="also L alone on the refined result's own reprojection")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from handcast.infer.lift import RefineSchedule, run_lift
+    from handcast.infer.lift import DEFAULT_SAMPLES, RefineSchedule, run_lift
+
+    if args.samples is None:
+        args.samples = DEFAULT_SAMPLES
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_lift_")
     out = args.out if args.out is not None else str(Path(tmp.name) / "out")

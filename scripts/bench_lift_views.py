@@ -5,7 +5,7 @@
 Each clip (its first 64 frames) is re-rendered by :class:`handcast.train.augment.LiftAugment` through one new
 still camera (``p_new_camera=1``: any viewpoint, the hands ``--hand-px`` pixels large in a 1280 px wide image
 with a ``--fov`` degree horizontal field of view, exact projections plus 1 % jitter, nothing dropped; seed 7),
-lifted by L as ``handcast lift`` does (one ddim-10 sample unless ``--sampler`` / ``--steps`` / ``--samples`` say otherwise, the per-frame translation solve, no refinement),
+lifted by L as ``handcast lift`` does, but with one ddim-10 sample (``handcast lift`` averages 8 since 2026-12-07; ``--sampler`` / ``--steps`` / ``--samples`` change it), the per-frame translation solve, no refinement),
 and scored against the truth: the reprojection error (px, mean over observed keypoints, then over clips), the
 global-orientation error of each hand (degrees, geodesic, mean over observed hand-frames, then over clips), and
 ``--camera synthetic`` gives the store's own head camera instead (``p_new_camera=0``, no scene move) for

@@ -117,3 +117,34 @@ def test_anchor_prefers_starts_beyond_min_depth(one_thread):
     assert torch.allclose(out[0.88][0][0], out[0.15][0][0]) and out[0.88][0][1, 2] >= 0.88  # left moved beyond
     assert out[0.88][1] > out[0.15][1] + 0.5
     assert torch.allclose(out[5.0][0], out[0.15][0]) and out[5.0][1] == pytest.approx(out[0.15][1])  # none beyond
+
+
+def test_anchor_averages_l_samples():
+    """AnchorConfig.samples: L's samples (global orientation turned by +-0.5 rad, wrists moved by +-3 cm) are
+    averaged back to the motion they straddle; with one sample the turn stays."""
+    from handcast.fit.anchor import AnchorConfig, _lift
+    from handcast.geometry import aa_to_6d, aa_to_rotmat, geodesic_angle, rotmat_to_aa
+
+    g = torch.Generator().manual_seed(1)
+    pose = 0.3 * torch.randn(2, 1, 2, 16, 3, generator=g)
+    wrist = torch.randn(2, 1, 2, 3, generator=g)
+
+    class Spread:
+        def sample(self, batch, n, sampler, steps, generator=None):
+            t = batch["kp2d"].shape[1]
+            out_r, out_w = [], []
+            for k in range(n):
+                s = (-1) ** k
+                R = aa_to_rotmat(pose) @ aa_to_rotmat(torch.tensor([0.0, 0.5 * s, 0.0]))
+                p = rotmat_to_aa(R)
+                out_r.append(aa_to_6d(p.expand(-1, t, -1, -1, -1)))
+                out_w.append((wrist + 0.03 * s).expand(-1, t, -1, -1))
+            return torch.stack(out_r, 1), torch.stack(out_w, 1)
+
+    kp = torch.zeros(2, 4, 2, 21, 2)
+    args = (kp, torch.ones(2, 4, 2, 21), torch.eye(3).expand(2, 3, 3), torch.ones(2, 2), torch.eye(4).expand(2, 4, 4, 4), None)
+    for n, turn, shift in ((1, 0.5, 0.03), (2, 0.0, 0.0), (4, 0.0, 0.0)):
+        p, w = _lift(Spread(), *args, AnchorConfig(samples=n))
+        ang = geodesic_angle(aa_to_rotmat(p.double()), aa_to_rotmat(pose.expand(-1, 4, -1, -1, -1).double()))
+        assert torch.allclose(ang, torch.full_like(ang, turn), atol=1e-4), n
+        assert torch.allclose(w, (wrist + shift).expand(-1, 4, -1, -1), atol=1e-5), n

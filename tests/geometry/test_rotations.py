@@ -90,3 +90,23 @@ def test_slerp_endpoints_and_midpoint():
     mid = slerp_rotmat(R0, R1, torch.tensor(0.5, dtype=torch.float64))
     assert torch.allclose(mid, aa_to_rotmat(torch.tensor([0.0, 0.0, 0.6], dtype=torch.float64)), atol=1e-12)
     assert float(geodesic_angle(R0, R1)) == pytest.approx(0.8, abs=1e-9)
+
+
+def test_mean_rotmat_known_answers():
+    """The chordal mean: turns of +-a about one axis average to no turn, equal rotations to themselves, and a
+    single rotation along dim is unchanged; the matrix dimensions are refused."""
+    from handcast.geometry import mean_rotmat
+
+    g = torch.Generator().manual_seed(0)
+    R = roma.random_rotmat((4, 3), generator=g).double()
+    a = 0.7
+    turn = aa_to_rotmat(torch.tensor([[a, 0.0, 0.0], [-a, 0.0, 0.0]], dtype=torch.float64))  # (2, 3, 3)
+    both = R[:, None] @ turn[None, :, None]  # (4, 2, 3, 3, 3): each R turned both ways
+    assert torch.allclose(mean_rotmat(both, 1), R, atol=1e-10)
+    assert torch.allclose(mean_rotmat(R[:, None].expand(4, 5, 3, 3, 3), 1), R, atol=1e-10)
+    assert torch.allclose(mean_rotmat(R[None], 0), R, atol=1e-10)
+    # three turns 0, +a, +2a about one axis: their mean is the middle one
+    fan = aa_to_rotmat(torch.tensor([[0.0, 0.0, 0.0], [0.0, a, 0.0], [0.0, 2 * a, 0.0]], dtype=torch.float64))
+    assert torch.allclose(mean_rotmat(fan, 0), fan[1], atol=1e-10)
+    with pytest.raises(ValueError):
+        mean_rotmat(R, -1)

@@ -23,7 +23,8 @@ import torch
 from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.fit.align import align_to_tracks
 from handcast.fit.refine import RefineConfig, refine
-from handcast.geometry import aa_to_rotmat, project, rotmat_to_aa, sixd_to_aa, transform_points
+from handcast.geometry import (aa_to_rotmat, mean_rotmat, project, rotmat_to_aa, sixd_to_aa, sixd_to_rotmat,
+                               transform_points)
 
 __all__ = ["AnchorConfig", "lift_prefix"]
 
@@ -33,7 +34,7 @@ class AnchorConfig:
     """Settings of :func:`lift_prefix`.
 
     static_frames: a one-frame prefix is given to L as this many identical frames (a still hand).
-    sampler / steps: L's sampler. iterations: Adam iterations of the refinement, split in ``rounds`` rounds
+    sampler / steps: L's sampler; samples: L's samples averaged (rotation matrices, wrists). iterations: Adam iterations of the refinement, split in ``rounds`` rounds
     with learning rates decreasing geometrically from ``lr`` to ``lr_end``. w_smooth: joint-acceleration
     weight (only for prefixes of 3 frames or more). w_limits: joint-limit penalty (rad^2). orientation_starts:
     the refinement starts from L's global orientation turned by each of the first this many rotations of
@@ -51,6 +52,7 @@ class AnchorConfig:
     min_depth: float = 0.15
     sampler: str = "ddim"
     steps: int = 10
+    samples: int = 8
     iterations: int = 300
     rounds: int = 3
     lr: float = 0.02
@@ -95,8 +97,10 @@ def _lift(lift_model, kp2d, conf, K, image_size, world_to_cam, generator, config
     b, n = kp2d.shape[:2]
     batch = {"kp2d": kp2d, "kp2d_conf": conf, "K": K, "world_to_cam": world_to_cam, "image_size": image_size,
              "frame_mask": torch.ones(b, n, dtype=torch.bool, device=kp2d.device)}
-    rot6d, wrist = lift_model.sample(batch, 1, config.sampler, config.steps, generator=generator)
-    return sixd_to_aa(rot6d[:, 0]), wrist[:, 0]
+    rot6d, wrist = lift_model.sample(batch, int(config.samples), config.sampler, config.steps, generator=generator)
+    if int(config.samples) == 1:
+        return sixd_to_aa(rot6d[:, 0]), wrist[:, 0]
+    return rotmat_to_aa(mean_rotmat(sixd_to_rotmat(rot6d), 1)), wrist.mean(1)
 
 
 def lift_prefix(lift_model, hand_model, kp2d: torch.Tensor, conf: torch.Tensor, K: torch.Tensor,

@@ -80,6 +80,17 @@ def slerp_rotmat(R0: torch.Tensor, R1: torch.Tensor, w: torch.Tensor | float) ->
 
 
 @numpy_io
+def mean_rotmat(R: torch.Tensor, dim: int) -> torch.Tensor:
+    """The chordal mean of rotation matrices R (..., 3, 3) along ``dim`` (a batch dimension, not one of the
+    last two): the rotation nearest their arithmetic mean (``roma.special_procrustes``). Used to average a
+    diffusion model's samples (an estimate of the posterior mean)."""
+    (R,) = as_float(R)
+    if dim % R.ndim >= R.ndim - 2:
+        raise ValueError("mean_rotmat averages over a batch dimension, not the matrix dimensions")
+    return roma.special_procrustes(R.mean(dim))
+
+
+@numpy_io
 def geodesic_angle(R0: torch.Tensor, R1: torch.Tensor) -> torch.Tensor:
     """Angle in radians (...) of the rotation taking R0 to R1 (both (..., 3, 3))."""
     R0, R1 = as_float(R0, R1)
