@@ -1,0 +1,125 @@
+"""How far the detector bounds ``handcast pose`` on real photos, and two things that did not move it:
+``python scripts/real_detector_limits.py [--data ../shared/data/real] [--threads 1] [--detector-only]``.
+
+On every annotated hand of the mmpose sample photos (as ``handcast bench real``), prints the mean distance
+(px) of mediapipe's keypoints to the annotations for:
+
+* test-time variants of the detector: the photo as is (``handcast detect``), mirrored (detect, then mirror the
+  keypoints back and swap the hands), upscaled 2x, padded by 50 px of black on each side; and the average of
+  the variants that found the hand;
+* ``handcast pose`` on the detector's keypoints with the keypoint fit weighting each keypoint as given, or by
+  per-keypoint weights from an independent source: the refined result's mean residual per keypoint on the
+  real video (``python scripts/bench_lift_video.py`` prints it; where mediapipe's convention and the hand
+  model's differ most, wrist and thumb base, the residual is largest), as (median / residual) and its square,
+  capped at 1.
+
+Nothing is written. Needs the ``detect`` extra and the real data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: mean residual (px) per keypoint of the refined result on the real video (shipped L of 2026-12-07,
+#: ``python scripts/bench_lift_video.py``, its "refined result, mean residual per keypoint" line)
+VIDEO_RESIDUAL_PX = np.array([14.1, 15.0, 3.9, 3.1, 3.5, 6.3, 3.9, 3.2, 3.0, 7.2, 3.2, 3.2, 3.2, 7.9, 2.3, 3.3,
+                              3.1, 8.4, 3.4, 2.9, 3.0])
+
+
+def variants(img: np.ndarray, detect) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (uv (2, 21, 2) px in the photo, present (2,))} of the detector on variants of the photo."""
+    H, W = img.shape[:2]
+    out = {}
+    d = detect(img)
+    out["as is"] = (d.uv, d.present)
+    d = detect(np.ascontiguousarray(img[:, ::-1]))
+    uv = d.uv.copy()
+    uv[..., 0] = W - 1 - uv[..., 0]
+    out["mirrored"] = (uv[::-1], d.present[::-1])  # a mirrored right hand is a left hand
+    d = detect(np.repeat(np.repeat(img, 2, 0), 2, 1))
+    out["upscaled 2x"] = ((d.uv + 0.5) / 2 - 0.5, d.present)
+    d = detect(np.pad(img, ((50, 50), (50, 50), (0, 0))))
+    out["padded 50 px"] = (d.uv - 50, d.present)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/real")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--detector-only", action="store_true", help="only the detector table")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import handcast.infer.pose as pose_cmd
+    from handcast.data.coco_keypoints import read_coco_hand_keypoints
+    from handcast.data.images import load_image
+    from handcast.detect import detect_image
+    from handcast.infer.bench_real import hand_size, kp_distances, match_detection, photo_sets, project_np
+
+    hands = [(n, h) for n, js in photo_sets(Path(args.data)) for h in read_coco_hand_keypoints(js)]
+    print(f"command: python {shlex.join(sys.argv)}")
+    print(f"{len(hands)} annotated hands; px = mean distance to the annotated keypoints; median / mean over the hands "
+          "the detector found (n)\n")
+
+    det_d: dict[str, list] = {}
+    found = []
+    for _, h in hands:
+        img = load_image(h.image)
+        size = hand_size(h.uv)
+        got = []
+        for name, (uv, present) in variants(img, detect_image).items():
+            s = match_detection(uv, present, h.uv, h.vis, size)
+            det_d.setdefault(name, []).append(None if s is None else kp_distances(uv[s], h.uv, h.vis).mean())
+            if s is not None:
+                got.append(uv[s])
+        det_d.setdefault("average of the variants", []).append(
+            kp_distances(np.mean(got, 0), h.uv, h.vis).mean() if got else None)
+        found.append(det_d["as is"][-1] is not None)
+    common = [all(ds[i] is not None for ds in det_d.values()) for i in range(len(hands))]
+    base = [d for d, ok in zip(det_d["as is"], common) if ok]
+    print(f"| detector | n | median px | mean px | median px on the {sum(common)} hands all found | closer than as is on |\n"
+          "|---|---|---|---|---|---|")
+    for name, ds in det_d.items():
+        v = [d for d in ds if d is not None]
+        c = [d for d, ok in zip(ds, common) if ok]
+        closer = sum(x < b for x, b in zip(c, base))
+        print(f"| {name} | {len(v)} | {np.median(v):.2f} | {np.mean(v):.2f} | {np.median(c):.2f} | {closer} of {len(c)} |")
+
+    if args.detector_only:
+        return
+    r = VIDEO_RESIDUAL_PX
+    schemes = {"as given (handcast pose)": np.ones(21), "median / residual": np.minimum(np.median(r) / r, 1.0),
+               "(median / residual)^2": np.minimum((np.median(r) / r) ** 2, 1.0)}
+    refine = pose_cmd.refine_pose
+    print("\n| keypoint fit weights | n | median px | mean px |\n|---|---|---|---|")
+    try:
+        for name, w in schemes.items():
+            pose_cmd.refine_pose = lambda res, hm, w=w: refine(replace(res, kp2d_conf=res.kp2d_conf * w[None]), hm)
+            ds = []
+            for (_, h), ok in zip(hands, found):
+                if not ok:
+                    continue
+                size = hand_size(h.uv)
+                det = detect_image(load_image(h.image))
+                slot = match_detection(det.uv, det.present, h.uv, h.vis, size)
+                with tempfile.TemporaryDirectory() as tmp:
+                    z = np.load(pose_cmd.run_pose(h.image, Path(tmp) / "o", overwrite=True) / "pose.npz")
+                i = [k for k, hh in enumerate(z["hand"]) if int(hh) == slot][0]
+                j3 = z["joints"][i].astype(np.float64) + z["root"][i].astype(np.float64)
+                ds.append(kp_distances(project_np(j3, z["K"]), h.uv, h.vis).mean())
+            print(f"| {name} | {len(ds)} | {np.median(ds):.2f} | {np.mean(ds):.2f} |", flush=True)
+    finally:
+        pose_cmd.refine_pose = refine
+
+
+if __name__ == "__main__":
+    main()
