@@ -148,3 +148,7 @@ def test_anchor_averages_l_samples():
         ang = geodesic_angle(aa_to_rotmat(p.double()), aa_to_rotmat(pose.expand(-1, 4, -1, -1, -1).double()))
         assert torch.allclose(ang, torch.full_like(ang, turn), atol=1e-4), n
         assert torch.allclose(w, (wrist + shift).expand(-1, 4, -1, -1), atol=1e-5), n
+    from handcast.errors import HandcastError
+
+    with pytest.raises(HandcastError, match="at least one sample"):
+        AnchorConfig(samples=0)

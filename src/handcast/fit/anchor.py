@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from handcast.conventions import MIN_HAND_KEYPOINTS
+from handcast.errors import HandcastError
 from handcast.fit.align import align_to_tracks
 from handcast.fit.refine import RefineConfig, refine
-from handcast.geometry import (aa_to_rotmat, mean_rotmat, project, rotmat_to_aa, sixd_to_aa, sixd_to_rotmat,
-                               transform_points)
+from handcast.geometry import aa_to_rotmat, project, rotmat_to_aa, transform_points
+from handcast.models.lifting import average_samples
 
 __all__ = ["AnchorConfig", "lift_prefix"]
 
@@ -34,8 +35,9 @@ class AnchorConfig:
     """Settings of :func:`lift_prefix`.
 
     static_frames: a one-frame prefix is given to L as this many identical frames (a still hand).
-    sampler / steps: L's sampler; samples: L's samples averaged (rotation matrices, wrists). iterations: Adam iterations of the refinement, split in ``rounds`` rounds
-    with learning rates decreasing geometrically from ``lr`` to ``lr_end``. w_smooth: joint-acceleration
+    sampler / steps: L's sampler. samples: L's samples averaged (:func:`handcast.models.lifting.average_samples`).
+    iterations: Adam iterations of the refinement, split in ``rounds`` rounds with learning rates decreasing
+    geometrically from ``lr`` to ``lr_end``. w_smooth: joint-acceleration
     weight (only for prefixes of 3 frames or more). w_limits: joint-limit penalty (rad^2). orientation_starts:
     the refinement starts from L's global orientation turned by each of the first this many rotations of
     :func:`orientation_turns` (1: L's only, up to 24), and each hand keeps the start that reprojects best,
@@ -59,6 +61,10 @@ class AnchorConfig:
     lr_end: float = 0.002
     w_smooth: float = 1.0
     w_limits: float = 0.01
+
+    def __post_init__(self):
+        if int(self.samples) < 1:
+            raise HandcastError(f"the anchor needs at least one sample of L, got samples={self.samples}")
 
 
 def orientation_turns() -> torch.Tensor:
@@ -97,10 +103,9 @@ def _lift(lift_model, kp2d, conf, K, image_size, world_to_cam, generator, config
     b, n = kp2d.shape[:2]
     batch = {"kp2d": kp2d, "kp2d_conf": conf, "K": K, "world_to_cam": world_to_cam, "image_size": image_size,
              "frame_mask": torch.ones(b, n, dtype=torch.bool, device=kp2d.device)}
-    rot6d, wrist = lift_model.sample(batch, int(config.samples), config.sampler, config.steps, generator=generator)
-    if int(config.samples) == 1:
-        return sixd_to_aa(rot6d[:, 0]), wrist[:, 0]
-    return rotmat_to_aa(mean_rotmat(sixd_to_rotmat(rot6d), 1)), wrist.mean(1)
+    R, wrist = average_samples(*lift_model.sample(batch, int(config.samples), config.sampler, config.steps,
+                                                  generator=generator))
+    return rotmat_to_aa(R), wrist
 
 
 def lift_prefix(lift_model, hand_model, kp2d: torch.Tensor, conf: torch.Tensor, K: torch.Tensor,

@@ -27,10 +27,10 @@ from handcast.data.clip import Clip
 from handcast.data.store import MANIFEST, ClipStore, ClipStoreWriter
 from handcast.errors import HandcastError
 from handcast.fit.refine import RefineConfig, refine
-from handcast.geometry import mean_rotmat, rotmat_to_aa, sixd_to_aa, sixd_to_rotmat
+from handcast.geometry import rotmat_to_aa
 from handcast.hand import HandModel
 from handcast.io import make_dirs
-from handcast.models.lifting import load_lift
+from handcast.models.lifting import average_samples, load_lift
 
 #: fields read from every source clip (never pose / transl / joints3d)
 INPUT_FIELDS: tuple[str, ...] = ("kp2d", "kp2d_conf", "world_to_cam", "valid", "betas", "K", "image_size", "fps")
@@ -282,11 +282,9 @@ def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, 
     Returns ``init(batch) -> (pose (B, T, 2, 16, 3) axis-angle flat, transl (B, T, 2, 3) MANO transl)``."""
     def init(batch):
         g = torch.Generator(device=batch["K"].device).manual_seed(seed)
-        rot6d, wrist = model.sample(batch, int(num_samples), sampler, steps, generator=g)
+        R, wrist = average_samples(*model.sample(batch, int(num_samples), sampler, steps, generator=g))
         j0 = hand_model.rest_joints(batch["betas"])[..., 0, :]  # (B, 2, 3)
-        if int(num_samples) == 1:
-            return sixd_to_aa(rot6d[:, 0]), wrist[:, 0] - j0[:, None]
-        return rotmat_to_aa(mean_rotmat(sixd_to_rotmat(rot6d), 1)), wrist.mean(1) - j0[:, None]
+        return rotmat_to_aa(R), wrist - j0[:, None]
 
     return init
 

@@ -356,7 +356,8 @@ def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WIN
             "frame_mask": fmask.to(device),
         }
         rot6d, wrist = model.sample(batch, int(num_samples), sampler, steps, guidance=float(guidance), generator=g)
-        # (B, n, 2, 16, 3, 3) window-start camera; the samples' rotation matrices and wrists averaged
+        # (B, n, 2, 16, 3, 3) window-start camera: the samples' rotation matrices and wrists averaged here and
+        # projected to SO(3) once, after the cross-fade below (not per window, as average_samples would)
         R = sixd_to_rotmat(rot6d[:, :, :n]).double().cpu().mean(1)
         wr = wrist[:, :, :n].double().cpu().mean(1)  # (B, n, 2, 3)
         for i, s in enumerate(sb):

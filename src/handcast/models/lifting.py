@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
-from handcast.geometry import kpe, pixel_rays, plucker, rotmat_to_6d
+from handcast.geometry import kpe, mean_rotmat, pixel_rays, plucker, rotmat_to_6d, sixd_to_rotmat
 from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser, TokenMLP
 from handcast.models.motion import MotionCodec
@@ -221,6 +221,16 @@ class LiftingModel(ConditionalDiffusion):
     def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (..., T, 198) -> rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3) metres, frame-0 camera."""
         return self.codec.decode(x)
+
+
+def average_samples(rot6d: torch.Tensor, wrist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L's samples averaged: rot6d (B, S, T, 2, 16, 6) and wrist (B, S, T, 2, 3), as :meth:`LiftingModel.sample`
+    returns them, -> rotation matrices (B, T, 2, 16, 3, 3) (the chordal mean of the S samples' matrices,
+    :func:`handcast.geometry.mean_rotmat`) and wrists (B, T, 2, 3) (their mean): an estimate of the posterior
+    mean. One sample (S = 1) is returned as it is."""
+    if rot6d.shape[1] == 1:
+        return sixd_to_rotmat(rot6d[:, 0]), wrist[:, 0]
+    return mean_rotmat(sixd_to_rotmat(rot6d), 1), wrist.mean(1)
 
 
 def build_lift(model_cfg: dict) -> LiftingModel:
