@@ -160,6 +160,7 @@ ROWS = [
     ("iterations-neg", ["impute", "--ckpt", "{ck}/lift_tiny.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}", "--iterations", "-1"], None, "--iterations"),
     ("tol-nan", ["impute", "--ckpt", "{ck}/lift_tiny.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}", "--tol", "nan"], None, "--tol"),
     ("batch-size-0", ["impute", "--ckpt", "{ck}/lift_tiny.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}", "--batch-size", "0"], None, "--batch-size"),
+    ("impute-samples-0", ["impute", "--ckpt", "{ck}/lift_tiny.safetensors", "--data", "{S}", "--split", "lab_test", "--out", "{o}", "--samples", "0"], None, "--samples"),
     ("workers-neg", ["synth", "--preset", "smoke", "--out", "{o}", "--workers", "-1"], None, "--workers"),
     ("seed-neg", ["synth", "--preset", "smoke", "--out", "{o}", "--seed", "-1"], None, "--seed"),
     ("render-max-frames-0", ["render", "--store", "{S}", "--split", "lab_test", "--out", "{o}", "--max-frames", "0"], None, "--max-frames"),

@@ -60,17 +60,19 @@ def test_train_resume_and_load(store, tmp_path):
     from handcast.data import ClipStore
     from handcast.train.lift import impute
 
-    summary = impute(ck2, store, "lab_val", tmp_path / "imp", steps=2, iterations=5, progress=False)
+    summary = impute(ck2, store, "lab_val", tmp_path / "imp", steps=2, iterations=5, progress=False, samples=3)
     view = ClipStore(tmp_path / "imp").split("lab_val_imputed")
     assert len(view) == 4, summary
     clip = view.load(0)
     assert clip.provenance == "imputed" and np.isfinite(clip.joints3d).all()
+    assert clip.meta["imputation"]["initialiser"] == f"lift:{ck2.name}:ddim-2x3"  # 3 samples of L averaged
 
     # the lifting benchmark runs end to end and writes its tables
     from handcast.eval.bench_lifting import bench_lifting
 
     res = bench_lifting(store, {"full": str(ck2)}, splits=("lab_val",), samplers=[("ddim", 2)],
-                        out=tmp_path / "bench", optimisation=False, refine_iterations=3, progress=False)
+                        out=tmp_path / "bench", optimisation=False, refine_iterations=3, progress=False, lift_samples=2)
+    assert res["lift_samples"] == 2 and "the average of 2 samples per clip" in (tmp_path / "bench.md").read_text()
     assert set(res["table"]) == {"full", "full + alignment", "full + refinement"}
     # the reference with the true wrists has no root error (the fixture's clips are random, so M is not small)
     ref = res["references"]["true articulation and wrist, mean shape"]["lab_val"]

@@ -291,14 +291,19 @@ def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, 
 
 def impute(ckpt: str | Path, data: str | Path, split: str, out: str | Path, out_split: str | None = None,
            batch_size: int = 64, sampler: str = "ddim", steps: int = 10, iterations: int = 1000,
-           tol: float = 1e-4, use_3d_labels: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+           tol: float = 1e-4, use_3d_labels: bool = False, device: str = "cpu", progress: bool = True,
+           samples: int = 1) -> dict:
     """``handcast impute``: L + reprojection refinement turns a split's 2D tracks into 3D labels.
 
     Writes clips with provenance ``imputed`` to the store ``out`` (split ``out_split``, default
-    ``<split>_imputed``); resumable: clips already there are skipped."""
+    ``<split>_imputed``); resumable: clips already there are skipped. ``samples``: L's samples averaged per clip
+    before the refinement (:func:`lift_initialiser`)."""
+    if int(samples) < 1:
+        raise HandcastError(f"--samples must be at least 1, got {samples}")
     model = load_lift(ckpt, device)
     hands = HandModel("auto").to(device)
-    init = lift_initialiser(model, hands, sampler, steps)
+    init = lift_initialiser(model, hands, sampler, steps, num_samples=int(samples))
+    name = f"lift:{Path(ckpt).name}:{sampler}-{steps}" + (f"x{int(samples)}" if int(samples) > 1 else "")
     return impute_split(data, split, out, out_split or f"{split}_imputed", init, hands, batch_size=batch_size,
                         refine_config=RefineConfig(iterations=iterations, tol=tol), use_3d_labels=use_3d_labels,
-                        progress=progress, device=device, initialiser_name=f"lift:{Path(ckpt).name}:{sampler}-{steps}")
+                        progress=progress, device=device, initialiser_name=name)
