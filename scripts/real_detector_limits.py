@@ -71,7 +71,7 @@ def main() -> None:
           "the detector found (n)\n")
 
     det_d: dict[str, list] = {}
-    found = []
+    slots = []  # the detector's slot of each annotated hand on the photo as is (None: not found)
     for _, h in hands:
         img = load_image(h.image)
         size = hand_size(h.uv)
@@ -81,9 +81,10 @@ def main() -> None:
             det_d.setdefault(name, []).append(None if s is None else kp_distances(uv[s], h.uv, h.vis).mean())
             if s is not None:
                 got.append(uv[s])
+            if name == "as is":
+                slots.append(s)
         det_d.setdefault("average of the variants", []).append(
             kp_distances(np.mean(got, 0), h.uv, h.vis).mean() if got else None)
-        found.append(det_d["as is"][-1] is not None)
     common = [all(ds[i] is not None for ds in det_d.values()) for i in range(len(hands))]
     base = [d for d, ok in zip(det_d["as is"], common) if ok]
     print(f"| detector | n | median px | mean px | median px on the {sum(common)} hands all found | closer than as is on |\n"
@@ -105,12 +106,9 @@ def main() -> None:
         for name, w in schemes.items():
             pose_cmd.refine_pose = lambda res, hm, w=w: refine(replace(res, kp2d_conf=res.kp2d_conf * w[None]), hm)
             ds = []
-            for (_, h), ok in zip(hands, found):
-                if not ok:
+            for (_, h), slot in zip(hands, slots):
+                if slot is None:
                     continue
-                size = hand_size(h.uv)
-                det = detect_image(load_image(h.image))
-                slot = match_detection(det.uv, det.present, h.uv, h.vis, size)
                 with tempfile.TemporaryDirectory() as tmp:
                     z = np.load(pose_cmd.run_pose(h.image, Path(tmp) / "o", overwrite=True) / "pose.npz")
                 i = [k for k, hh in enumerate(z["hand"]) if int(hh) == slot][0]

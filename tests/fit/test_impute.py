@@ -249,8 +249,7 @@ def test_lift_initialiser_averages_its_samples():
         def sample(self, batch, num, sampler, steps, generator=None):
             out_R, out_w = [], []
             for k in range(num):
-                a = 0.4 * (-1) ** k
-                turn = torch.tensor([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], dtype=torch.float64)
+                turn = aa_to_rotmat(torch.tensor([0.4 * (-1) ** k, 0.0, 0.0], dtype=torch.float64))
                 out_R.append(rotmat_to_6d(R @ turn).float())
                 out_w.append((wrist + 0.03 * (-1) ** k).float())
             return torch.stack(out_R, 1), torch.stack(out_w, 1)

@@ -149,15 +149,14 @@ class _SpreadLift(_OracleLift):
         self.angle, self.shift, self.nums = angle, shift, []
 
     def sample(self, batch, num, sampler, steps, guidance=1.0, generator=None):
-        from handcast.geometry import rotmat_to_6d, sixd_to_rotmat
+        from handcast.geometry import aa_to_rotmat, rotmat_to_6d, sixd_to_rotmat
 
         self.nums.append(num)
         R6, wr = super().sample(batch, 1, sampler, steps, guidance, generator)
         R = sixd_to_rotmat(R6.double())
         outs_R, outs_w = [], []
         for k in range(num):
-            a = self.angle * (-1) ** k
-            turn = torch.tensor([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], dtype=torch.float64)
+            turn = aa_to_rotmat(torch.tensor([self.angle * (-1) ** k, 0.0, 0.0], dtype=torch.float64))
             outs_R.append(rotmat_to_6d(R @ turn).float())
             outs_w.append(wr + self.shift * (-1) ** k)
         return torch.cat(outs_R, 1), torch.cat(outs_w, 1)
