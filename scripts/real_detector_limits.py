@@ -4,9 +4,10 @@
 On every annotated hand of the mmpose sample photos (as ``handcast bench real``), prints the mean distance
 (px) of mediapipe's keypoints to the annotations for:
 
-* test-time variants of the detector: the photo as is (``handcast detect``), mirrored (detect, then mirror the
-  keypoints back and swap the hands), upscaled 2x, padded by 50 px of black on each side; and the average of
-  the variants that found the hand;
+* the detector on each test-time variant of the photo alone (``handcast.detect.hands.PHOTO_VARIANTS``: as is;
+  mirrored, its keypoints mirrored back and its hands swapped; upscaled 2x; padded with black by 0.2 of the
+  longer side), and on all of them, matched to each other and averaged (``detect_image``'s default since
+  2026-12-07; ``--detect-once`` in ``handcast pose`` / ``forecast`` is the first row);
 * ``handcast pose`` on the detector's keypoints with the keypoint fit weighting each keypoint as given, or by
   per-keypoint weights from an independent source: the refined result's mean residual per keypoint on the
   real video (``python scripts/bench_lift_video.py`` prints it; where mediapipe's convention and the hand
@@ -34,20 +35,17 @@ VIDEO_RESIDUAL_PX = np.array([14.1, 15.0, 3.9, 3.1, 3.5, 6.3, 3.9, 3.2, 3.0, 7.2
                               3.1, 8.4, 3.4, 2.9, 3.0])
 
 
-def variants(img: np.ndarray, detect) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{name: (uv (2, 21, 2) px in the photo, present (2,))} of the detector on variants of the photo."""
-    H, W = img.shape[:2]
+def variants(img: np.ndarray, detector) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (uv (2, 21, 2) px in the photo, present (2,))} of the detector on each test-time variant of the photo
+    alone, and on all of them averaged (``handcast.detect.detect_image``'s default)."""
+    from handcast.detect.hands import PHOTO_VARIANTS
+
     out = {}
-    d = detect(img)
-    out["as is"] = (d.uv, d.present)
-    d = detect(np.ascontiguousarray(img[:, ::-1]))
-    uv = d.uv.copy()
-    uv[..., 0] = W - 1 - uv[..., 0]
-    out["mirrored"] = (uv[::-1], d.present[::-1])  # a mirrored right hand is a left hand
-    d = detect(np.repeat(np.repeat(img, 2, 0), 2, 1))
-    out["upscaled 2x"] = ((d.uv + 0.5) / 2 - 0.5, d.present)
-    d = detect(np.pad(img, ((50, 50), (50, 50), (0, 0))))
-    out["padded 50 px"] = (d.uv - 50, d.present)
+    for name in PHOTO_VARIANTS:
+        d = detector.detect_variants(img, (name,))
+        out[name.replace("_", " ")] = (d.uv, d.present)
+    d = detector.detect_variants(img, PHOTO_VARIANTS)
+    out["averaged (handcast detect_image)"] = (d.uv, d.present)
     return out
 
 
@@ -62,7 +60,7 @@ def main() -> None:
     import handcast.infer.pose as pose_cmd
     from handcast.data.coco_keypoints import read_coco_hand_keypoints
     from handcast.data.images import load_image
-    from handcast.detect import detect_image
+    from handcast.detect.hands import HandDetector
     from handcast.infer.bench_real import hand_size, kp_distances, match_detection, photo_sets, project_np
 
     hands = [(n, h) for n, js in photo_sets(Path(args.data)) for h in read_coco_hand_keypoints(js)]
@@ -70,21 +68,17 @@ def main() -> None:
     print(f"{len(hands)} annotated hands; px = mean distance to the annotated keypoints; median / mean over the hands "
           "the detector found (n)\n")
 
+    detector = HandDetector(video=False)
     det_d: dict[str, list] = {}
     slots = []  # the detector's slot of each annotated hand on the photo as is (None: not found)
     for _, h in hands:
         img = load_image(h.image)
         size = hand_size(h.uv)
-        got = []
-        for name, (uv, present) in variants(img, detect_image).items():
+        for name, (uv, present) in variants(img, detector).items():
             s = match_detection(uv, present, h.uv, h.vis, size)
             det_d.setdefault(name, []).append(None if s is None else kp_distances(uv[s], h.uv, h.vis).mean())
-            if s is not None:
-                got.append(uv[s])
             if name == "as is":
                 slots.append(s)
-        det_d.setdefault("average of the variants", []).append(
-            kp_distances(np.mean(got, 0), h.uv, h.vis).mean() if got else None)
     common = [all(ds[i] is not None for ds in det_d.values()) for i in range(len(hands))]
     base = [d for d, ok in zip(det_d["as is"], common) if ok]
     print(f"| detector | n | median px | mean px | median px on the {sum(common)} hands all found | closer than as is on |\n"
@@ -110,7 +104,8 @@ def main() -> None:
                 if slot is None:
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
-                    z = np.load(pose_cmd.run_pose(h.image, Path(tmp) / "o", overwrite=True) / "pose.npz")
+                    z = np.load(pose_cmd.run_pose(h.image, Path(tmp) / "o", overwrite=True, detect_once=True)
+                                / "pose.npz")
                 i = [k for k, hh in enumerate(z["hand"]) if int(hh) == slot][0]
                 j3 = z["joints"][i].astype(np.float64) + z["root"][i].astype(np.float64)
                 ds.append(kp_distances(project_np(j3, z["K"]), h.uv, h.vis).mean())

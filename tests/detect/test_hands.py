@@ -247,3 +247,121 @@ def test_video_from_frames_array(freihand):
     assert tracks.hand_valid[:, 0].all() and not tracks.hand_valid[:, 1].any()
     with pytest.raises(HandcastError, match="same size"):
         detect_video([img, img[:100]], progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Test-time variants of a photo (HandDetector.detect_variants), with a fake detector that reads markers
+
+
+def _marker_detector():
+    """A HandDetector whose 'mediapipe' reads hands painted as markers: keypoint k of hand m is the pixel block
+    with red = k + 1 and green = 100 + m. It reports the centre of each block (pixel centres on integers, as
+    handcast's conversion does) and calls a hand right when its thumb tip lies left of its pinky tip (as in
+    a back-of-hand view of a right hand; mirroring the image flips it; in a selfie it is the other way round),
+    P = 0.9."""
+    from handcast.detect.hands import HandDetector
+
+    det = HandDetector.__new__(HandDetector)
+    det.video, det.mirrored, det._prev, det.calls = False, False, None, []
+
+    def found(image, mirrored):
+        det.calls.append(image.shape[:2])
+        out = []
+        for m in range(2):
+            uv = []
+            for k in range(21):
+                vs, us = np.nonzero((image[..., 0] == k + 1) & (image[..., 1] == 100 + m))
+                if len(us) == 0:
+                    break
+                uv.append([us.mean(), vs.mean()])
+            if len(uv) == 21:
+                uv = np.asarray(uv)
+                out.append((uv, 0.9 if (uv[4, 0] < uv[20, 0]) != mirrored else 0.1))
+        return out
+
+    det._found = found
+    return det
+
+
+def _paint(img: np.ndarray, uv: np.ndarray, m: int) -> None:
+    for k, (u, v) in enumerate(np.round(uv).astype(int)):
+        img[v, u] = (k + 1, 100 + m, 0)
+
+
+def test_variants_map_back_to_the_photo_and_keep_handedness():
+    from handcast.conventions import LEFT, RIGHT
+    from handcast.detect.hands import PHOTO_VARIANTS
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((90, 120, 3), np.uint8)
+    right = np.stack([rng.permutation(np.arange(10, 50))[:21], rng.integers(10, 80, 21)], -1).astype(float)
+    right[4, 0], right[20, 0] = 8, 52  # thumb tip left of the pinky tip: a right hand
+    left = right.copy()
+    left[:, 0] = 119 - left[:, 0]  # its mirror image on the other side: a left hand
+    _paint(img, right, 0)
+    _paint(img, left, 1)
+    det = _marker_detector()
+    for variants in [(v,) for v in PHOTO_VARIANTS] + [PHOTO_VARIANTS]:
+        d = det.detect_variants(img, variants)
+        assert d.present.tolist() == [True, True], variants
+        np.testing.assert_allclose(d.uv[RIGHT], right, atol=1e-5, err_msg=str(variants))
+        np.testing.assert_allclose(d.uv[LEFT], left, atol=1e-5, err_msg=str(variants))
+        np.testing.assert_allclose(d.score, 0.9, atol=1e-6)
+    sizes = det.calls[-4:]
+    assert sizes == [(90, 120), (90, 120), (180, 240), (90 + 48, 120 + 48)]  # pad: 0.2 x the longer side
+    # a selfie: the labels are the other way round
+    d = det.detect_variants(img, PHOTO_VARIANTS, mirrored=True)
+    np.testing.assert_allclose(d.uv[LEFT], right, atol=1e-5)
+
+
+def test_variants_are_averaged_and_grouped_by_hand():
+    """Each variant's hand, a little off in its own way, is averaged; two nearby hands seen by the same variant
+    stay two; a hand that only one variant finds still counts; over two hands, those most variants saw."""
+    from handcast.detect.hands import HandDetector
+
+    base = np.stack([np.linspace(100, 180, 21), np.linspace(50, 150, 21)], -1)
+    other = base + [300.0, 0.0]  # far away
+    near = base + [8.0, 0.0]  # close, but found by the same variant as base
+    shift = {"as_is": 1.0, "mirrored": -3.0, "upscaled": 4.0, "padded": 2.0}
+
+    def variant_found(self, image, name, mirrored):
+        out = [(base + shift[name], 0.8), (near + shift[name], 0.3)]
+        if name == "padded":
+            out.append((other, 0.9))
+        return out
+
+    det = HandDetector.__new__(HandDetector)
+    det.video, det.mirrored, det._prev = False, False, None
+    det._variant_found = variant_found.__get__(det)
+    img = np.zeros((300, 600, 3), np.uint8)
+    d = det.detect_variants(img)
+    np.testing.assert_allclose(d.uv[0], base + 1.0, atol=1e-5)  # mean of the shifts 1, -3, 4, 2
+    np.testing.assert_allclose(d.uv[1], near + 1.0, atol=1e-5)
+    assert d.score[0] == pytest.approx(0.8) and d.score[1] == pytest.approx(0.7)
+    d = det.detect_variants(img, ("padded",))  # alone, the far hand is the most decided
+    assert d.present.all() and np.allclose(d.uv[0], other)
+
+
+def test_bad_variants_and_video_detector_are_one_line_errors():
+    from handcast.detect.hands import HandDetector
+
+    det = HandDetector.__new__(HandDetector)
+    det.video, det.mirrored, det._prev = False, False, None
+    img = np.zeros((10, 10, 3), np.uint8)
+    for bad in [(), ("as_is", "rotated")]:
+        with pytest.raises(HandcastError, match="variants must be") as e:
+            det.detect_variants(img, bad)
+        assert "\n" not in str(e.value)
+    det.video = True
+    with pytest.raises(HandcastError, match="for photos"):
+        det.detect_variants(img)
+
+
+def test_variants_on_real_photos_find_at_least_as_many_hands(freihand):
+    _mediapipe()
+    from handcast.detect import detect_image
+
+    once = sum(bool(detect_image(img, variants=None).present[0]) for _, img, _ in freihand)
+    averaged = [detect_image(img) for _, img, _ in freihand]
+    assert not any(d.present[1] for d in averaged)  # all right hands
+    assert sum(bool(d.present[0]) for d in averaged) >= once

@@ -187,6 +187,28 @@ def test_without_keypoints_the_detector_is_used_and_its_failure_is_explained(mod
     np.testing.assert_allclose(res.kp2d_conf, 0.9, rtol=1e-6)
 
 
+def test_detect_once_asks_the_detector_for_a_single_pass(monkeypatch):
+    """pose and forecast average the detector over a photo's variants unless told --detect-once."""
+    import handcast.detect as detect
+    from handcast.detect import HandDetections
+    from handcast.infer.forecast import input_keypoints
+    from handcast.infer.pose import detect_keypoints
+
+    asked = []
+
+    def fake(image, **kw):
+        asked.append(kw.get("variants", "default"))
+        return HandDetections.empty((image.shape[1], image.shape[0]))
+
+    monkeypatch.setattr(detect, "detect_image", fake)
+    img = np.zeros((20, 30, 3), np.uint8)
+    detect_keypoints(img)
+    detect_keypoints(img, once=True)
+    input_keypoints(img, None, True)
+    input_keypoints(img, None, True, detect_once=True)
+    assert asked == ["default", None, "default", None]
+
+
 def test_run_pose_keypoints_only_ignores_the_image(ckpt, tmp_path):
     """handcast pose --keypoints-only: the same result whatever the image shows; --use-image differs."""
     from handcast.data.keypoints import keypoints_json

@@ -32,7 +32,7 @@ def _pose(args: argparse.Namespace) -> None:
                    sampler=args.sampler, steps=args.steps, aggregation=args.aggregation, focal=args.focal,
                    fov=args.fov, intrinsics=args.intrinsics, seed=args.seed, overwrite=args.overwrite,
                    device=args.device, mesh_format=args.mesh_format, refine=args.refine,
-                   keypoints_only=args.keypoints_only)
+                   keypoints_only=args.keypoints_only, detect_once=args.detect_once)
     print(f"wrote {out}")
 
 
@@ -45,7 +45,7 @@ def _forecast(args: argparse.Namespace) -> None:
                        keypoints=args.keypoints, detect=not args.no_detect, fov=args.fov, intrinsics=args.intrinsics,
                        sampler=args.sampler, steps=args.steps, seed=args.seed, video=not args.no_video,
                        int8=args.int8, anchor=not args.no_anchor, clamp_limits=not args.no_clamp,
-                       context=args.context, at=args.at, mirrored=args.mirrored)
+                       context=args.context, at=args.at, mirrored=args.mirrored, detect_once=args.detect_once)
     for m in res["messages"]:
         print(m)
     print(f"model {res['model']}; input hands: {res['hands']} (keypoints from {res['keypoints']})")
@@ -87,6 +87,12 @@ def _detect(args: argparse.Namespace) -> None:
           f"left hand in {int(tracks.hand_valid[:, 1].sum())}" + ("" if found.any() else " (no hand anywhere)"))
 
 
+def add_detect_once(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detect-once", action="store_true",
+                   help="one mediapipe pass on the photo as is (default: the average over 4 test-time variants of the "
+                        "photo, which finds more hands; docs/detect.md)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("pose", help="3D hand pose and mesh of every hand in one image (cascaded diffusion)")
     s.add_argument("image", help="input image")
@@ -94,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       required=False)
     s.add_argument("--keypoints", default=None, metavar="KP.json",
                    help="2D keypoints of the hands (docs/pose.md); default: the mediapipe detector")
+    add_detect_once(s)
     s.add_argument("--ckpt", default=None, help="pose checkpoint or run folder (default: the shipped tiny model)")
     add_samples(s, "hypotheses per hand")
     add_sampler(s, steps=1, steps_help="sampler steps (default 1: one-step DDIM)")
@@ -121,6 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--keypoints", default=None, metavar="KP.json",
                    help="2D keypoints of the image's hands from any detector (format: docs/forecasting.md)")
     s.add_argument("--no-detect", action="store_true", help="do not run the mediapipe detector")
+    add_detect_once(s)
     add_camera(s)
     add_sampler(s)
     add_seed(s)

@@ -33,12 +33,47 @@ from handcast.conventions import LEFT, NUM_KEYPOINTS, RIGHT
 from handcast.detect.types import HandDetections, Tracks
 from handcast.errors import HandcastError
 
-__all__ = ["HandDetector", "detect_image", "detect_video", "INSTALL_HINT"]
+__all__ = ["HandDetector", "detect_image", "detect_video", "INSTALL_HINT", "PHOTO_VARIANTS"]
 
 INSTALL_HINT = "pip install handcast[detect]"
 MEDIAPIPE_VERSION = "0.10.14"
 
 _STATIC_CACHE: dict[tuple[float, int], "HandDetector"] = {}
+
+#: Test-time variants of a photo that :func:`detect_image` averages the detector over
+#: (:meth:`HandDetector.detect_variants`; measured in docs/pose.md, "Real photos with the detector").
+PHOTO_VARIANTS = ("as_is", "mirrored", "upscaled", "padded")
+#: "padded": a black border of this fraction of the photo's longer side on each side.
+PAD_FRACTION = 0.2
+#: "upscaled" is skipped for photos whose longer side is above this (px): mediapipe shrinks them anyway.
+MAX_UPSCALED_SIDE = 2048
+#: Two variants' detections are one hand below this mean keypoint distance, in hand box diagonals.
+SAME_HAND_FRACTION = 0.5
+
+
+def _box_diagonal(uv: np.ndarray) -> float:
+    return float(np.linalg.norm(uv.max(0) - uv.min(0)))
+
+
+def _best_assignment(cost: np.ndarray) -> list[int | None]:
+    """Detections (rows) to groups (columns), at most one detection per group, minimising the total cost with
+    each unassigned detection costing :data:`SAME_HAND_FRACTION` (inf: not allowed). Exhaustive: a variant has
+    at most two detections."""
+    best: tuple[float, list[int | None]] = (np.inf, [None] * len(cost))
+
+    def walk(i: int, used: frozenset, total: float, picked: list) -> None:
+        nonlocal best
+        if i == len(cost):
+            if total < best[0]:
+                best = (total, picked)
+            return
+        walk(i + 1, used, total + SAME_HAND_FRACTION, picked + [None])
+        for g in range(cost.shape[1]):
+            if g not in used and np.isfinite(cost[i, g]):
+                walk(i + 1, used | {g}, total + float(cost[i, g]), picked + [g])
+
+    walk(0, frozenset(), 0.0, [])
+    return best[1]
 
 
 @contextlib.contextmanager
@@ -138,18 +173,11 @@ class HandDetector:
             with _native_stderr_silenced():
                 return self._graph.process(image)
 
-    def detect(self, image: np.ndarray, mirrored: bool | None = None) -> HandDetections:
-        """Detect up to two hands in an (H, W, 3) uint8 RGB image -> :class:`HandDetections`.
-
-        mirrored: override the detector's setting for this image (see the module docstring).
-        In video mode, call it on consecutive frames of one video.
-        """
-        image = _check_image(image)
+    def _found(self, image: np.ndarray, mirrored: bool) -> list[tuple[np.ndarray, float]]:
+        """mediapipe on one image -> [(uv (21, 2) px, probability that it is a RIGHT hand)]."""
         H, W = image.shape[:2]
-        mirrored = self.mirrored if mirrored is None else bool(mirrored)
         res = self._run(image)
-        out = HandDetections.empty((W, H))
-        found = []  # (uv (21, 2), probability that it is a RIGHT hand)
+        found = []
         for lms, handed in zip(res.multi_hand_landmarks or (), res.multi_handedness or ()):
             uv = np.array([[p.x * W - 0.5, p.y * H - 0.5] for p in lms.landmark], np.float64)
             if uv.shape != (NUM_KEYPOINTS, 2) or not np.isfinite(uv).all():
@@ -159,8 +187,12 @@ class HandDetector:
             # mediapipe labels as if the image were mirrored
             says_right = (c.label == "Right") if mirrored else (c.label == "Left")
             found.append((uv, p if says_right else 1.0 - p))
-        found.sort(key=lambda d: -abs(d[1] - 0.5))  # most decided first
-        found = found[:2]
+        return found
+
+    def _detections(self, found: list[tuple[np.ndarray, float]], size: tuple[int, int]) -> HandDetections:
+        """Up to two found hands (most decided first) in their (right, left) slots."""
+        out = HandDetections.empty(size)
+        found = sorted(found, key=lambda d: -abs(d[1] - 0.5))[:2]  # most decided first
         slots = self._assign(found)
         for (uv, pr), h in zip(found, slots):
             out.uv[h] = uv
@@ -172,6 +204,81 @@ class HandDetector:
                 prev = self._prev if self._prev is not None else np.full((2, NUM_KEYPOINTS, 2), np.nan)
                 self._prev = np.where(out.present[:, None, None], out.uv, prev)
         return out
+
+    def detect(self, image: np.ndarray, mirrored: bool | None = None) -> HandDetections:
+        """Detect up to two hands in an (H, W, 3) uint8 RGB image -> :class:`HandDetections`.
+
+        mirrored: override the detector's setting for this image (see the module docstring).
+        In video mode, call it on consecutive frames of one video.
+        """
+        image = _check_image(image)
+        mirrored = self.mirrored if mirrored is None else bool(mirrored)
+        return self._detections(self._found(image, mirrored), (image.shape[1], image.shape[0]))
+
+    def detect_variants(self, image: np.ndarray, variants: tuple[str, ...] = PHOTO_VARIANTS,
+                        mirrored: bool | None = None) -> HandDetections:
+        """Detect up to two hands in one photo, averaged over test-time variants of it.
+
+        The detector runs on each variant (:data:`PHOTO_VARIANTS`: the photo as is; mirrored left to right,
+        where a right hand appears as a left one; upscaled 2x by pixel repetition, skipped for photos over
+        :data:`MAX_UPSCALED_SIDE` px; with a black border of :data:`PAD_FRACTION` of the longer side), and
+        its keypoints are mapped back into the photo. The detections of all variants are grouped into
+        hands, in the order of ``variants``: a variant's detections join the hands found by earlier variants,
+        one detection per hand, by the assignment with the least total distance (mean keypoint distance in
+        that hand's box diagonals) among pairs closer than :data:`SAME_HAND_FRACTION`, a detection left over
+        starting a hand. Each hand gets
+        the mean of its keypoints and of its right-hand probabilities; the two hands seen by the most
+        variants (then the most decided) go to their (right, left) slots as in :meth:`detect`. A hand
+        seen by any one variant counts. Static-image graphs only.
+        """
+        if self.video:
+            raise HandcastError("detect_variants is for photos; this HandDetector tracks a video")
+        image = _check_image(image)
+        mirrored = self.mirrored if mirrored is None else bool(mirrored)
+        unknown = [v for v in variants if v not in PHOTO_VARIANTS]
+        if unknown or not variants:
+            raise HandcastError(f"detector variants must be a non-empty subset of {', '.join(PHOTO_VARIANTS)}; "
+                                f"got {', '.join(variants) or 'none'}")
+        H, W = image.shape[:2]
+        groups: list[list[tuple[str, np.ndarray, float]]] = []
+        for name in dict.fromkeys(variants):
+            found = self._variant_found(image, name, mirrored)
+            cost = np.full((len(found), len(groups)), np.inf)
+            for i, (uv, _) in enumerate(found):
+                for g, members in enumerate(groups):
+                    ref = np.mean([m[1] for m in members], 0)
+                    d = float(np.linalg.norm(uv - ref, axis=-1).mean()) / max(_box_diagonal(ref), 1.0)
+                    if d < SAME_HAND_FRACTION:
+                        cost[i, g] = d
+            for (uv, pr), g in zip(found, _best_assignment(cost)):
+                if g is None:
+                    groups.append([(name, uv, pr)])
+                else:
+                    groups[g].append((name, uv, pr))
+        groups.sort(key=lambda g: (-len(g), -abs(np.mean([m[2] for m in g]) - 0.5)))
+        found = [(np.mean([m[1] for m in g], 0), float(np.mean([m[2] for m in g]))) for g in groups[:2]]
+        return self._detections(found, (W, H))
+
+    def _variant_found(self, image: np.ndarray, name: str, mirrored: bool) -> list[tuple[np.ndarray, float]]:
+        """The detector on one variant of the photo, keypoints in the photo's pixels, P(right) of the photo's hand."""
+        H, W = image.shape[:2]
+        if name == "as_is":
+            return self._found(image, mirrored)
+        if name == "mirrored":
+            out = []
+            for uv, pr in self._found(np.ascontiguousarray(image[:, ::-1]), mirrored):
+                uv = uv.copy()
+                uv[:, 0] = W - 1 - uv[:, 0]
+                out.append((uv, 1.0 - pr))  # a mirrored right hand is a left hand
+            return out
+        if name == "upscaled":
+            if max(H, W) > MAX_UPSCALED_SIDE:
+                return []
+            big = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+            return [((uv + 0.5) / 2.0 - 0.5, pr) for uv, pr in self._found(big, mirrored)]
+        pad = max(1, round(PAD_FRACTION * max(H, W)))
+        padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+        return [(uv - pad, pr) for uv, pr in self._found(padded, mirrored)]
 
     def _assign(self, found) -> list[int]:
         if not found:
@@ -192,11 +299,14 @@ class HandDetector:
 
 
 def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: float = 0.5,
-                 model_complexity: int = 1) -> HandDetections:
+                 model_complexity: int = 1, variants: tuple[str, ...] | None = PHOTO_VARIANTS) -> HandDetections:
     """Detect up to two hands in one image.
 
     image: uint8 (H, W, 3) RGB. mirrored: False for ordinary photos (handedness as seen by the
     camera), True for selfie-style flipped images. min_confidence: palm detection threshold.
+    variants: the test-time variants of the photo whose detections are averaged
+    (:meth:`HandDetector.detect_variants`; default all of :data:`PHOTO_VARIANTS`, one detector pass each);
+    None or ``("as_is",)``: one pass on the photo as is.
     Returns :class:`HandDetections`: ``uv`` float32 (2, 21, 2) pixels, hands (right, left),
     common keypoint order, NaN where absent; ``present`` (2,); ``score`` (2,); ``confidence``
     (2, 21). The static-image graph is created on the first call and reused (per threshold).
@@ -209,7 +319,9 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     if det is None:
         det = HandDetector(video=False, min_confidence=min_confidence, model_complexity=model_complexity)
         _STATIC_CACHE[key] = det
-    return det.detect(image, mirrored=mirrored)
+    if variants is None or tuple(variants) == ("as_is",):
+        return det.detect(image, mirrored=mirrored)
+    return det.detect_variants(image, tuple(variants), mirrored=mirrored)
 
 
 def _frames_source(path_or_frames, fps, max_frames):

@@ -55,8 +55,10 @@ from handcast.render.api import render_prediction
 SHIPPED = {"image": "forecast_image_tiny.safetensors", "keypoints": "forecast_keypoints_tiny.safetensors"}
 
 
-def input_keypoints(image: np.ndarray, keypoints: str | os.PathLike | None, detect: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    """(uv (2, 21, 2) px, conf (2, 21), where from) of the input image's hands."""
+def input_keypoints(image: np.ndarray, keypoints: str | os.PathLike | None, detect: bool,
+                    detect_once: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """(uv (2, 21, 2) px, conf (2, 21), where from) of the input image's hands. detect_once: one detector pass
+    on the photo as is instead of the average over its test-time variants (:func:`handcast.detect.detect_image`)."""
     if keypoints is not None:
         from handcast.data.keypoints import read_keypoints
 
@@ -66,7 +68,7 @@ def input_keypoints(image: np.ndarray, keypoints: str | os.PathLike | None, dete
         try:
             from handcast.detect import detect_image
 
-            det = detect_image(image)
+            det = detect_image(image, variants=None) if detect_once else detect_image(image)
             return det.uv, det.confidence, "mediapipe"
         except HandcastError as e:
             if "pip install" not in str(e):
@@ -213,7 +215,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
                  fov: float | None = None, intrinsics: str | os.PathLike | None = None, sampler: str = "ddim",
                  steps: int = 10, seed: int = 0, video: bool = True, int8: bool = False, anchor: bool = True,
                  lift_ckpt: str | os.PathLike | None = None, context: int | None = None, at: float | None = None,
-                 mirrored: bool = False, clamp_limits: bool = True) -> dict:
+                 mirrored: bool = False, clamp_limits: bool = True, detect_once: bool = False) -> dict:
     """The ``handcast forecast`` command: writes forecast.png / .mp4 / .npz to ``out``; returns
     {"outputs": [paths], "model": path, "keypoints": source, "hands": number of input hands}."""
     check_output_dir(out)
@@ -237,7 +239,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
         if at is not None:
             raise HandcastError(f"--at needs a video; {image} is an image")
         img = load_image(image)
-        uv, conf, source = input_keypoints(img, keypoints, detect)
+        uv, conf, source = input_keypoints(img, keypoints, detect, detect_once)
         ctx_uv, ctx_conf = uv[None], conf[None]
     h, w = img.shape[:2]
     K = resolve_intrinsics((w, h), fov=fov, K=intrinsics)

@@ -32,16 +32,18 @@ DEFAULT_KEYPOINTS_ONLY = True
 POSE_OUTPUTS = ("pose.npz", "mesh.ply", "mesh.obj", "overlay.png", "spread.png", "keypoints.json")
 
 
-def detect_keypoints(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def detect_keypoints(image: np.ndarray, once: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(uv (2, 21, 2) pixels, conf (2, 21)) of the hands the mediapipe detector finds in ``image`` (uint8 RGB),
-    hands (right, left); a one-line error naming ``--keypoints`` when the detector is missing or fails."""
+    hands (right, left); a one-line error naming ``--keypoints`` when the detector is missing or fails.
+    once: one detector pass on the photo as is, instead of the average over its test-time variants
+    (:func:`handcast.detect.detect_image`)."""
     try:
         from handcast.detect import detect_image
     except ImportError as e:
         raise HandcastError(f"no keypoints were given and the hand detector is unavailable ({e}); install the "
                             "'detect' extra (pip install handcast[detect]) or pass --keypoints KP.json") from None
     try:
-        det = detect_image(image)
+        det = detect_image(image, variants=None) if once else detect_image(image)
     except HandcastError as e:
         raise HandcastError(f"no keypoints were given and the hand detector failed: {str(e).splitlines()[0]} "
                             "(or pass --keypoints KP.json)") from None
@@ -103,7 +105,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
              aggregation: str = "median", focal: float | None = None, seed: int = 0, overwrite: bool = False,
              device: str = "cpu", mesh_format: str = "ply", fov: float | None = None,
              intrinsics: str | os.PathLike | None = None, refine: bool = True,
-             keypoints_only: bool | None = None) -> Path:
+             keypoints_only: bool | None = None, detect_once: bool = False) -> Path:
     """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
     (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
     and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
@@ -112,7 +114,8 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     (:func:`handcast.geometry.resolve_intrinsics`). ``refine``: fit the hand model to the keypoints after the
     cascade (:func:`handcast.fit.keypoint_fit.refine_pose`; the cascade's own estimate stays in pose.npz as
     ``*_network``). ``keypoints_only``: the cascade ignores the image and estimates from the keypoints alone
-    (None: :data:`DEFAULT_KEYPOINTS_ONLY`). Returns ``out_dir``."""
+    (None: :data:`DEFAULT_KEYPOINTS_ONLY`). ``detect_once``: without ``keypoints``, one detector pass on the photo
+    as is instead of the average over its test-time variants (:func:`detect_keypoints`). Returns ``out_dir``."""
 
     if mesh_format not in ("ply", "obj"):
         raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
@@ -127,7 +130,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     kps = read_keypoints(keypoints) if keypoints is not None else None
     model = load_cascade(resolve_pose_checkpoint(ckpt), device)
     if kps is None:
-        kps = detect_keypoints(img)
+        kps = detect_keypoints(img, once=detect_once)
     kp_only = DEFAULT_KEYPOINTS_ONLY if keypoints_only is None else bool(keypoints_only)
     res = estimate_pose(img, model, kps, intrinsics, num_samples, sampler, steps, aggregation, seed, focal=focal,
                         fov=fov, keypoints_only=kp_only)
