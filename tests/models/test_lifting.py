@@ -269,3 +269,58 @@ def test_convention_noise_moves_the_2d_input_in_the_hand_frame_and_keeps_the_3d_
     # one offset per clip, not per frame: the offset vectors of the first and last frames nearly agree (about
     # 1.4 times their size apart if drawn anew each frame)
     assert np.median(steady) < 0.5
+
+
+def test_mirrored_clip_is_the_hand_models_mirror_image_and_projects_to_the_mirrored_2d():
+    """mirror_clip: the mirrored joints are the forward kinematics of the mirrored pose with the hands (and their
+    shapes) swapped, the stored 2D keypoints become the mirrored scene's projections, and twice is the identity."""
+    from handcast.hand import HandModel
+    from handcast.synth.handkit import HandKit
+    from handcast.train.augment import mirror_clip
+
+    hands = HandModel("open")
+    item = _synthetic_item(3)
+    item["hand_valid"][:4, 1] = False  # the left hand unseen at first
+    m = mirror_clip(item)
+    v = m["hand_valid"]
+    assert torch.equal(v, item["hand_valid"][:, [1, 0]]) and not torch.equal(v, item["hand_valid"])
+    kit = HandKit(hands, m["betas"].numpy())
+    fk = torch.from_numpy(kit.keypoints(m["pose"].numpy(), np.zeros((16, 2, 3)))).double()
+    j = m["joints3d"].double()
+    assert torch.allclose((fk - fk[..., :1, :])[v], (j - j[..., :1, :])[v], atol=1e-5)
+    assert torch.allclose(j[:, 1, :, 0], -item["joints3d"][:, 0, :, 0].double())  # the right hand, now the left
+    cam = transform_points(m["world_to_cam"][:, None, None].double(), j)
+    ok = m["kp2d_conf"] > 0
+    assert ok.any()
+    stored = item["kp2d_conf"][:, [1, 0]] > 0
+    assert torch.equal(ok, stored)
+    orig = transform_points(item["world_to_cam"][:, None, None].double(), item["joints3d"].double())
+    exact = torch.allclose(project(orig, item["K"].double())[item["kp2d_conf"] > 0].float(),
+                           item["kp2d"][item["kp2d_conf"] > 0], atol=1e-2)
+    assert exact  # the stored keypoints are exact projections: so are the mirrored ones
+    assert torch.allclose(project(cam, m["K"].double())[ok].float(), m["kp2d"][ok], atol=1e-2)
+    back = mirror_clip(m)
+    for k in ("joints3d", "pose", "betas", "world_to_cam", "kp2d", "kp2d_conf", "hand_valid"):
+        assert torch.allclose(back[k].double(), item[k].double(), atol=1e-5), k
+
+
+def test_p_mirror_swaps_hands_in_training_items_and_zero_leaves_the_draws_alone():
+    still = dict(rot_deg=0.0, trans_std=0.0, traj_rot_deg=0.0, focal_scale=(1.0, 1.0), jitter=0.0, drop_keypoint=0.0,
+                 drop_frame=0.0, image_margin=10.0)
+    item = _synthetic_item(3)
+    plain = LiftAugment(LiftAugmentConfig(**still))(item)
+    mirrored = LiftAugment(LiftAugmentConfig(p_mirror=1.0, **still))(item)
+    assert torch.allclose(mirrored["joints3d"][:, [1, 0]] * torch.tensor([-1.0, 1.0, 1.0]), plain["joints3d"], atol=1e-5)
+    assert torch.equal(mirrored["hand_valid"], item["hand_valid"][:, [1, 0]])
+    ok = mirrored["kp2d_conf"] > 0
+    cx = float(item["K"][0, 2])
+    swapped = plain["kp2d"][:, [1, 0]]
+    assert torch.allclose(mirrored["kp2d"][ok][:, 0], 2 * cx - swapped[ok][:, 0], atol=1e-2)
+    # p_mirror = 0 draws nothing: an augmentation that existed before gives the items it gave then
+    default = LiftAugment(LiftAugmentConfig())(item)
+    again = LiftAugment(LiftAugmentConfig(p_mirror=0.0))(item)
+    assert torch.equal(default["kp2d"], again["kp2d"])
+    half = [LiftAugment(LiftAugmentConfig(p_mirror=0.5, **still), seed=s)(item) for s in range(40)]
+    n = sum(bool(torch.allclose(h["joints3d"], mirrored["joints3d"], atol=1e-5)) for h in half)
+    assert 8 <= n <= 32 and all(torch.allclose(h["joints3d"], plain["joints3d"], atol=1e-5) for h in half
+                                if not torch.allclose(h["joints3d"], mirrored["joints3d"], atol=1e-5))

@@ -3,6 +3,10 @@
 Applied to one :class:`handcast.data.ClipDataset` item (torch tensors, CPU). Starting from a clip with 3D
 labels (joints in the frame-0 camera, MANO pose, camera trajectory), it
 
+-1. with probability ``p_mirror``, mirrors the clip left to right (:func:`mirror_clip`): the right hand becomes a
+   left hand and the left a right one, so that L sees each hand doing what the other does in the data (the lab
+   clips' two hands do different things, and without it L lifts a left hand far worse than the same hand
+   mirrored: results/lift_views.md section 8),
 0. with probability ``p_articulation`` per hand, moves the fingers towards free-hand gestures
    (:func:`handcast.synth.grasps.random_gesture`: spread and open hands, the thumb out to the side, pointing,
    counting, fists), blending the clip's own finger motion with one gesture or a smooth change between two,
@@ -72,6 +76,8 @@ class LiftAugmentConfig:
     p_articulation: float = 0.0
     # keypoint-convention offsets of the 2D input (step 5), std in palm lengths (0 = none)
     convention_noise: float = 0.0
+    # the clip mirrored left to right, hands swapped (step -1): the probability per clip (0 = never)
+    p_mirror: float = 0.0
 
     def __post_init__(self):
         if self.view_sampling not in ("axis_angle", "uniform"):
@@ -123,6 +129,43 @@ def convention_shift(joints: torch.Tensor, rng: np.random.Generator, noise: floa
     return joints + off * palm[..., None, :]
 
 
+_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
+
+
+def mirror_clip(item: dict) -> dict:
+    """The clip seen in a mirror: every 3D point's x negated in the frame-0 camera (the plane x = 0 is the mirror),
+    the hands swapped, so that what the right hand did a left hand now does and the other way round.
+
+    Changes ``joints3d`` (T, 2, 21, 3), ``pose`` (T, 2, 16, 3) (:func:`handcast.hand.mirror_pose`: the mirrored
+    right hand's pose is a left hand's pose of the same shape, the hand model being mirror-symmetric), ``betas``
+    (2, 10), ``hand_valid`` (T, 2), ``world_to_cam`` (T, 4, 4) (M A M with M = diag(-1, 1, 1, 1)) and, where
+    present, ``kp2d`` (T, 2, 21, 2) px (u -> 2 cx - u with the item's own K: what the mirrored scene projects to)
+    and ``kp2d_conf``; drops ``transl`` (MANO's translation depends on J0(betas) of each hand). Everything else
+    is kept. Applying it twice gives the clip back."""
+    from handcast.hand import mirror_pose
+
+    out = dict(item)
+    swap = [1, 0]
+    out["joints3d"] = (item["joints3d"] * torch.tensor([-1.0, 1.0, 1.0], dtype=item["joints3d"].dtype))[:, swap]
+    out["pose"] = mirror_pose(item["pose"])[:, swap]
+    out["hand_valid"] = item["hand_valid"][:, swap]
+    if "betas" in item:
+        out["betas"] = item["betas"][..., swap, :]
+    if "world_to_cam" in item:
+        M = _MIRROR.to(item["world_to_cam"].dtype)
+        out["world_to_cam"] = M @ item["world_to_cam"] @ M
+    if "kp2d" in item:
+        uv = item["kp2d"][:, swap].clone()
+        conf = item["kp2d_conf"][:, swap] if "kp2d_conf" in item else None
+        uv[..., 0] = 2.0 * item["K"][0, 2].to(uv.dtype) - uv[..., 0]
+        if conf is not None:
+            out["kp2d_conf"] = conf
+            uv = torch.where(conf[..., None] > 0, uv, torch.zeros_like(uv))
+        out["kp2d"] = uv
+    out.pop("transl", None)
+    return out
+
+
 class LiftAugment:
     """Callable item transform; ``set_epoch`` changes the draws between epochs."""
 
@@ -140,6 +183,9 @@ class LiftAugment:
     def __call__(self, item: dict) -> dict:
         c = self.config
         rng = np.random.default_rng([self.seed, self.epoch, int(item["index"]), int(item.get("crop_start", 0))])
+        # -1. the clip in a mirror (no draw when off: the other draws stay those of runs made before it)
+        if c.p_mirror > 0 and rng.uniform() < c.p_mirror:
+            item = mirror_clip(item)
         joints = item["joints3d"].double()  # (T, 2, 21, 3)
         pose = item["pose"].double()  # (T, 2, 16, 3)
         hand_valid = item["hand_valid"]  # (T, 2)
