@@ -1,6 +1,7 @@
 """Speed and accuracy of ``handcast lift`` on a real video:
 ``python scripts/bench_lift_video.py [VIDEO] [--ckpt L.safetensors] [--threads 1] [--out DIR] [--no-video]
-[--max-frames N] [--rigid] [--self] [--guidance G] [--lift-seed S] [--sampler ddim --steps 10 --samples 8]``.
+[--max-frames N] [--rigid] [--self] [--guidance G] [--lift-seed S] [--sampler ddim --steps 10 --samples 8]
+[--mirror]``.
 
 Default video: ../shared/data/real/dex_retargeting/human_hand_video.mp4 (1280x720, 30 fps, 621 frames,
 a right hand; no 3D ground truth). Runs :func:`handcast.infer.lift.run_lift` with its defaults (mediapipe
@@ -24,6 +25,10 @@ articulation (and shape) explain; the drop from "L alone" is what the global ori
 ``--self``: also lifts, with L alone, the refined result's own reprojection (the 2D keypoints of a 3D hand of the
 hand model, in its keypoint convention, that lies within ~5 px of the tracks): if L misses these as much as the
 detector's tracks, the error is not the detector's keypoint convention or noise but the pose, motion or view.
+
+``--mirror``: lifts the tracks seen in a mirror (a tracks file; detect the video first with ``handcast detect``):
+u -> W - 1 - u and the hands swapped, so the video's right hand becomes a left hand doing the same. A lifter that
+treats both hands alike gives the same numbers (results/lift_views.md section 8).
 
 ``--synthetic N`` instead lifts a synthetic ``lab`` clip of N frames (handcast.synth, seed ``--seed``,
 moving camera, its exact 2D projections plus ``--noise-px`` Gaussian noise, written as a tracks file) and
@@ -134,6 +139,28 @@ def rigid_error(args, z: dict) -> tuple[float, float]:
     return float(e[m].mean()), turn_deg
 
 
+def mirror_tracks(src: str, dst: Path) -> str:
+    """A tracks file (``src``, .npz) mirrored left to right with the hands swapped, written to ``dst``."""
+    from handcast.errors import HandcastError
+    from handcast.io import save_npz
+
+    if not src.endswith(".npz"):
+        raise HandcastError(f"--mirror needs a tracks file (handcast detect VIDEO --out TRACKS.npz), got {src}")
+    z = dict(np.load(src, allow_pickle=False))
+    W = float(z["image_size"][0])
+    uv = z["uv"][:, ::-1].copy()
+    uv[..., 0] = W - 1 - uv[..., 0]
+    out = dict(z, uv=uv)
+    for k in ("hand_valid", "confidence", "score"):
+        if k in z:
+            out[k] = z[k][:, ::-1].copy()
+    if "K" in z:
+        out["K"] = z["K"].copy()
+        out["K"][0, 2] = W - 1 - z["K"][0, 2]
+    save_npz(dst, **out)
+    return str(dst)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("video", nargs="?", default=str(REAL / "human_hand_video.mp4"))
@@ -156,6 +183,7 @@ def main() -> None:
     ap.add_argument("--rigid", action="store_true", help="also L with a per-frame orientation + translation solve")
     ap.add_argument("--self", dest="self_input", action="store_true",
                     help="also L alone on the refined result's own reprojection")
+    ap.add_argument("--mirror", action="store_true", help="lift the tracks mirrored left to right, hands swapped")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -179,6 +207,8 @@ def main() -> None:
         save_npz(args.video, uv=uv, hand_valid=c.valid, confidence=c.kp2d_conf, K=c.K, world_to_cam=c.world_to_cam,
                  fps=np.float64(c.fps), image_size=np.asarray(c.image_size))
         gt = c.joints3d.astype(np.float64)
+    if args.mirror:
+        args.video = mirror_tracks(args.video, Path(tmp.name) / "mirrored_tracks.npz")
     t0 = time.perf_counter()
     res = run_lift(args.video, out, ckpt=args.ckpt, video=not args.no_video, max_frames=args.max_frames, refine_iterations=its,
                    progress=False, guidance=args.guidance, seed=args.lift_seed, sampler=args.sampler, steps=args.steps,
@@ -220,7 +250,7 @@ def main() -> None:
     if args.self_input:
         print(f"L alone on the refined result's reprojection (the hand model's own keypoints): {self_error(args, z):.2f} px")
     mp_path = Path(args.video).with_name("human_joint_right_mediapipe_world.npy")
-    if mp_path.is_file():
+    if mp_path.is_file() and not args.mirror:
         from handcast.geometry import procrustes_align
 
         mp = np.load(mp_path).astype(np.float64)

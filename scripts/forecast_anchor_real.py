@@ -1,7 +1,8 @@
 """Frame-0 distance of ``handcast forecast`` on the real mmpose photos with their true 2D keypoints.
 
 For every photo of /work/shared/data/real/mmpose (FreiHAND: right hands; Panoptic: ``_l`` / ``_r`` in the
-file name; OneHand10K: assumed right) a keypoints json is written from the COCO annotations, then
+file name; OneHand10K: the handedness mediapipe gives the annotated hand, right where it misses it, as
+``handcast bench real`` does; before 2026-12-07 OneHand10K hands were all taken as right hands) a keypoints json is written from the COCO annotations, then
 ``run_forecast`` runs anchored and unanchored (keypoint-conditioned shipped F, default 60 deg field of
 view). Reported: the median over photos x samples of the mean pixel distance at frame 0 between the
 forecast keypoints projected with K and the input keypoints.
@@ -22,6 +23,24 @@ from handcast.io import load_npz
 ROOT = Path("/work/shared/data/real/mmpose")
 
 
+def handedness(set_name: str, image: Path, kp: np.ndarray) -> int:
+    """0 (right) or 1 (left): from the data where it says (``handcast.infer.bench_real.known_handedness``), else
+    mediapipe's slot for the annotated hand (``match_detection``), else right."""
+    from handcast.conventions import HANDS
+    from handcast.data.images import load_image
+    from handcast.detect import detect_image
+    from handcast.infer.bench_real import hand_size, known_handedness, match_detection
+
+    side = known_handedness(set_name, image)
+    if side is not None:
+        return HANDS.index(side)
+    vis = kp[:, 2] > 0
+    uv = np.where(vis[:, None], kp[:, :2], np.nan)
+    det = detect_image(load_image(image))
+    slot = match_detection(det.uv, det.present, uv, vis, hand_size(uv))
+    return 0 if slot is None else int(slot)
+
+
 def photos(out: Path):
     for f in sorted(ROOT.glob("*/test_*.json")):
         d = json.loads(f.read_text())
@@ -30,7 +49,7 @@ def photos(out: Path):
             if not ann:
                 continue
             kp = np.asarray(ann[0]["keypoints"], np.float64).reshape(21, 3)
-            side = 1 if img["file_name"].rsplit(".", 1)[0].endswith("_l") else 0
+            side = handedness(f.parent.name, f.parent / img["file_name"], kp)
             uv = np.full((2, 21, 2), np.nan)
             conf = np.zeros((2, 21))
             uv[side], conf[side] = kp[:, :2], (kp[:, 2] > 0).astype(float)

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from handcast.data.testing import random_clip
-from handcast.geometry import project, transform_points
+from handcast.geometry import project, sixd_to_rotmat, transform_points
 from handcast.models.lifting import LiftConfig, LiftingConditioning, LiftingModel, lifting_features
 from handcast.train.augment import LiftAugment, LiftAugmentConfig
 
@@ -324,3 +324,85 @@ def test_p_mirror_swaps_hands_in_training_items_and_zero_leaves_the_draws_alone(
     n = sum(bool(torch.allclose(h["joints3d"], mirrored["joints3d"], atol=1e-5)) for h in half)
     assert 8 <= n <= 32 and all(torch.allclose(h["joints3d"], plain["joints3d"], atol=1e-5) for h in half
                                 if not torch.allclose(h["joints3d"], mirrored["joints3d"], atol=1e-5))
+
+
+def _one_handed(b=3, t=6, seed=1, stray=0):
+    """A batch of clips with the right hand in every frame and the left one in ``stray`` frames (a stray detection)."""
+    x = _batch(b, t, seed)
+    x["kp2d"][:, :, 1] = float("nan")
+    x["kp2d_conf"][:, :, 1] = 0.0
+    x["kp2d"][:, :stray, 1] = x["kp2d"][:, :stray, 0] + 30.0
+    x["kp2d_conf"][:, :stray, 1] = 1.0
+    x["image_size"] = torch.tensor([[240, 200]] * b)
+    return x
+
+
+def test_mirror_batch_is_what_the_camera_sees_of_the_mirrored_scene():
+    from handcast.models.lifting import mirror_batch
+
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(2, 6, 2, 21, 3, generator=g, dtype=torch.float64) * 0.05 + torch.tensor([0.02, -0.03, 0.6],
+                                                                                             dtype=torch.float64)
+    x = _batch(2, 6, 2)
+    x = {k: v.double() if v.is_floating_point() else v for k, v in x.items()}
+    x["image_size"] = torch.tensor([[240, 200]] * 2)
+    proj = lambda K, A, P: project(transform_points(A[:, :, None, None], P), K[:, None, None, None])  # noqa: E731
+    x["kp2d"] = proj(x["K"], x["world_to_cam"], X)
+    m = mirror_batch(x, torch.tensor([True, False]))
+    mirrored = (X * torch.tensor([-1.0, 1.0, 1.0], dtype=X.dtype))[:, :, [1, 0]]
+    assert torch.allclose(m["kp2d"][0], proj(m["K"], m["world_to_cam"], mirrored)[0], atol=1e-6)
+    assert torch.allclose(m["kp2d"][0, ..., 0], 239.0 - x["kp2d"][0, :, [1, 0], :, 0])
+    for k in ("kp2d", "kp2d_conf", "K", "world_to_cam"):  # the clip not chosen is untouched
+        assert torch.equal(m[k][1], x[k][1]), k
+    back = mirror_batch(m, torch.tensor([True, False]))
+    for k in ("kp2d", "K", "world_to_cam"):
+        assert torch.allclose(back[k], x[k], atol=1e-9), k
+
+
+def test_mostly_left_clips_are_lifted_as_the_mirror_of_their_mirror_image():
+    """L lifts a clip of (mostly) the left hand alone as if it were the same clip in a mirror, a right hand, then
+    mirrors the result back: lifting a right-hand clip and its mirror image give mirror-image motions, exactly.
+    Two-handed clips are lifted as they are."""
+    from handcast.models.lifting import MIRROR_BELOW, mirror_batch, mirror_motion, mostly_left
+
+    torch.manual_seed(0)
+    m = LiftingModel(LiftConfig(denoiser=dict(width=16, layers=1, heads=2, ff_width=32),
+                                conditioning=LiftingConditioning().to_dict(), diffusion={})).eval()
+    x = _one_handed(stray=1)
+    assert not mostly_left(x).any()
+    flip = torch.ones(3, dtype=torch.bool)
+    xm = mirror_batch(x, flip)
+    assert mostly_left(xm).all()
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    with torch.no_grad():
+        rot, wrist = m.sample(x, num_samples=2, steps=2, generator=g())
+        rot_m, wrist_m = m.sample(xm, num_samples=2, steps=2, generator=g())
+        expect_rot, expect_wrist = mirror_motion(rot, wrist, flip)
+        assert torch.allclose(rot_m, expect_rot, atol=1e-5) and torch.allclose(wrist_m, expect_wrist, atol=1e-6)
+        # without the rule the mirrored clip is lifted as it is, and differs
+        rot_plain, _ = m.sample(xm, num_samples=2, steps=2, generator=g(), mirror_left=False)
+        assert not torch.allclose(rot_plain, rot_m, atol=1e-3)
+        # two hands in every frame: nothing changes
+        both = _batch(3, 6, 1)
+        r1, w1 = m.sample(both, num_samples=1, steps=2, generator=g())
+        r2, w2 = m.sample(both, num_samples=1, steps=2, generator=g(), mirror_left=False)
+        assert torch.equal(r1, r2) and torch.equal(w1, w2)
+    # the rule's threshold: right seen in fewer than MIRROR_BELOW x the left hand's frames
+    y = mirror_batch(_one_handed(t=10, stray=4), flip)  # left in 10 frames, right in 4
+    assert mostly_left(y).all() == (4 < MIRROR_BELOW * 10)
+    y["frame_mask"][:, 6:] = False  # padding frames do not count: left in 6, right in 4
+    assert mostly_left(y).all() == (4 < MIRROR_BELOW * 6)
+    # the mirrored motion is the hand model's mirror image: every keypoint's x negated, the hands swapped
+    from handcast.hand import HandModel
+
+    hm = HandModel("open")
+    j0 = hm.rest_joints()[:, 0]  # (2, 3) each hand's J0, mean shape
+
+    def keypoints(r6, w):
+        return hm.keypoints(sixd_to_rotmat(r6), None, w - j0, rep="rotmat")
+
+    k, km = keypoints(rot, wrist), keypoints(*mirror_motion(rot, wrist, flip))
+    assert torch.allclose(km, (k * torch.tensor([-1.0, 1.0, 1.0]))[..., [1, 0], :, :], atol=1e-5)
+    # mirroring a motion twice gives it back
+    r2, w2 = mirror_motion(*mirror_motion(rot, wrist, flip), flip)
+    assert torch.allclose(sixd_to_rotmat(r2), sixd_to_rotmat(rot), atol=1e-5) and torch.allclose(w2, wrist)

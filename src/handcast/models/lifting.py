@@ -21,6 +21,11 @@ name            per-frame feature                                               
                 can be read the same way for a 40 px and a 600 px hand
 ==============  ======================================================================  ==========
 
+A clip in which mostly the left hand is seen is lifted as its mirror image, mostly a right hand, and the
+result mirrored back (:meth:`LiftingModel.sample`, ``mirror_left``; :func:`mostly_left`): trained on lab clips
+whose two hands do different things, L reads a lone right hand far better than the same hand mirrored
+(results/lift_views.md section 8). The hand model is mirror-symmetric, so nothing is lost.
+
 The paper's four modalities are on by default; ``local`` is off by default and in the presets (measured in
 results/lift_views.md: it helps synthetic new viewpoints and not the real video).
 
@@ -35,6 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
 from handcast.geometry import kpe, mean_rotmat, pixel_rays, plucker, rotmat_to_6d, sixd_to_rotmat
 from handcast.models.checkpoint import load_model
@@ -221,6 +227,74 @@ class LiftingModel(ConditionalDiffusion):
     def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (..., T, 198) -> rot6d (..., T, 2, 16, 6), wrist (..., T, 2, 3) metres, frame-0 camera."""
         return self.codec.decode(x)
+
+    def sample(self, inputs: dict, num_samples: int = 1, sampler: str = "ddim", steps: int | None = None,
+               guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
+               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None, harmonise=None,
+               mirror_left: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`ConditionalDiffusion.sample` -> (rot6d (B, S, T, 2, 16, 6), wrist (B, S, T, 2, 3)). With
+        ``mirror_left`` (and no ``known`` prefix), each clip in which mostly the left hand is seen
+        (:func:`mostly_left`) is given to L mirrored, mostly a right hand, and its samples are mirrored back
+        (:func:`mirror_batch`, :func:`mirror_motion`)."""
+        flip = mostly_left(inputs) if mirror_left and known is None else None
+        if flip is not None and bool(flip.any()):
+            inputs = mirror_batch(inputs, flip)
+        rot6d, wrist = super().sample(inputs, num_samples, sampler, steps, guidance, generator, progress, known,
+                                      known_mask, harmonise)
+        if flip is not None and bool(flip.any()):
+            rot6d, wrist = mirror_motion(rot6d, wrist, flip)
+        return rot6d, wrist
+
+
+#: :func:`mostly_left`: a clip is mirrored when its right hand is seen in fewer than this fraction of the frames
+#: its left hand is seen in (a lone left hand, or one with a few stray right-hand detections)
+MIRROR_BELOW = 0.5
+
+
+def mostly_left(batch: dict) -> torch.Tensor:
+    """(B,) bool: clips whose left hand is seen (at least ``MIN_HAND_KEYPOINTS`` keypoints with conf > 0) in some
+    frame, and whose right hand is seen in fewer than :data:`MIRROR_BELOW` times as many frames."""
+    seen = (batch["kp2d_conf"] > 0).sum(-1) >= MIN_HAND_KEYPOINTS  # (B, T, 2)
+    if "frame_mask" in batch:
+        seen = seen & batch["frame_mask"][..., None]
+    n = seen.sum(1)  # (B, 2)
+    return (n[:, 1] > 0) & (n[:, 0] < MIRROR_BELOW * n[:, 1])
+
+
+_MIRROR_X = (-1.0, 1.0, 1.0)
+
+
+def mirror_batch(batch: dict, which: torch.Tensor) -> dict:
+    """L's input batch with the clips ``which`` (B,) seen in a mirror: the hands swapped, u -> W - 1 - u (W the
+    clip's image width, missing keypoints left as they are), the principal point likewise, and the cameras
+    conjugated by the mirror diag(-1, 1, 1) (x negated in every camera frame). A pinhole camera sees the mirrored
+    scene exactly so. Other keys are kept."""
+    out = dict(batch)
+    w = which.to(torch.bool)
+    m5 = w[:, None, None, None, None]
+    kp = batch["kp2d"][:, :, [1, 0]].clone()
+    W1 = batch["image_size"][:, 0].to(kp.dtype)[:, None, None, None] - 1.0  # (B, 1, 1, 1)
+    kp[..., 0] = W1 - kp[..., 0]
+    out["kp2d"] = torch.where(m5, kp, batch["kp2d"])
+    out["kp2d_conf"] = torch.where(w[:, None, None, None], batch["kp2d_conf"][:, :, [1, 0]], batch["kp2d_conf"])
+    K = batch["K"].clone()
+    K[:, 0, 2] = torch.where(w, batch["image_size"][:, 0].to(K.dtype) - 1.0 - batch["K"][:, 0, 2], batch["K"][:, 0, 2])
+    out["K"] = K
+    M = torch.diag(torch.tensor(_MIRROR_X + (1.0,), dtype=batch["world_to_cam"].dtype, device=K.device))
+    out["world_to_cam"] = torch.where(w[:, None, None, None], M @ batch["world_to_cam"] @ M, batch["world_to_cam"])
+    return out
+
+
+def mirror_motion(rot6d: torch.Tensor, wrist: torch.Tensor, which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L's samples of mirrored clips mirrored back, for the clips ``which`` (B,): rot6d (B, S, T, 2, 16, 6) (every
+    rotation R -> M R M with M = diag(-1, 1, 1): the mirrored right hand's pose is the left hand's, the hand model
+    being mirror-symmetric) and wrist (B, S, T, 2, 3) (x negated), the hands swapped back."""
+    M = torch.diag(torch.tensor(_MIRROR_X, dtype=rot6d.dtype, device=rot6d.device))
+    R = M @ sixd_to_rotmat(rot6d[:, :, :, [1, 0]]) @ M
+    w = which.to(torch.bool)
+    r = torch.where(w.reshape(-1, 1, 1, 1, 1, 1), rotmat_to_6d(R), rot6d)
+    x = wrist[:, :, :, [1, 0]] * torch.tensor(_MIRROR_X, dtype=wrist.dtype, device=wrist.device)
+    return r, torch.where(w.reshape(-1, 1, 1, 1, 1), x, wrist)
 
 
 def average_samples(rot6d: torch.Tensor, wrist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
