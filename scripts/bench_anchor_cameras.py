@@ -1,7 +1,7 @@
 """The forecasting anchor (:func:`handcast.fit.anchor.lift_prefix` on frame 0) against the 3D truth, with one
 orientation start (L's own) and with the default 24:
 ``python scripts/bench_anchor_cameras.py [--store out/synth_tiny] [--split lab_test] [--clips 32]
-[--cameras real|store] [--seed 1000] [--samples N]``.
+[--cameras real|store] [--seed 1000] [--samples N] [--keep K]``.
 
 Each of the first ``--clips`` clips of the split is seen through the store's own camera or through one camera
 like those of real photos (``--cameras real``: :class:`handcast.train.augment.CameraAugment`, seed ``--seed``,
@@ -27,7 +27,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--cameras", choices=("real", "store"), default="real")
     ap.add_argument("--seed", type=int, default=1000)
-    ap.add_argument("--samples", type=int, default=None, help="L's samples averaged (default: AnchorConfig's)")
+    ap.add_argument("--samples", type=int, default=None, help="L's samples drawn (default: AnchorConfig's)")
+    ap.add_argument("--keep", type=int, default=-1,
+                    help="of those, the most 2D-consistent averaged (default: AnchorConfig's; 0: all)")
     a = ap.parse_args()
 
     from handcast.data import collate
@@ -50,11 +52,12 @@ def main() -> None:
     j0 = hands.rest_joints(zeros)[..., 0, :][:, None]
     first = None
     samples = AnchorConfig.samples if a.samples is None else a.samples
-    print(f"{a.split}, {a.clips} clips, cameras {a.cameras}, {samples} sample(s) of L averaged")
+    keep = AnchorConfig.keep if a.keep < 0 else (a.keep or None)
+    print(f"{a.split}, {a.clips} clips, cameras {a.cameras}, {samples} sample(s) of L, {keep or 'all'} kept and averaged")
     for starts in (1, 24):
         pose, wrist, known, _ = lift_prefix(lift, hands, b["kp2d"][:, :1], b["kp2d_conf"][:, :1], b["K"],
                                             b["image_size"], b["world_to_cam"][:, :1],
-                                            config=AnchorConfig(orientation_starts=starts, samples=samples),
+                                            config=AnchorConfig(orientation_starts=starts, samples=samples, keep=keep),
                                             generator=torch.Generator().manual_seed(0))
         k = known[:, 0]
         px = _hand_errors(hands, pose, wrist - j0, zeros, b["kp2d"][:, :1].float(),

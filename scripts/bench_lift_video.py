@@ -1,6 +1,6 @@
 """Speed and accuracy of ``handcast lift`` on a real video:
 ``python scripts/bench_lift_video.py [VIDEO] [--ckpt L.safetensors] [--threads 1] [--out DIR] [--no-video]
-[--max-frames N] [--rigid] [--self] [--guidance G] [--lift-seed S] [--sampler ddim --steps 10 --samples 8]
+[--max-frames N] [--rigid] [--self] [--guidance G] [--lift-seed S] [--sampler ddim --steps 10 --samples 16 --keep 2]
 [--mirror]``.
 
 Default video: ../shared/data/real/dex_retargeting/human_hand_video.mp4 (1280x720, 30 fps, 621 frames,
@@ -87,7 +87,8 @@ def lift_alone(args, z: dict, uv: np.ndarray):
     model = load_lift(args.ckpt or shipped_lift_checkpoint())
     with torch.no_grad():
         pose, transl, _ = lift_windows(model, hands, inp, progress=False, guidance=args.guidance, seed=args.lift_seed,
-                                       sampler=args.sampler, steps=args.steps, num_samples=args.samples)
+                                       sampler=args.sampler, steps=args.steps, num_samples=args.samples,
+                                       keep=args.keep)
         transl = align_translation(hands, pose, transl, inp)
     return hands, inp, pose, transl
 
@@ -178,8 +179,10 @@ def main() -> None:
     ap.add_argument("--noise-px", type=float, default=0.0, help="synthetic: std of the 2D noise (px)")
     ap.add_argument("--sampler", default="ddim", help="L's sampler (default ddim, as handcast lift)")
     ap.add_argument("--steps", type=int, default=10, help="L's sampling steps (default 10, as handcast lift)")
+    ap.add_argument("--keep", type=int, default=None,
+                    help="of the samples, how many are averaged, the most consistent with the 2D (default: handcast lift's)")
     ap.add_argument("--samples", type=int, default=None,
-                    help="samples of L averaged per window (default: handcast lift's, 8; before 2026-12-07 one sample)")
+                    help="samples of L drawn per window (default: handcast lift's, 16 since section 9 of results/lift_views.md; 8 before, 1 before section 7)")
     ap.add_argument("--rigid", action="store_true", help="also L with a per-frame orientation + translation solve")
     ap.add_argument("--self", dest="self_input", action="store_true",
                     help="also L alone on the refined result's own reprojection")
@@ -187,10 +190,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from handcast.infer.lift import DEFAULT_SAMPLES, RefineSchedule, run_lift
+    from handcast.infer.lift import DEFAULT_KEEP, DEFAULT_SAMPLES, RefineSchedule, run_lift
 
     if args.samples is None:
         args.samples = DEFAULT_SAMPLES
+    if args.keep is None:
+        args.keep = DEFAULT_KEEP
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_lift_")
     out = args.out if args.out is not None else str(Path(tmp.name) / "out")
@@ -212,7 +217,7 @@ def main() -> None:
     t0 = time.perf_counter()
     res = run_lift(args.video, out, ckpt=args.ckpt, video=not args.no_video, max_frames=args.max_frames, refine_iterations=its,
                    progress=False, guidance=args.guidance, seed=args.lift_seed, sampler=args.sampler, steps=args.steps,
-                   samples=args.samples)
+                   samples=args.samples, keep=args.keep)
     wall = time.perf_counter() - T_START
     z = dict(np.load(Path(out) / "lift.npz"))
     m, l = res["metrics"], res["metrics"]["lift_only"]

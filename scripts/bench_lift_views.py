@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--sampler", default="ddim", help="L's sampler (default ddim, as handcast lift)")
     ap.add_argument("--steps", type=int, default=10, help="L's sampling steps (default 10, as handcast lift)")
     ap.add_argument("--samples", type=int, default=1, help="samples of L averaged per window (default 1)")
+    ap.add_argument("--keep", type=int, default=None, help="average only the KEEP samples most consistent with the 2D")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,7 +134,7 @@ def main() -> None:
                             image_size=tuple(int(x) for x in it["image_size"]))
             with torch.no_grad():
                 pose, transl, _ = lift_windows(model, hands, inp, seed=0, progress=False, sampler=args.sampler,
-                                               steps=args.steps, num_samples=args.samples)
+                                               steps=args.steps, num_samples=args.samples, keep=args.keep)
                 transl = align_translation(hands, pose, transl, inp)
                 j = hands.keypoints(pose, torch.zeros(pose.shape[0], 2, 10), transl, rep="aa", convention="flat")
             rp = _project_seq(j.double().numpy(), inp.K.astype(np.float64), inp.cameras().astype(np.float64))

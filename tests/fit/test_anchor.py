@@ -144,7 +144,7 @@ def test_anchor_averages_l_samples():
     kp = torch.zeros(2, 4, 2, 21, 2)
     args = (kp, torch.ones(2, 4, 2, 21), torch.eye(3).expand(2, 3, 3), torch.ones(2, 2), torch.eye(4).expand(2, 4, 4, 4), None)
     for n, turn, shift in ((1, 0.5, 0.03), (2, 0.0, 0.0), (4, 0.0, 0.0)):
-        p, w = _lift(Spread(), *args, AnchorConfig(samples=n))
+        p, w = _lift(Spread(), None, *args, AnchorConfig(samples=n, keep=None))
         ang = geodesic_angle(aa_to_rotmat(p.double()), aa_to_rotmat(pose.expand(-1, 4, -1, -1, -1).double()))
         assert torch.allclose(ang, torch.full_like(ang, turn), atol=1e-4), n
         assert torch.allclose(w, (wrist + shift).expand(-1, 4, -1, -1), atol=1e-5), n
@@ -152,3 +152,38 @@ def test_anchor_averages_l_samples():
 
     with pytest.raises(HandcastError, match="at least one sample"):
         AnchorConfig(samples=0)
+    with pytest.raises(HandcastError, match="keeps at least one"):
+        AnchorConfig(keep=0)
+
+
+def test_anchor_keeps_the_samples_that_explain_the_2d():
+    """AnchorConfig.keep: of L's samples (one right, the others with the hand turned by 0.6 k rad), the anchor
+    averages those that best explain the 2D keypoints: keep=1 returns the right one, all of them do not."""
+    from handcast.fit.anchor import AnchorConfig, _lift
+    from handcast.geometry import aa_to_6d, aa_to_rotmat, geodesic_angle, project, rotmat_to_aa
+
+    hands = HandModel("open")
+    g = torch.Generator().manual_seed(2)
+    pose = 0.3 * torch.randn(2, 1, 2, 16, 3, generator=g)
+    wrist = torch.tensor([[0.1, 0.0, 0.5], [-0.1, 0.0, 0.5]]).expand(2, 1, 2, 3)
+    K = torch.tensor([[500.0, 0, 200], [0, 500, 200], [0, 0, 1]]).expand(2, 3, 3)
+    kp3 = hands.keypoints(pose, transl=wrist - hands.rest_joints()[:, 0])
+    kp = project(kp3, K[:, None, None, None]).expand(-1, 4, -1, -1, -1)
+
+    class Misread:
+        def sample(self, batch, n, sampler, steps, generator=None):
+            t = batch["kp2d"].shape[1]
+            out_r = []
+            for k in range(n):
+                p = pose.clone()
+                p[..., 0, :] = rotmat_to_aa(aa_to_rotmat(pose[..., 0, :]) @ aa_to_rotmat(torch.tensor([0.0, 0.6 * k, 0.0])))
+                out_r.append(aa_to_6d(p.expand(-1, t, -1, -1, -1)))
+            return torch.stack(out_r, 1), wrist.expand(-1, t, -1, -1)[:, None].expand(-1, n, -1, -1, -1)
+
+    args = (kp, torch.ones(2, 4, 2, 21), K, torch.full((2, 2), 400.0), torch.eye(4).expand(2, 4, 4, 4), None)
+    err = {}
+    for keep in (1, None):
+        p, _ = _lift(Misread(), hands, *args, AnchorConfig(samples=4, keep=keep))
+        err[keep] = float(geodesic_angle(aa_to_rotmat(p[..., 0, :].double()),
+                                         aa_to_rotmat(pose[..., 0, :].expand(-1, 4, -1, -1).double())).max())
+    assert err[1] < 1e-3 < 0.3 < err[None], err

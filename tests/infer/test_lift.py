@@ -187,6 +187,43 @@ def test_samples_are_averaged_per_window(clip, hands):
         assert np.abs(off - shift * np.sqrt(3)).max() < 2e-4  # (cross-faded windows turn it a little differently)
 
 
+class _MisreadLift(_OracleLift):
+    """:class:`_OracleLift` whose sample 0 is the known motion and sample k > 0 has every joint turned by
+    0.25 k rad about its own x axis (a misread hand)."""
+
+    def sample(self, batch, num, sampler, steps, guidance=1.0, generator=None):
+        from handcast.geometry import aa_to_rotmat, rotmat_to_6d, sixd_to_rotmat
+
+        R6, wr = super().sample(batch, 1, sampler, steps, guidance, generator)
+        R = sixd_to_rotmat(R6.double())
+        turns = [aa_to_rotmat(torch.tensor([0.25 * k, 0.0, 0.0], dtype=torch.float64)) for k in range(num)]
+        return torch.cat([rotmat_to_6d(R @ t).float() for t in turns], 1), wr.expand(-1, num, -1, -1, -1).clone()
+
+
+def test_keep_averages_the_samples_that_explain_the_2d(clip, hands):
+    """lift_windows(keep=k): of L's samples, only the k that best explain the window's 2D keypoints are averaged:
+    with one right sample among misread ones, keep=1 returns it; averaging all of them does not."""
+    import roma
+
+    from handcast.geometry import aa_to_rotmat
+    from handcast.infer.lift import LiftInput, lift_windows, window_starts
+
+    T = clip.joints3d.shape[0]
+    inp = LiftInput(uv=clip.kp2d, conf=clip.kp2d_conf, hand_valid=clip.valid, K=clip.K,
+                    world_to_cam=clip.world_to_cam, fps=30.0, image_size=tuple(clip.image_size))
+    rot = aa_to_rotmat(torch.from_numpy(clip.pose.astype(np.float64))).numpy()
+    wrist = clip.joints3d[:, :, 0].astype(np.float64)
+    errs = {}
+    for keep in (1, 4):
+        model = _MisreadLift(rot, wrist, window_starts(T, 64, 16))
+        model.w2c = clip.world_to_cam.astype(np.float64)
+        pose, _, _ = lift_windows(model, hands, inp, overlap=16, batch_size=2, progress=False, num_samples=4,
+                                  keep=keep)
+        ang = roma.rotmat_geodesic_distance(aa_to_rotmat(pose.double()), torch.from_numpy(rot)).numpy()
+        errs[keep] = np.degrees(ang[clip.valid]).max()
+    assert errs[1] < 1e-3 < 10.0 < errs[4], errs
+
+
 # ----------------------------------------------------------------------------------------------
 # The whole pipeline on synthetic tracks
 
@@ -364,6 +401,7 @@ def _bad_cases(clip, d: Path) -> list[tuple[str, Path, dict, str]]:
     cases.append(("overlap", ok, {"overlap": 64}, "--overlap"))
     cases.append(("sampler", ok, {"sampler": "euler"}, "--sampler"))
     cases.append(("guidance", ok, {"guidance": float("nan")}, "--guidance"))
+    cases.append(("keep", ok, {"keep": 0}, "--keep"))
     cases.append(("ckpt", ok, {"ckpt": d / "nock.safetensors"}, "checkpoint not found"))
     return cases
 
@@ -445,10 +483,12 @@ def test_the_cli_defaults_are_run_lifts():
     import inspect
 
     from handcast.cli import build_parser
-    from handcast.infer.lift import DEFAULT_SAMPLES, MAX_SAMPLES, run_lift
+    from handcast.infer.lift import DEFAULT_KEEP, DEFAULT_SAMPLES, MAX_SAMPLES, run_lift
 
     args = build_parser().parse_args(["lift", "x.npz"])
     params = inspect.signature(run_lift).parameters
     assert args.samples == params["samples"].default == DEFAULT_SAMPLES > 1
+    assert args.keep == params["keep"].default == DEFAULT_KEEP < DEFAULT_SAMPLES
+    assert build_parser().parse_args(["lift", "x.npz", "--keep", str(MAX_SAMPLES)]).keep == MAX_SAMPLES
     assert args.refine_iterations == params["refine_iterations"].default
     assert build_parser().parse_args(["lift", "x.npz", "--samples", str(MAX_SAMPLES)]).samples == MAX_SAMPLES

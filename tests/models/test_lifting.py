@@ -406,3 +406,46 @@ def test_mostly_left_clips_are_lifted_as_the_mirror_of_their_mirror_image():
     # mirroring a motion twice gives it back
     r2, w2 = mirror_motion(*mirror_motion(rot, wrist, flip), flip)
     assert torch.allclose(sixd_to_rotmat(r2), sixd_to_rotmat(rot), atol=1e-5) and torch.allclose(w2, wrist)
+
+
+def test_sample_consistency_scores_how_well_each_sample_explains_the_2d():
+    """sample_consistency: 0 for the motion whose projection is the input, about 0 for the same motion with the wrist
+    moved (scale and shift per frame absorb placement), large for the hand turned over; a hand seen nowhere scores 0.
+    best_samples_weights keeps the lowest scores; average_samples with them returns the kept samples' mean rotation
+    and the mean wrist of all samples."""
+    from handcast.geometry import aa_to_rotmat, rotmat_to_6d
+    from handcast.hand import HandModel
+    from handcast.models.lifting import average_samples, best_samples_weights, sample_consistency
+
+    hands = HandModel("open")
+    item = _synthetic_item(5, T=8)
+    R = aa_to_rotmat(item["pose"].double())  # (T, 2, 16, 3, 3)
+    wrist = item["joints3d"][:, :, 0].double()  # (T, 2, 3) frame-0 camera
+    j0 = hands.rest_joints().double()[:, 0]
+
+    def projected(Rs, w):
+        kp = hands.keypoints(Rs, transl=w - j0, rep="rotmat")
+        return project(transform_points(item["world_to_cam"].double()[:, None, None], kp), item["K"].double())
+
+    kp2d = projected(R, wrist)
+    turned = R.clone()
+    turned[:, :, 0] = R[:, :, 0] @ aa_to_rotmat(torch.tensor([0.0, 0.0, np.pi / 2], dtype=torch.float64))
+    deeper = wrist + torch.tensor([0.02, -0.01, 0.05], dtype=torch.float64)
+    rot6d = rotmat_to_6d(torch.stack([R, turned, R]))[None]  # (1, 3, T, 2, 16, 6)
+    wr = torch.stack([wrist, wrist, deeper])[None]
+    conf = torch.ones(1, 8, 2, 21)
+    conf[:, :, 1] = 0.0  # the left hand is not seen
+    batch = dict(kp2d=kp2d[None].float(), kp2d_conf=conf, K=item["K"][None], world_to_cam=item["world_to_cam"][None],
+                 frame_mask=torch.ones(1, 8, dtype=torch.bool))
+    s = sample_consistency(rot6d, wr, batch, hands)  # (1, 3, 2)
+    assert s.shape == (1, 3, 2)
+    assert float(s[0, 0, 0]) < 1e-3 and float(s[0, 2, 0]) < 0.03 < 0.2 < float(s[0, 1, 0])
+    assert torch.equal(s[..., 1], torch.zeros(1, 3))
+    w = best_samples_weights(s, 2)
+    assert torch.allclose(w[0, :, 0], torch.tensor([0.5, 0.0, 0.5]))
+    assert torch.allclose(best_samples_weights(s, 1)[0, :, 0], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(w.sum(1), torch.ones(1, 2))
+    Rm, wm = average_samples(rot6d, wr, best_samples_weights(s, 1))
+    assert torch.allclose(Rm[0, :, 0], R[:, 0], atol=1e-6)
+    assert torch.allclose(wm[0, :, 0], (2 * wrist[:, 0] + deeper[:, 0]) / 3)
+    assert not torch.allclose(average_samples(rot6d, wr)[0][0, :, 0], R[:, 0], atol=1e-2)  # all three: turned

@@ -19,7 +19,8 @@ def _bench_lifting(args: argparse.Namespace) -> None:
     samplers = [] if args.no_samplers else [("ddpm", 1000), ("ddim", 50), ("ddim", 10), ("dpm", 10)]
     result = bench_lifting(args.store, _checkpoints(args), splits=tuple(args.splits), samplers=samplers,
                            out=args.out, optimisation=not args.no_optimisation, progress=not args.quiet,
-                           command=command_line(), lift_samples=args.lift_samples)
+                           command=command_line(), lift_samples=args.lift_samples,
+                           lift_keep=args.lift_keep)
     print(format_report(result))
 
 
@@ -93,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-optimisation", action="store_true", help="skip the optimisation-only baseline")
     b.add_argument("--lift-samples", type=int_range(1, 64), default=1,
                    help="samples of L averaged per clip in the checkpoint rows (default 1, the paper's protocol)")
+    b.add_argument("--lift-keep", type=int_range(1, 64), default=None,
+                   help="of those, average only the KEEP most consistent with the 2D keypoints (default: all)")
     add_quiet(b)
     b.set_defaults(func=_bench_lifting)
 

@@ -63,7 +63,7 @@ def _lift(args: argparse.Namespace) -> None:
                    overlap=args.overlap, refine_iterations=args.refine_iterations, smooth=args.smooth,
                    video=not args.no_video, max_frames=args.max_frames, progress=not args.quiet, sampler=args.sampler,
                    steps=args.steps, seed=args.seed, mirrored=args.mirrored, guidance=args.guidance,
-                   samples=args.samples)
+                   samples=args.samples, keep=args.keep)
     for m in res["messages"]:
         print(m)
     m = res["metrics"]
@@ -165,8 +165,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampler(s)
     s.add_argument("--guidance", type=float_range(0, 20, lo_open=True), default=1.0,
                    help="classifier-free guidance scale of L (default 1: none)")
-    s.add_argument("--samples", type=int_range(1, 64), default=8,
-                   help="samples of L averaged per window (default 8; 1 = one sample, fastest)")
+    # defaults: handcast.infer.lift.DEFAULT_SAMPLES / DEFAULT_KEEP / MAX_SAMPLES (not imported here: torch)
+    s.add_argument("--samples", type=int_range(1, 64), default=16,
+                   help="samples of L drawn per window (default 16; 1 = one sample, fastest)")
+    s.add_argument("--keep", type=int_range(1, 64), default=2,
+                   help="of those, how many are averaged: the ones most consistent with the 2D keypoints "
+                        "(default 2; --keep equal to --samples averages all)")
     add_seed(s)
     add_quiet(s)
     s.set_defaults(func=_lift)

@@ -56,7 +56,8 @@ def _impute(args: argparse.Namespace) -> None:
     check_device(args.device)
     summary = impute(args.ckpt, args.data, args.split, args.out, out_split=args.out_split, batch_size=args.batch_size,
                      sampler=args.sampler, steps=args.steps, iterations=args.iterations, tol=args.tol,
-                     use_3d_labels=args.use_3d_labels, device=args.device, progress=not args.quiet, samples=args.samples)
+                     use_3d_labels=args.use_3d_labels, device=args.device, progress=not args.quiet, samples=args.samples,
+                     keep=args.keep)
     print(json.dumps(summary, indent=1, default=str))
 
 
@@ -106,7 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int_range(1, 65536), default=64, help="clips refined together (default 64)")
     add_sampler(s)
     s.add_argument("--samples", type=int_range(1, 64), default=1,
-                   help="samples of L averaged per clip before the refinement (default 1; handcast lift uses 8)")
+                   help="samples of L averaged per clip before the refinement (default 1; handcast lift draws 16)")
+    s.add_argument("--keep", type=int_range(1, 64), default=None,
+                   help="of those, average only the KEEP most consistent with the 2D keypoints (default: all; "
+                        "handcast lift keeps 2)")
     s.add_argument("--iterations", type=int_range(0, 10**6), default=1000, help="refinement iterations (default 1000)")
     s.add_argument("--tol", type=float_range(0), default=1e-4, help="refinement early-stop loss (default 1e-4; 0 = never)")
     s.add_argument("--use-3d-labels", action="store_true", help="also fit 3D keypoints where a clip has them")

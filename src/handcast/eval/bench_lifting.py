@@ -68,10 +68,10 @@ def _batches(inputs: dict, size: int):
 
 
 def lift_predict(model, hands, inputs: dict, sampler: str = "ddim", steps: int = 10, seed: int = 0,
-                 batch_size: int = 64, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                 batch_size: int = 64, num_samples: int = 1, keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """L per clip, one sample or the average of ``num_samples`` (:func:`handcast.fit.impute.lift_initialiser`):
     pose (B, T, 2, 16, 3) axis-angle and MANO transl (B, T, 2, 3), mean shape."""
-    init = lift_initialiser(model, hands, sampler, steps, seed, num_samples)
+    init = lift_initialiser(model, hands, sampler, steps, seed, num_samples, keep)
     poses, transls = [], []
     for b in _batches(inputs, batch_size):
         p, tr = init(b)
@@ -141,7 +141,8 @@ def _timed(fn: Callable, n: int):
 def bench_lifting(store: str | Path, ckpts: dict[str, str], splits=("diverse_test", "wild_test"),
                   main: str | None = None, samplers=(("ddpm", 1000), ("ddim", 50), ("ddim", 10), ("dpm", 10)),
                   out: str | Path | None = None, refine_iterations: int = 1000, refine_tol: float = 0.0,
-                  optimisation: bool = True, progress: bool = True, command: str = "", lift_samples: int = 1) -> dict:
+                  optimisation: bool = True, progress: bool = True, command: str = "", lift_samples: int = 1,
+                  lift_keep: int | None = None) -> dict:
     """Run the benchmark; returns {"table": {row: {split: {metric: cm}}}, "samplers": [...], "seconds": ...}
     and writes ``<out>.md`` and ``<out>.json`` when ``out`` is given. ``lift_samples``: samples of L averaged
     per clip in the checkpoint rows and the main model's alignment and refinement rows (1: one sample, the
@@ -168,7 +169,8 @@ def bench_lifting(store: str | Path, ckpts: dict[str, str], splits=("diverse_tes
         if row == "optimisation":
             (pose, tr), dt = _timed(lambda: optimisation_predict(hands, inputs), n)
         elif row in models:
-            (pose, tr), dt = _timed(lambda: lift_predict(models[row], hands, inputs, num_samples=lift_samples), n)
+            (pose, tr), dt = _timed(lambda: lift_predict(models[row], hands, inputs, num_samples=lift_samples,
+                                                        keep=lift_keep), n)
             cache[(split, row)] = (pose, tr, dt)
         else:  # the main model's output, placed on the 2D or refined
             p0, t0, dt0 = cache[(split, main)]
@@ -196,7 +198,8 @@ def bench_lifting(store: str | Path, ckpts: dict[str, str], splits=("diverse_tes
             sampler_rows.append({"sampler": f"{name}-{steps}", "seconds_per_clip": dt, "latency_one_clip": latency,
                                  "M": m})
     result = {"table": rows, "references": refs, "seconds_per_clip": secs, "samplers": sampler_rows, "splits": list(splits),
-              "checkpoints": {k: str(v) for k, v in ckpts.items()}, "command": command, "lift_samples": int(lift_samples)}
+              "checkpoints": {k: str(v) for k, v in ckpts.items()}, "command": command, "lift_samples": int(lift_samples),
+              "lift_keep": None if lift_keep is None else int(lift_keep)}
     if out is not None:
         write_report(result, Path(out))
     return result
@@ -211,7 +214,10 @@ def format_report(result: dict) -> str:
               "the first frame; MR: right-minus-left root). Inputs: the stored 2D tracks only; mean hand shape.",
               "L: " + ("one sample per clip." if result.get("lift_samples", 1) == 1
                        else f"the average of {result['lift_samples']} samples per clip (rotation matrices averaged and "
-                            "projected to SO(3), wrists averaged)."), ""]
+                            "projected to SO(3), wrists averaged)"
+                            + ("." if not result.get("lift_keep") or result["lift_keep"] >= result["lift_samples"]
+                               else f", of the {result['lift_keep']} per hand most consistent with the 2D keypoints "
+                                    "(`handcast lift --keep`).")), ""]
     head = "| method | " + " | ".join(f"{s} {m}" for s in splits for m in METRICS) + " | s/clip |"
     lines += [head, "|" + "---|" * (2 + len(splits) * len(METRICS))]
     for row, by_split in result["table"].items():

@@ -25,7 +25,7 @@ from handcast.errors import HandcastError
 from handcast.fit.align import align_to_tracks
 from handcast.fit.refine import RefineConfig, refine
 from handcast.geometry import aa_to_rotmat, project, rotmat_to_aa, transform_points
-from handcast.models.lifting import average_samples
+from handcast.models.lifting import average_samples, best_samples_weights, sample_consistency
 
 __all__ = ["AnchorConfig", "lift_prefix"]
 
@@ -35,7 +35,8 @@ class AnchorConfig:
     """Settings of :func:`lift_prefix`.
 
     static_frames: a one-frame prefix is given to L as this many identical frames (a still hand).
-    sampler / steps: L's sampler. samples: L's samples averaged (:func:`handcast.models.lifting.average_samples`).
+    sampler / steps: L's sampler. samples: L's samples drawn; keep: how many of them are averaged, those most
+    consistent with the 2D keypoints (:func:`handcast.models.lifting.sample_consistency`; None: all of them).
     iterations: Adam iterations of the refinement, split in ``rounds`` rounds with learning rates decreasing
     geometrically from ``lr`` to ``lr_end``. w_smooth: joint-acceleration
     weight (only for prefixes of 3 frames or more). w_limits: joint-limit penalty (rad^2). orientation_starts:
@@ -55,6 +56,7 @@ class AnchorConfig:
     sampler: str = "ddim"
     steps: int = 10
     samples: int = 8
+    keep: int | None = 2
     iterations: int = 300
     rounds: int = 3
     lr: float = 0.02
@@ -65,6 +67,8 @@ class AnchorConfig:
     def __post_init__(self):
         if int(self.samples) < 1:
             raise HandcastError(f"the anchor needs at least one sample of L, got samples={self.samples}")
+        if self.keep is not None and int(self.keep) < 1:
+            raise HandcastError(f"the anchor keeps at least one sample of L, got keep={self.keep}")
 
 
 def orientation_turns() -> torch.Tensor:
@@ -99,12 +103,15 @@ def _hand_errors(hand_model, pose, transl, betas, kp, conf, K, w2c) -> torch.Ten
 
 
 @torch.no_grad()
-def _lift(lift_model, kp2d, conf, K, image_size, world_to_cam, generator, config: AnchorConfig):
+def _lift(lift_model, hand_model, kp2d, conf, K, image_size, world_to_cam, generator, config: AnchorConfig):
     b, n = kp2d.shape[:2]
     batch = {"kp2d": kp2d, "kp2d_conf": conf, "K": K, "world_to_cam": world_to_cam, "image_size": image_size,
              "frame_mask": torch.ones(b, n, dtype=torch.bool, device=kp2d.device)}
-    R, wrist = average_samples(*lift_model.sample(batch, int(config.samples), config.sampler, config.steps,
-                                                  generator=generator))
+    rot6d, wrist = lift_model.sample(batch, int(config.samples), config.sampler, config.steps, generator=generator)
+    weights = None
+    if config.keep is not None and int(config.keep) < int(config.samples):
+        weights = best_samples_weights(sample_consistency(rot6d, wrist, batch, hand_model), int(config.keep))
+    R, wrist = average_samples(rot6d, wrist, weights)
     return rotmat_to_aa(R), wrist
 
 
@@ -138,11 +145,11 @@ def lift_prefix(lift_model, hand_model, kp2d: torch.Tensor, conf: torch.Tensor, 
     K, image_size = K.float(), image_size.float()
     if n == 1 and config.static_frames > 1:  # one photo: a still hand over L's window
         s = int(config.static_frames)
-        pose, wrist = _lift(lift_model, kp.expand(b, s, *kp.shape[2:]), conf.expand(b, s, *conf.shape[2:]), K,
+        pose, wrist = _lift(lift_model, hand_model, kp.expand(b, s, *kp.shape[2:]), conf.expand(b, s, *conf.shape[2:]), K,
                             image_size, w2c.expand(b, s, 4, 4), generator, config)
         pose, wrist = pose[:, :1], wrist[:, :1]
     else:
-        pose, wrist = _lift(lift_model, kp, conf, K, image_size, w2c, generator, config)
+        pose, wrist = _lift(lift_model, hand_model, kp, conf, K, image_size, w2c, generator, config)
     # every start: the hands turned in their own frame about the wrist (MANO turns about the root joint)
     turns = orientation_turns()[: max(1, min(24, int(config.orientation_starts)))].to(dev)
     m = len(turns)

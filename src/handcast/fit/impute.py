@@ -30,7 +30,7 @@ from handcast.fit.refine import RefineConfig, refine
 from handcast.geometry import rotmat_to_aa
 from handcast.hand import HandModel
 from handcast.io import make_dirs
-from handcast.models.lifting import average_samples, load_lift
+from handcast.models.lifting import average_samples, best_samples_weights, load_lift, sample_consistency
 
 #: fields read from every source clip (never pose / transl / joints3d)
 INPUT_FIELDS: tuple[str, ...] = ("kp2d", "kp2d_conf", "world_to_cam", "valid", "betas", "K", "image_size", "fps")
@@ -274,15 +274,22 @@ def _impute_batch(view, items, writer, out_split, initialiser, hand_model, cfg, 
     return len(items)
 
 
-def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, seed: int = 0, num_samples: int = 1):
+def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, seed: int = 0, num_samples: int = 1,
+                     keep: int | None = None):
     """An initialiser for :func:`handcast.fit.impute.impute_split`: L per clip, one sample or the average of
     ``num_samples`` (rotation matrices averaged and projected to SO(3), wrists averaged: an estimate of the
-    posterior mean, as ``handcast lift --samples``).
+    posterior mean, as ``handcast lift --samples``); ``keep`` < ``num_samples``: only the ``keep`` samples most
+    consistent with the clip's 2D keypoints are averaged, per hand (:func:`handcast.models.lifting.sample_consistency`,
+    as ``handcast lift --keep``).
 
     Returns ``init(batch) -> (pose (B, T, 2, 16, 3) axis-angle flat, transl (B, T, 2, 3) MANO transl)``."""
     def init(batch):
         g = torch.Generator(device=batch["K"].device).manual_seed(seed)
-        R, wrist = average_samples(*model.sample(batch, int(num_samples), sampler, steps, generator=g))
+        rot6d, wrist = model.sample(batch, int(num_samples), sampler, steps, generator=g)
+        weights = None
+        if keep is not None and int(keep) < int(num_samples):
+            weights = best_samples_weights(sample_consistency(rot6d, wrist, batch, hand_model), int(keep))
+        R, wrist = average_samples(rot6d, wrist, weights)
         j0 = hand_model.rest_joints(batch["betas"])[..., 0, :]  # (B, 2, 3)
         return rotmat_to_aa(R), wrist - j0[:, None]
 
@@ -292,7 +299,7 @@ def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, 
 def impute(ckpt: str | Path, data: str | Path, split: str, out: str | Path, out_split: str | None = None,
            batch_size: int = 64, sampler: str = "ddim", steps: int = 10, iterations: int = 1000,
            tol: float = 1e-4, use_3d_labels: bool = False, device: str = "cpu", progress: bool = True,
-           samples: int = 1) -> dict:
+           samples: int = 1, keep: int | None = None) -> dict:
     """``handcast impute``: L + reprojection refinement turns a split's 2D tracks into 3D labels.
 
     Writes clips with provenance ``imputed`` to the store ``out`` (split ``out_split``, default
@@ -300,10 +307,13 @@ def impute(ckpt: str | Path, data: str | Path, split: str, out: str | Path, out_
     before the refinement (:func:`lift_initialiser`)."""
     if int(samples) < 1:
         raise HandcastError(f"--samples must be at least 1, got {samples}")
+    if keep is not None and int(keep) < 1:
+        raise HandcastError(f"--keep must be at least 1, got {keep}")
     model = load_lift(ckpt, device)
     hands = HandModel("auto").to(device)
-    init = lift_initialiser(model, hands, sampler, steps, num_samples=int(samples))
-    name = f"lift:{Path(ckpt).name}:{sampler}-{steps}" + (f"x{int(samples)}" if int(samples) > 1 else "")
+    init = lift_initialiser(model, hands, sampler, steps, num_samples=int(samples), keep=keep)
+    name = f"lift:{Path(ckpt).name}:{sampler}-{steps}" + (f"x{int(samples)}" if int(samples) > 1 else "") \
+        + (f"k{int(keep)}" if keep is not None and int(keep) < int(samples) else "")
     return impute_split(data, split, out, out_split or f"{split}_imputed", init, hands, batch_size=batch_size,
                         refine_config=RefineConfig(iterations=iterations, tol=tol), use_3d_labels=use_3d_labels,
                         progress=progress, device=device, initialiser_name=name)

@@ -67,7 +67,7 @@ from handcast.io import (
     save_npz,
 )
 from handcast.models.checkpoint import shipped_checkpoint
-from handcast.models.lifting import load_lift
+from handcast.models.lifting import best_samples_weights, load_lift, sample_consistency
 from handcast.render.overlay import project_points, second_view, view_camera
 
 __all__ = ["run_lift", "LiftInput", "read_tracks", "video_input", "window_starts", "window_weights",
@@ -79,8 +79,11 @@ SHIPPED_LIFT = "lift_tiny.safetensors"
 DEFAULT_WINDOW = 64
 #: largest classifier-free guidance scale ``--guidance`` takes
 MAX_GUIDANCE = 20.0
-#: samples of L averaged per window by ``handcast lift`` (``--samples``; results/lift_views.md section 7)
-DEFAULT_SAMPLES = 8
+#: samples of L drawn per window by ``handcast lift`` (``--samples``; results/lift_views.md sections 7 and 9)
+DEFAULT_SAMPLES = 16
+#: of those, how many are averaged: the ones most consistent with the 2D keypoints (``--keep``;
+#: :func:`handcast.models.lifting.sample_consistency`, results/lift_views.md section 9)
+DEFAULT_KEEP = 2
 #: most samples of L averaged per window (``--samples``)
 MAX_SAMPLES = 64
 #: a hand enters the lifting and the refinement in a frame when at least this many keypoints are detected
@@ -302,13 +305,18 @@ def window_weights(length: int, overlap: int) -> np.ndarray:
 def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WINDOW, overlap: int = 16,
                  sampler: str = "ddim", steps: int = 10, seed: int = 0, batch_size: int = 16,
                  progress: bool = True, device: str | torch.device = "cpu",
-                 guidance: float = 1.0, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor, int]:
+                 guidance: float = 1.0, num_samples: int = 1, keep: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """L over each window, stitched over the whole sequence (``guidance`` != 1: classifier-free
     guidance of that scale, :func:`handcast.diffusion.sample`).
 
     ``num_samples`` > 1 draws that many samples per window and averages them (rotation matrices averaged
     then projected to SO(3), wrists averaged): an estimate of the posterior mean, which is closer to the
-    truth on average than one sample (results/lift_views.md section 7).
+    truth on average than one sample (results/lift_views.md section 7). ``keep`` < ``num_samples`` averages,
+    per window and hand, only the rotations of the ``keep`` samples that best explain the window's 2D keypoints
+    (:func:`handcast.models.lifting.sample_consistency`; the wrists stay the mean of all samples): L's samples
+    scatter most in the hand's orientation, and the ones that reproject worst are the misread ones
+    (results/lift_views.md section 9).
 
     Each window is lifted in the camera of its first frame (its cameras re-expressed relative to that
     frame, as L was trained), mapped to the frame-0 camera, and cross-faded with its neighbours
@@ -358,8 +366,13 @@ def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WIN
         rot6d, wrist = model.sample(batch, int(num_samples), sampler, steps, guidance=float(guidance), generator=g)
         # (B, n, 2, 16, 3, 3) window-start camera: the samples' rotation matrices and wrists averaged here and
         # projected to SO(3) once, after the cross-fade below (not per window, as average_samples would)
-        R = sixd_to_rotmat(rot6d[:, :, :n]).double().cpu().mean(1)
-        wr = wrist[:, :, :n].double().cpu().mean(1)  # (B, n, 2, 3)
+        if keep is not None and int(keep) < int(num_samples):
+            wsel = best_samples_weights(sample_consistency(rot6d, wrist, batch, hand_model), int(keep))
+        else:
+            wsel = torch.full((B, int(num_samples), 2), 1.0 / int(num_samples), device=rot6d.device)
+        wsel = wsel.double().cpu()[:, :, None]  # (B, S, 1, 2)
+        R = (sixd_to_rotmat(rot6d[:, :, :n]).double().cpu() * wsel[..., None, None, None]).sum(1)
+        wr = wrist[:, :, :n].double().cpu().mean(1)  # (B, n, 2, 3): all samples (see average_samples)
         for i, s in enumerate(sb):
             to0 = torch.from_numpy(invert_rigid(w2c[s]))  # window-start camera -> frame-0 camera
             Ri = R[i].clone()
@@ -626,7 +639,8 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
              overlap: int = 16, refine_iterations: int = RefineSchedule.iterations, video: bool = True,
              max_frames: int | None = None, progress: bool = True, sampler: str = "ddim", steps: int = 10,
              seed: int = 0, mirrored: bool = False, smooth: float = RefineSchedule.w_smooth,
-             device: str | torch.device = "cpu", guidance: float = 1.0, samples: int = DEFAULT_SAMPLES) -> dict:
+             device: str | torch.device = "cpu", guidance: float = 1.0, samples: int = DEFAULT_SAMPLES,
+             keep: int = DEFAULT_KEEP) -> dict:
     """The ``handcast lift`` command: 3D motion of both hands from a video or a tracks file.
 
     source: a video (any format PyAV decodes; hands detected with mediapipe, extra ``detect``) or a tracks
@@ -637,7 +651,8 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
     the refinement (0 = L only). smooth: weight of the joint-acceleration term. max_frames: only the first
     frames. mirrored: the video is a selfie (mirrored) view. sampler / steps / seed: L's sampler; guidance:
     its classifier-free guidance scale (1 = none; results/lift_views.md section 5 measures 1-3); samples: L's
-    samples averaged per window (:func:`lift_windows`).
+    samples drawn per window, keep: how many of them are averaged, the most consistent with the 2D keypoints
+    (all when ``keep`` >= ``samples``; :func:`lift_windows`).
 
     Returns {"outputs": [paths], "model", "frames", "windows", "fps", "hands_observed" (frames per hand),
     "intrinsics" (where K came from), "metrics" (of the result; "lift_only" ones of L before refinement),
@@ -654,6 +669,8 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
         raise HandcastError(f"--guidance must be in (0, {MAX_GUIDANCE:g}], got {guidance}")
     if not 1 <= int(samples) <= MAX_SAMPLES:
         raise HandcastError(f"--samples must be in [1, {MAX_SAMPLES}], got {samples}")
+    if not 1 <= int(keep) <= MAX_SAMPLES:
+        raise HandcastError(f"--keep must be in [1, {MAX_SAMPLES}], got {keep}")
     source = Path(source)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -693,7 +710,7 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
     with torch.no_grad():
         pose0, transl0, n_windows = lift_windows(model, hands, inp, window=window, overlap=overlap, sampler=sampler,
                                                  steps=steps, seed=seed, progress=progress, device=device,
-                                                 guidance=guidance, num_samples=int(samples))
+                                                 guidance=guidance, num_samples=int(samples), keep=keep)
         transl0 = align_translation(hands, pose0, transl0, inp)
     secs["lift"] = time.perf_counter() - t0
     t0 = time.perf_counter()

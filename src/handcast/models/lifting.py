@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import roma
 import torch
 from torch import nn
 
@@ -297,14 +298,64 @@ def mirror_motion(rot6d: torch.Tensor, wrist: torch.Tensor, which: torch.Tensor)
     return r, torch.where(w.reshape(-1, 1, 1, 1, 1), x, wrist)
 
 
-def average_samples(rot6d: torch.Tensor, wrist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def average_samples(rot6d: torch.Tensor, wrist: torch.Tensor, weights: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """L's samples averaged: rot6d (B, S, T, 2, 16, 6) and wrist (B, S, T, 2, 3), as :meth:`LiftingModel.sample`
     returns them, -> rotation matrices (B, T, 2, 16, 3, 3) (the chordal mean of the S samples' matrices,
     :func:`handcast.geometry.mean_rotmat`) and wrists (B, T, 2, 3) (their mean): an estimate of the posterior
-    mean. One sample (S = 1) is returned as it is."""
+    mean. ``weights`` (B, S, 2), summing to 1 over S (:func:`best_samples_weights`): the rotations are a weighted
+    mean per hand, the wrists still the mean of all samples (:func:`sample_consistency` is blind to placement, and
+    on the synthetic lifting benchmark the mean of all is the better wrist: results/lift_views.md section 9).
+    One sample (S = 1) is returned as it is."""
     if rot6d.shape[1] == 1:
         return sixd_to_rotmat(rot6d[:, 0]), wrist[:, 0]
-    return mean_rotmat(sixd_to_rotmat(rot6d), 1), wrist.mean(1)
+    R = sixd_to_rotmat(rot6d)
+    if weights is None:
+        return mean_rotmat(R, 1), wrist.mean(1)
+    w = weights.to(R)[:, :, None]  # (B, S, 1, 2)
+    return roma.special_procrustes((R * w[..., None, None, None]).sum(1)), wrist.mean(1)
+
+
+def sample_consistency(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model) -> torch.Tensor:
+    """How well each of L's samples explains its input's 2D keypoints: (B, S, 2) per sample and hand (right,
+    left), the mean over the frames where the hand is seen of its keypoints' 2D distance to the input after the
+    best 2D scale and shift of that frame, in units of the input hand's size there (root-mean-square distance of
+    its keypoints from their centre). Scale and shift absorb the wrist's depth and placement, which the
+    translation solve and the refinement fix anyway; what is left is orientation and articulation. A hand seen
+    in no frame scores 0.
+
+    rot6d (B, S, T, 2, 16, 6) and wrist (B, S, T, 2, 3) as :meth:`LiftingModel.sample` returns them (metres,
+    the clip's frame-0 camera); ``inputs`` the batch L was given (kp2d px, kp2d_conf, K, world_to_cam frame-0
+    camera -> camera t, optional frame_mask); ``hand_model`` a :class:`handcast.hand.HandModel` (mean shape)."""
+    R = sixd_to_rotmat(rot6d.float())
+    j0 = hand_model.rest_joints().to(R)[:, 0]  # (2, 3) the wrist joint at rest, mean shape
+    kp3 = hand_model.keypoints(R, transl=wrist.float() - j0, rep="rotmat")  # (B, S, T, 2, 21, 3) frame-0 camera
+    w2c = inputs["world_to_cam"].float()[:, None, :, None]  # (B, 1, T, 1, 4, 4)
+    pc = (w2c[..., :3, :3] @ kp3.transpose(-1, -2)).transpose(-1, -2) + w2c[..., None, :3, 3]
+    K = inputs["K"].float()[:, None, None, None]  # (B, 1, 1, 1, 3, 3)
+    z = pc[..., 2:3].clamp_min(1e-3)
+    uv = (pc @ K.transpose(-1, -2))[..., :2] / z  # (B, S, T, 2, 21, 2)
+    m = (inputs["kp2d_conf"] > 0).float()[:, None]  # (B, 1, T, 2, 21)
+    obs = inputs["kp2d"].float()[:, None]
+    n = m.sum(-1, keepdim=True).clamp_min(1.0)
+    seen = (m.sum(-1) >= MIN_HAND_KEYPOINTS)
+    if "frame_mask" in inputs:
+        seen = seen & inputs["frame_mask"].to(torch.bool)[:, None, :, None]
+    cp = (uv * m[..., None]).sum(-2, keepdim=True) / n[..., None]
+    co = (obs * m[..., None]).sum(-2, keepdim=True) / n[..., None]
+    p, q = (uv - cp) * m[..., None], (obs - co) * m[..., None]
+    scale = (p * q).sum((-1, -2)) / (p * p).sum((-1, -2)).clamp_min(1e-9)  # (B, S, T, 2)
+    size = ((q * q).sum((-1, -2)) / n[..., 0]).sqrt().clamp_min(1e-6)
+    err = ((scale[..., None, None] * p - q).norm(dim=-1) * m).sum(-1) / n[..., 0] / size  # (B, S, T, 2)
+    seen = seen.expand_as(err).float()
+    return (err * seen).sum(2) / seen.sum(2).clamp_min(1.0)
+
+
+def best_samples_weights(score: torch.Tensor, keep: int) -> torch.Tensor:
+    """(B, S, 2) weights 1 / keep on the ``keep`` lowest-scoring samples of each clip and hand, 0 elsewhere."""
+    k = max(1, min(int(keep), score.shape[1]))
+    idx = score.topk(k, dim=1, largest=False).indices
+    return torch.zeros_like(score).scatter_(1, idx, 1.0 / k)
 
 
 def build_lift(model_cfg: dict) -> LiftingModel:
