@@ -7,7 +7,8 @@ On every annotated hand of the mmpose sample photos (as ``handcast bench real``)
 * the detector on each test-time variant of the photo alone (``handcast.detect.hands.PHOTO_VARIANTS``: as is;
   mirrored, its keypoints mirrored back and its hands swapped; upscaled 2x; padded with black by 0.2 of the
   longer side), and on all of them, matched to each other and averaged (``detect_image``'s default since
-  2026-12-07; ``--detect-once`` in ``handcast pose`` / ``forecast`` is the first row);
+  2026-12-07; ``--detect-once`` in ``handcast pose`` / ``forecast`` is the first row); the opt-in quarter turns
+  (``DETECTOR_VARIANTS``) alone and all six averaged;
 * ``handcast pose`` on the detector's keypoints with the keypoint fit weighting each keypoint as given, or by
   per-keypoint weights from an independent source: the refined result's mean residual per keypoint on the
   real video (``python scripts/bench_lift_video.py`` prints it; where mediapipe's convention and the hand
@@ -37,15 +38,18 @@ VIDEO_RESIDUAL_PX = np.array([14.1, 15.0, 3.9, 3.1, 3.5, 6.3, 3.9, 3.2, 3.0, 7.2
 
 def variants(img: np.ndarray, detector) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (uv (2, 21, 2) px in the photo, present (2,))} of the detector on each test-time variant of the photo
-    alone, and on all of them averaged (``handcast.detect.detect_image``'s default)."""
-    from handcast.detect.hands import PHOTO_VARIANTS
+    alone (``DETECTOR_VARIANTS``), on the default ones averaged (``handcast.detect.detect_image``'s default) and on
+    all of them averaged."""
+    from handcast.detect.hands import DETECTOR_VARIANTS, PHOTO_VARIANTS
 
     out = {}
-    for name in PHOTO_VARIANTS:
+    for name in DETECTOR_VARIANTS:
         d = detector.detect_variants(img, (name,))
         out[name.replace("_", " ")] = (d.uv, d.present)
     d = detector.detect_variants(img, PHOTO_VARIANTS)
     out["averaged (handcast detect_image)"] = (d.uv, d.present)
+    d = detector.detect_variants(img, DETECTOR_VARIANTS)
+    out["all six averaged"] = (d.uv, d.present)
     return out
 
 

@@ -312,6 +312,14 @@ def test_variants_map_back_to_the_photo_and_keep_handedness():
     # a selfie: the labels are the other way round
     d = det.detect_variants(img, PHOTO_VARIANTS, mirrored=True)
     np.testing.assert_allclose(d.uv[LEFT], right, atol=1e-5)
+    # a quarter turn either way: the keypoints map back onto the photo (the stand-in's handedness rule is not
+    # turn-invariant, mediapipe's is; so only which keypoints, not which slot)
+    for name in ("turned_cw", "turned_ccw"):
+        d = det.detect_variants(img, (name,))
+        assert det.calls[-1] == (120, 90), name
+        got = sorted((d.uv[h] for h in (RIGHT, LEFT)), key=lambda uv: uv[0, 0])
+        np.testing.assert_allclose(got[0], right, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[1], left, atol=1e-5, err_msg=name)
 
 
 def test_variants_are_averaged_and_grouped_by_hand():

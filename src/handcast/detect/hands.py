@@ -43,6 +43,10 @@ _STATIC_CACHE: dict[tuple[float, int], "HandDetector"] = {}
 #: Test-time variants of a photo that :func:`detect_image` averages the detector over
 #: (:meth:`HandDetector.detect_variants`; measured in docs/pose.md, "Real photos with the detector").
 PHOTO_VARIANTS = ("as_is", "mirrored", "upscaled", "padded")
+#: Every variant :meth:`HandDetector.detect_variants` knows: :data:`PHOTO_VARIANTS` and the photo turned a quarter
+#: turn clockwise / anticlockwise (a hand whose fingers point sideways or down, where mediapipe's palm detector is
+#: weakest).
+DETECTOR_VARIANTS = PHOTO_VARIANTS + ("turned_cw", "turned_ccw")
 #: "padded": a black border of this fraction of the photo's longer side on each side.
 PAD_FRACTION = 0.2
 #: "upscaled" is skipped for photos whose longer side is above this (px): mediapipe shrinks them anyway.
@@ -235,9 +239,9 @@ class HandDetector:
             raise HandcastError("detect_variants is for photos; this HandDetector tracks a video")
         image = _check_image(image)
         mirrored = self.mirrored if mirrored is None else bool(mirrored)
-        unknown = [v for v in variants if v not in PHOTO_VARIANTS]
+        unknown = [v for v in variants if v not in DETECTOR_VARIANTS]
         if unknown or not variants:
-            raise HandcastError(f"detector variants must be a non-empty subset of {', '.join(PHOTO_VARIANTS)}; "
+            raise HandcastError(f"detector variants must be a non-empty subset of {', '.join(DETECTOR_VARIANTS)}; "
                                 f"got {', '.join(variants) or 'none'}")
         H, W = image.shape[:2]
         groups: list[list[tuple[str, np.ndarray, float]]] = []
@@ -271,6 +275,12 @@ class HandDetector:
                 uv[:, 0] = W - 1 - uv[:, 0]
                 out.append((uv, 1.0 - pr))  # a mirrored right hand is a left hand
             return out
+        if name == "turned_cw":  # np.rot90(k=-1): photo (x, y) -> (H - 1 - y, x)
+            return [(np.stack([uv[:, 1], H - 1 - uv[:, 0]], -1), pr)
+                    for uv, pr in self._found(np.ascontiguousarray(np.rot90(image, -1)), mirrored)]
+        if name == "turned_ccw":  # np.rot90(k=1): photo (x, y) -> (y, W - 1 - x)
+            return [(np.stack([W - 1 - uv[:, 1], uv[:, 0]], -1), pr)
+                    for uv, pr in self._found(np.ascontiguousarray(np.rot90(image, 1)), mirrored)]
         if name == "upscaled":
             if max(H, W) > MAX_UPSCALED_SIDE:
                 return []
