@@ -146,7 +146,9 @@ def bench_lifting(store: str | Path, ckpts: dict[str, str], splits=("diverse_tes
     """Run the benchmark; returns {"table": {row: {split: {metric: cm}}}, "samplers": [...], "seconds": ...}
     and writes ``<out>.md`` and ``<out>.json`` when ``out`` is given. ``lift_samples``: samples of L averaged
     per clip in the checkpoint rows and the main model's alignment and refinement rows (1: one sample, the
-    paper's protocol); the sampler table keeps one."""
+    paper's protocol); the sampler table keeps one. ``lift_keep``: of those, only the rotations of the
+    ``lift_keep`` most consistent with the 2D keypoints are averaged (:func:`handcast.fit.impute.lift_initialiser`;
+    None: all)."""
     from tqdm.auto import tqdm
 
 
