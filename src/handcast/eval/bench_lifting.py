@@ -216,10 +216,11 @@ def format_report(result: dict) -> str:
               "the first frame; MR: right-minus-left root). Inputs: the stored 2D tracks only; mean hand shape.",
               "L: " + ("one sample per clip." if result.get("lift_samples", 1) == 1
                        else f"the average of {result['lift_samples']} samples per clip (rotation matrices averaged and "
-                            "projected to SO(3), wrists averaged)"
-                            + ("." if not result.get("lift_keep") or result["lift_keep"] >= result["lift_samples"]
-                               else f", of the {result['lift_keep']} per hand most consistent with the 2D keypoints "
-                                    "(`handcast lift --keep`).")), ""]
+                            "projected to SO(3), wrists averaged)."
+                       if not result.get("lift_keep") or result["lift_keep"] >= result["lift_samples"]
+                       else f"{result['lift_samples']} samples per clip; the rotation matrices of the {result['lift_keep']} "
+                            "per hand most consistent with the 2D keypoints averaged and projected to SO(3) "
+                            "(`handcast lift --keep`), the wrists of all averaged."), ""]
     head = "| method | " + " | ".join(f"{s} {m}" for s in splits for m in METRICS) + " | s/clip |"
     lines += [head, "|" + "---|" * (2 + len(splits) * len(METRICS))]
     for row, by_split in result["table"].items():
