@@ -25,7 +25,7 @@ from handcast.errors import HandcastError
 from handcast.fit.align import align_to_tracks
 from handcast.fit.refine import RefineConfig, refine
 from handcast.geometry import aa_to_rotmat, project, rotmat_to_aa, transform_points
-from handcast.models.lifting import average_samples, best_samples_weights, sample_consistency
+from handcast.models.lifting import average_samples, keep_weights
 
 __all__ = ["AnchorConfig", "lift_prefix"]
 
@@ -108,10 +108,7 @@ def _lift(lift_model, hand_model, kp2d, conf, K, image_size, world_to_cam, gener
     batch = {"kp2d": kp2d, "kp2d_conf": conf, "K": K, "world_to_cam": world_to_cam, "image_size": image_size,
              "frame_mask": torch.ones(b, n, dtype=torch.bool, device=kp2d.device)}
     rot6d, wrist = lift_model.sample(batch, int(config.samples), config.sampler, config.steps, generator=generator)
-    weights = None
-    if config.keep is not None and int(config.keep) < int(config.samples):
-        weights = best_samples_weights(sample_consistency(rot6d, wrist, batch, hand_model), int(config.keep))
-    R, wrist = average_samples(rot6d, wrist, weights)
+    R, wrist = average_samples(rot6d, wrist, keep_weights(rot6d, wrist, batch, hand_model, config.keep))
     return rotmat_to_aa(R), wrist
 
 

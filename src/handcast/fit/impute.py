@@ -30,7 +30,7 @@ from handcast.fit.refine import RefineConfig, refine
 from handcast.geometry import rotmat_to_aa
 from handcast.hand import HandModel
 from handcast.io import make_dirs
-from handcast.models.lifting import average_samples, best_samples_weights, load_lift, sample_consistency
+from handcast.models.lifting import average_samples, keep_weights, load_lift
 
 #: fields read from every source clip (never pose / transl / joints3d)
 INPUT_FIELDS: tuple[str, ...] = ("kp2d", "kp2d_conf", "world_to_cam", "valid", "betas", "K", "image_size", "fps")
@@ -286,10 +286,7 @@ def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, 
     def init(batch):
         g = torch.Generator(device=batch["K"].device).manual_seed(seed)
         rot6d, wrist = model.sample(batch, int(num_samples), sampler, steps, generator=g)
-        weights = None
-        if keep is not None and int(keep) < int(num_samples):
-            weights = best_samples_weights(sample_consistency(rot6d, wrist, batch, hand_model), int(keep))
-        R, wrist = average_samples(rot6d, wrist, weights)
+        R, wrist = average_samples(rot6d, wrist, keep_weights(rot6d, wrist, batch, hand_model, keep))
         j0 = hand_model.rest_joints(batch["betas"])[..., 0, :]  # (B, 2, 3)
         return rotmat_to_aa(R), wrist - j0[:, None]
 

@@ -80,14 +80,17 @@ def slerp_rotmat(R0: torch.Tensor, R1: torch.Tensor, w: torch.Tensor | float) ->
 
 
 @numpy_io
-def mean_rotmat(R: torch.Tensor, dim: int) -> torch.Tensor:
+def mean_rotmat(R: torch.Tensor, dim: int, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The chordal mean of rotation matrices R (..., 3, 3) along ``dim`` (a batch dimension, not one of the
     last two): the rotation nearest their arithmetic mean (``roma.special_procrustes``). Used to average a
-    diffusion model's samples (an estimate of the posterior mean)."""
+    diffusion model's samples (an estimate of the posterior mean). ``weights`` (R's shape without the last two
+    dimensions, summing to 1 along ``dim``): the weighted chordal mean."""
     (R,) = as_float(R)
     if dim % R.ndim >= R.ndim - 2:
         raise ValueError("mean_rotmat averages over a batch dimension, not the matrix dimensions")
-    return roma.special_procrustes(R.mean(dim))
+    if weights is None:
+        return roma.special_procrustes(R.mean(dim))
+    return roma.special_procrustes((R * weights.to(R)[..., None, None]).sum(dim))
 
 
 @numpy_io

@@ -67,7 +67,7 @@ from handcast.io import (
     save_npz,
 )
 from handcast.models.checkpoint import shipped_checkpoint
-from handcast.models.lifting import best_samples_weights, load_lift, sample_consistency
+from handcast.models.lifting import keep_weights, load_lift
 from handcast.render.overlay import project_points, second_view, view_camera
 
 __all__ = ["run_lift", "LiftInput", "read_tracks", "video_input", "window_starts", "window_weights",
@@ -366,12 +366,9 @@ def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WIN
         rot6d, wrist = model.sample(batch, int(num_samples), sampler, steps, guidance=float(guidance), generator=g)
         # (B, n, 2, 16, 3, 3) window-start camera: the samples' rotation matrices and wrists averaged here and
         # projected to SO(3) once, after the cross-fade below (not per window, as average_samples would)
-        if keep is not None and int(keep) < int(num_samples):
-            wsel = best_samples_weights(sample_consistency(rot6d, wrist, batch, hand_model), int(keep))
-        else:
-            wsel = torch.full((B, int(num_samples), 2), 1.0 / int(num_samples), device=rot6d.device)
-        wsel = wsel.double().cpu()[:, :, None]  # (B, S, 1, 2)
-        R = (sixd_to_rotmat(rot6d[:, :, :n]).double().cpu() * wsel[..., None, None, None]).sum(1)
+        wsel = keep_weights(rot6d, wrist, batch, hand_model, keep)
+        R = sixd_to_rotmat(rot6d[:, :, :n]).double().cpu()
+        R = R.mean(1) if wsel is None else (R * wsel.double().cpu()[:, :, None, :, None, None, None]).sum(1)
         wr = wrist[:, :, :n].double().cpu().mean(1)  # (B, n, 2, 3): all samples (see average_samples)
         for i, s in enumerate(sb):
             to0 = torch.from_numpy(invert_rigid(w2c[s]))  # window-start camera -> frame-0 camera

@@ -37,13 +37,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import roma
 import torch
 from torch import nn
 
 from handcast.conventions import MIN_HAND_KEYPOINTS
 from handcast.diffusion import Condition, ConditionalDiffusion, DiffusionConfig
-from handcast.geometry import kpe, mean_rotmat, pixel_rays, plucker, rotmat_to_6d, sixd_to_rotmat
+from handcast.geometry import (
+    kpe,
+    mean_rotmat,
+    pixel_rays,
+    plucker,
+    project,
+    rotmat_to_6d,
+    sixd_to_rotmat,
+    transform_points,
+)
 from handcast.models.checkpoint import load_model
 from handcast.models.denoiser import DenoiserConfig, MotionDenoiser, TokenMLP
 from handcast.models.motion import MotionCodec
@@ -309,11 +317,8 @@ def average_samples(rot6d: torch.Tensor, wrist: torch.Tensor, weights: torch.Ten
     One sample (S = 1) is returned as it is."""
     if rot6d.shape[1] == 1:
         return sixd_to_rotmat(rot6d[:, 0]), wrist[:, 0]
-    R = sixd_to_rotmat(rot6d)
-    if weights is None:
-        return mean_rotmat(R, 1), wrist.mean(1)
-    w = weights.to(R)[:, :, None]  # (B, S, 1, 2)
-    return roma.special_procrustes((R * w[..., None, None, None]).sum(1)), wrist.mean(1)
+    w = None if weights is None else weights[:, :, None, :, None].expand(*rot6d.shape[:-1])  # (B, S, T, 2, 16)
+    return mean_rotmat(sixd_to_rotmat(rot6d), 1, w), wrist.mean(1)
 
 
 def sample_consistency(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model) -> torch.Tensor:
@@ -330,11 +335,8 @@ def sample_consistency(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, h
     R = sixd_to_rotmat(rot6d.float())
     j0 = hand_model.rest_joints().to(R)[:, 0]  # (2, 3) the wrist joint at rest, mean shape
     kp3 = hand_model.keypoints(R, transl=wrist.float() - j0, rep="rotmat")  # (B, S, T, 2, 21, 3) frame-0 camera
-    w2c = inputs["world_to_cam"].float()[:, None, :, None]  # (B, 1, T, 1, 4, 4)
-    pc = (w2c[..., :3, :3] @ kp3.transpose(-1, -2)).transpose(-1, -2) + w2c[..., None, :3, 3]
-    K = inputs["K"].float()[:, None, None, None]  # (B, 1, 1, 1, 3, 3)
-    z = pc[..., 2:3].clamp_min(1e-3)
-    uv = (pc @ K.transpose(-1, -2))[..., :2] / z  # (B, S, T, 2, 21, 2)
+    cam = transform_points(inputs["world_to_cam"].float()[:, None, :, None, None], kp3)  # camera t
+    uv = project(cam, inputs["K"].float()[:, None, None, None, None], behind="clamp")  # (B, S, T, 2, 21, 2)
     m = (inputs["kp2d_conf"] > 0).float()[:, None]  # (B, 1, T, 2, 21)
     obs = inputs["kp2d"].float()[:, None]
     n = m.sum(-1, keepdim=True).clamp_min(1.0)
@@ -356,6 +358,16 @@ def best_samples_weights(score: torch.Tensor, keep: int) -> torch.Tensor:
     k = max(1, min(int(keep), score.shape[1]))
     idx = score.topk(k, dim=1, largest=False).indices
     return torch.zeros_like(score).scatter_(1, idx, 1.0 / k)
+
+
+def keep_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model, keep: int | None
+                 ) -> torch.Tensor | None:
+    """The weights of :func:`average_samples` that keep the ``keep`` samples most consistent with the 2D
+    (:func:`sample_consistency`, :func:`best_samples_weights`), or None (all samples alike) when ``keep`` is None
+    or not below the number of samples. Arguments as :func:`sample_consistency`."""
+    if keep is None or int(keep) >= rot6d.shape[1]:
+        return None
+    return best_samples_weights(sample_consistency(rot6d, wrist, inputs, hand_model), int(keep))
 
 
 def build_lift(model_cfg: dict) -> LiftingModel:
