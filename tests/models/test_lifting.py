@@ -449,3 +449,93 @@ def test_sample_consistency_scores_how_well_each_sample_explains_the_2d():
     assert torch.allclose(Rm[0, :, 0], R[:, 0], atol=1e-6)
     assert torch.allclose(wm[0, :, 0], (2 * wrist[:, 0] + deeper[:, 0]) / 3)
     assert not torch.allclose(average_samples(rot6d, wr)[0][0, :, 0], R[:, 0], atol=1e-2)  # all three: turned
+
+
+def _bent(R: torch.Tensor, joints, angle: float) -> torch.Tensor:
+    """R (..., 16, 3, 3) with the given joints' local rotations turned by ``angle`` rad about their x axis."""
+    from handcast.geometry import aa_to_rotmat
+
+    out = R.clone()
+    turn = aa_to_rotmat(torch.tensor([angle, 0.0, 0.0], dtype=R.dtype))
+    out[..., list(joints), :, :] = R[..., list(joints), :, :] @ turn
+    return out
+
+
+def test_select_weights_takes_each_finger_from_the_sample_that_gets_it_right():
+    """Joint-level selection (keep 1): of three samples, the first has the true global orientation and index finger
+    but a bent middle finger, the second the true middle finger but a bent index finger, the third the hand turned
+    over. The selection gives the root and the index finger to sample 0, the middle finger to sample 1, never
+    sample 2, and their weighted mean is the true pose; the clip-level selection (one sample per hand) cannot
+    reach it. Weights sum to 1 over the samples for every frame, hand and joint."""
+    from handcast.geometry import aa_to_rotmat, rotmat_to_6d
+    from handcast.hand import HandModel
+    from handcast.models.lifting import average_samples, best_samples_weights, keep_weights, sample_consistency
+
+    hands = HandModel("open")
+    item = _synthetic_item(5, T=8)
+    R = aa_to_rotmat(item["pose"].double())  # (T, 2, 16, 3, 3)
+    wrist = item["joints3d"][:, :, 0].double()
+    j0 = hands.rest_joints().double()[:, 0]
+    kp = hands.keypoints(R, transl=wrist - j0, rep="rotmat")
+    kp2d = project(transform_points(item["world_to_cam"].double()[:, None, None], kp), item["K"].double())
+    a = _bent(R, (5, 6), 1.0)  # middle finger (MANO joints 4-6) bent at its two outer joints
+    b = _bent(R, (2, 3), 1.0)  # index finger (1-3)
+    c = R.clone()
+    c[:, :, 0] = R[:, :, 0] @ aa_to_rotmat(torch.tensor([np.pi / 2, 0.0, 0.0], dtype=torch.float64))
+    rot6d = rotmat_to_6d(torch.stack([a, b, c]))[None].float()  # (1, 3, T, 2, 16, 6)
+    wr = torch.stack([wrist] * 3)[None].float()
+    batch = dict(kp2d=kp2d[None].float(), kp2d_conf=torch.ones(1, 8, 2, 21), K=item["K"][None],
+                 world_to_cam=item["world_to_cam"][None], frame_mask=torch.ones(1, 8, dtype=torch.bool))
+    W = keep_weights(rot6d, wr, batch, hands, 1)
+    assert W.shape == (1, 3, 8, 2, 16)
+    assert torch.allclose(W.sum(1), torch.ones(1, 8, 2, 16), atol=1e-5)
+    assert torch.allclose(W[0, 0][..., [0, 1, 2, 3]], torch.ones(8, 2, 4), atol=1e-5)
+    assert torch.allclose(W[0, 1][..., [4, 5, 6]], torch.ones(8, 2, 3), atol=1e-5)
+    assert float(W[0, 2].abs().max()) < 1e-6
+    Rm, _ = average_samples(rot6d, wr, W)
+    assert torch.allclose(Rm[0].double(), R, atol=1e-4)
+    Rc, _ = average_samples(rot6d, wr, best_samples_weights(sample_consistency(rot6d, wr, batch, hands), 1))
+    assert (Rc[0].double() - R).abs().amax() > 0.3
+    assert keep_weights(rot6d, wr, batch, hands, 3) is None and keep_weights(rot6d, wr, batch, hands, None) is None
+
+
+def test_select_weights_follow_the_sample_that_is_right_in_each_part_of_the_clip():
+    """Per frame: in a 40-frame clip sample 0 is the truth in the first half and has a bent middle finger in the
+    second, sample 1 the reverse. Away from the switch (beyond a few SCORE_SIGMA) the middle finger's weight is
+    on the right sample; around it the weights change smoothly (no step larger than half)."""
+    from handcast.geometry import aa_to_rotmat, rotmat_to_6d
+    from handcast.hand import HandModel
+    from handcast.models.lifting import keep_weights
+
+    hands = HandModel("open")
+    T = 40
+    item = _synthetic_item(3, T=T)
+    R = aa_to_rotmat(item["pose"].double())
+    wrist = item["joints3d"][:, :, 0].double()
+    j0 = hands.rest_joints().double()[:, 0]
+    kp = hands.keypoints(R, transl=wrist - j0, rep="rotmat")
+    kp2d = project(transform_points(item["world_to_cam"].double()[:, None, None], kp), item["K"].double())
+    bent = _bent(R, (4, 5, 6), 1.2)
+    first = torch.arange(T)[:, None, None, None, None] < T // 2
+    s0, s1 = torch.where(first, R, bent), torch.where(first, bent, R)
+    rot6d = rotmat_to_6d(torch.stack([s0, s1]))[None].float()
+    wr = torch.stack([wrist] * 2)[None].float()
+    batch = dict(kp2d=kp2d[None].float(), kp2d_conf=torch.ones(1, T, 2, 21), K=item["K"][None],
+                 world_to_cam=item["world_to_cam"][None], frame_mask=torch.ones(1, T, dtype=torch.bool))
+    w = keep_weights(rot6d, wr, batch, hands, 1)[0, 0, :, :, 4]  # (T, 2) sample 0's weight on the middle finger
+    assert float(w[:12].min()) > 0.99 and float(w[-12:].max()) < 0.01
+    assert float((w[1:] - w[:-1]).abs().max()) < 0.5
+
+
+def test_smooth_in_time_keeps_constants_and_fills_unseen_frames():
+    """smooth_in_time: a constant stays constant; with a mask, the frames that count decide, and a stretch with no
+    counted frame near it takes the mean of those that count."""
+    from handcast.models.lifting import smooth_in_time
+
+    x = torch.full((1, 2, 30, 2), 0.7)
+    assert torch.allclose(smooth_in_time(x, 3.0), x)
+    y = torch.zeros(1, 1, 30, 1)
+    y[:, :, :10] = 1.0
+    seen = torch.zeros(1, 1, 30, 1)
+    seen[:, :, :10] = 1.0  # only the first ten frames count, all with the value 1
+    assert torch.allclose(smooth_in_time(y, 2.0, seen), torch.ones_like(y))

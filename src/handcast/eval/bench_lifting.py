@@ -219,8 +219,8 @@ def format_report(result: dict) -> str:
                             "projected to SO(3), wrists averaged)."
                        if not result.get("lift_keep") or result["lift_keep"] >= result["lift_samples"]
                        else f"{result['lift_samples']} samples per clip; the rotation matrices of the {result['lift_keep']} "
-                            "per hand most consistent with the 2D keypoints averaged and projected to SO(3) "
-                            "(`handcast lift --keep`), the wrists of all averaged."), ""]
+                            "most consistent with the 2D keypoints, per frame, hand and finger, averaged and projected "
+                            "to SO(3) (`handcast lift --keep`), the wrists of all averaged."), ""]
     head = "| method | " + " | ".join(f"{s} {m}" for s in splits for m in METRICS) + " | s/clip |"
     lines += [head, "|" + "---|" * (2 + len(splits) * len(METRICS))]
     for row, by_split in result["table"].items():

@@ -311,28 +311,35 @@ def average_samples(rot6d: torch.Tensor, wrist: torch.Tensor, weights: torch.Ten
     """L's samples averaged: rot6d (B, S, T, 2, 16, 6) and wrist (B, S, T, 2, 3), as :meth:`LiftingModel.sample`
     returns them, -> rotation matrices (B, T, 2, 16, 3, 3) (the chordal mean of the S samples' matrices,
     :func:`handcast.geometry.mean_rotmat`) and wrists (B, T, 2, 3) (their mean): an estimate of the posterior
-    mean. ``weights`` (B, S, 2), summing to 1 over S (:func:`best_samples_weights`): the rotations are a weighted
-    mean per hand, the wrists still the mean of all samples (:func:`sample_consistency` is blind to placement, and
-    on the synthetic lifting benchmark the mean of all is the better wrist: results/lift_views.md section 9).
-    One sample (S = 1) is returned as it is."""
+    mean. ``weights`` summing to 1 over S, (B, S, 2) per hand (:func:`best_samples_weights`) or (B, S, T, 2, 16)
+    per frame, hand and joint (:func:`select_weights`): the rotations are a weighted mean, the wrists still the
+    mean of all samples (the 2D scores are blind to placement, and on the synthetic lifting benchmark the mean
+    of all is the better wrist: results/lift_views.md section 9). One sample (S = 1) is returned as it is."""
     if rot6d.shape[1] == 1:
         return sixd_to_rotmat(rot6d[:, 0]), wrist[:, 0]
-    w = None if weights is None else weights[:, :, None, :, None].expand(*rot6d.shape[:-1])  # (B, S, T, 2, 16)
+    w = None if weights is None else _joint_weights(weights).expand(*rot6d.shape[:-1])  # (B, S, T, 2, 16)
     return mean_rotmat(sixd_to_rotmat(rot6d), 1, w), wrist.mean(1)
 
 
-def sample_consistency(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model) -> torch.Tensor:
-    """How well each of L's samples explains its input's 2D keypoints: (B, S, 2) per sample and hand (right,
-    left), the mean over the frames where the hand is seen of its keypoints' 2D distance to the input after the
-    best 2D scale and shift of that frame, in units of the input hand's size there (root-mean-square distance of
-    its keypoints from their centre). Scale and shift absorb the wrist's depth and placement, which the
-    translation solve and the refinement fix anyway; what is left is orientation and articulation. A hand seen
-    in no frame scores 0.
+def _joint_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Weights (B, S, 2) or (B, S, T, 2, 16) -> broadcastable to (B, S, T, 2, 16)."""
+    return weights[:, :, None, :, None] if weights.dim() == 3 else weights
 
-    rot6d (B, S, T, 2, 16, 6) and wrist (B, S, T, 2, 3) as :meth:`LiftingModel.sample` returns them (metres,
-    the clip's frame-0 camera); ``inputs`` the batch L was given (kp2d px, kp2d_conf, K, world_to_cam frame-0
-    camera -> camera t, optional frame_mask); ``hand_model`` a :class:`handcast.hand.HandModel` (mean shape)."""
-    R = sixd_to_rotmat(rot6d.float())
+
+def frame_consistency(R: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """How well each of L's samples explains its input's 2D keypoints, per frame: (err, seen), err (B, S, T, 2)
+    per sample, frame and hand (right, left), the keypoints' mean 2D distance to the input after the best 2D
+    scale and shift of that frame, in units of the input hand's size there (root-mean-square distance of its
+    keypoints from their centre); seen (B, 1, T, 2) float, 1 where the hand is seen (at least
+    ``MIN_HAND_KEYPOINTS`` keypoints, inside ``frame_mask``). Scale and shift absorb the wrist's depth and
+    placement, which the translation solve and the refinement fix anyway; what is left is orientation and
+    articulation.
+
+    R (B, S, T, 2, 16, 3, 3) rotation matrices and wrist (B, S, T, 2, 3) (metres, the clip's frame-0 camera);
+    ``inputs`` the batch L was given (kp2d px, kp2d_conf, K, world_to_cam frame-0 camera -> camera t, optional
+    frame_mask); ``hand_model`` a :class:`handcast.hand.HandModel` (mean shape)."""
+    R = R.float()
     j0 = hand_model.rest_joints().to(R)[:, 0]  # (2, 3) the wrist joint at rest, mean shape
     kp3 = hand_model.keypoints(R, transl=wrist.float() - j0, rep="rotmat")  # (B, S, T, 2, 21, 3) frame-0 camera
     cam = transform_points(inputs["world_to_cam"].float()[:, None, :, None, None], kp3)  # camera t
@@ -349,25 +356,94 @@ def sample_consistency(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, h
     scale = (p * q).sum((-1, -2)) / (p * p).sum((-1, -2)).clamp_min(1e-9)  # (B, S, T, 2)
     size = ((q * q).sum((-1, -2)) / n[..., 0]).sqrt().clamp_min(1e-6)
     err = ((scale[..., None, None] * p - q).norm(dim=-1) * m).sum(-1) / n[..., 0] / size  # (B, S, T, 2)
-    seen = seen.expand_as(err).float()
+    return err, seen.float()
+
+
+def sample_consistency(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model) -> torch.Tensor:
+    """:func:`frame_consistency` per sample and hand: (B, S, 2), the mean over the frames where the hand is seen
+    (a hand seen in no frame scores 0). rot6d (B, S, T, 2, 16, 6) and wrist (B, S, T, 2, 3) as
+    :meth:`LiftingModel.sample` returns them; the other arguments as :func:`frame_consistency`."""
+    err, seen = frame_consistency(sixd_to_rotmat(rot6d.float()), wrist, inputs, hand_model)
+    seen = seen.expand_as(err)
     return (err * seen).sum(2) / seen.sum(2).clamp_min(1.0)
 
 
 def best_samples_weights(score: torch.Tensor, keep: int) -> torch.Tensor:
-    """(B, S, 2) weights 1 / keep on the ``keep`` lowest-scoring samples of each clip and hand, 0 elsewhere."""
+    """Weights 1 / keep on the ``keep`` lowest-scoring samples, 0 elsewhere: score (B, S, ...) -> the same shape,
+    summing to 1 over S (dim 1)."""
     k = max(1, min(int(keep), score.shape[1]))
     idx = score.topk(k, dim=1, largest=False).indices
     return torch.zeros_like(score).scatter_(1, idx, 1.0 / k)
 
 
+#: :func:`select_weights`: standard deviation (frames) of the Gaussian over time with which each frame's 2D
+#: score is averaged before the samples are ranked, and with which the kept samples' weights are then smoothed
+SCORE_SIGMA = 3.0
+WEIGHT_SIGMA = 2.0
+#: :func:`select_weights`: a finger's score adds this fraction of the whole sample's, so that among samples whose
+#: finger reprojects alike (a twist about the bone moves no keypoint) the one that explains the whole hand is kept
+TIE_BREAK = 0.01
+#: the kinematic chains of the fingers, MANO joint indices (index, middle, pinky, ring, thumb)
+FINGER_CHAINS = ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12), (13, 14, 15))
+
+
+def smooth_in_time(x: torch.Tensor, sigma: float, seen: torch.Tensor | None = None) -> torch.Tensor:
+    """x (B, S, T, ...) averaged over time (dim 2) with a Gaussian of ``sigma`` frames. With ``seen`` (broadcastable
+    to x, 1 where a value counts), the average is over the frames that count; where none count near a frame it
+    falls back to the mean over all the frames that count (0 if none)."""
+    T = x.shape[2]
+    t = torch.arange(T, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * ((t[:, None] - t[None]) / float(sigma)) ** 2)  # (T, T)
+    if seen is None:
+        return torch.einsum("ut,bst...->bsu...", k, x) / k.sum(1).reshape(1, 1, T, *([1] * (x.dim() - 3)))
+    seen = seen.expand_as(x).to(x.dtype)
+    num, den = torch.einsum("ut,bst...->bsu...", k, x * seen), torch.einsum("ut,bst...->bsu...", k, seen)
+    glob = (x * seen).sum(2, keepdim=True) / seen.sum(2, keepdim=True).clamp_min(1.0)
+    return torch.where(den > 1e-3, num / den.clamp_min(1e-9), glob.expand_as(x))
+
+
+def _frame_keep(err: torch.Tensor, seen: torch.Tensor, keep: int) -> torch.Tensor:
+    """(B, S, T, 2) weights: per frame the ``keep`` samples of the lowest time-smoothed score, smoothed in time."""
+    w = best_samples_weights(smooth_in_time(err, SCORE_SIGMA, seen), keep)
+    w = smooth_in_time(w, WEIGHT_SIGMA)
+    return w / w.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def select_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model, keep: int) -> torch.Tensor:
+    """Weights (B, S, T, 2, 16) for :func:`average_samples`: per frame, hand and joint, 1 / keep on the ``keep``
+    samples that best explain the 2D keypoints (:func:`frame_consistency`, averaged over a few frames,
+    :data:`SCORE_SIGMA`; the weights smoothed in time, :data:`WEIGHT_SIGMA`, so that the average does not jump
+    where the ranking changes). First whole samples are ranked, which sets the global orientation (joint 0) and
+    a first mean hand; then each finger (:data:`FINGER_CHAINS`) in turn: the mean hand with that finger's
+    rotations taken from each sample in turn is ranked (ties, such as a twist about the bone that moves no keypoint,
+    going to the sample that explains the whole hand best, :data:`TIE_BREAK`), and the finger gets the mean of its
+    best ``keep``. This is the joint-level reprojection-based aggregation of pose hypotheses (D3DP, Shan et al.
+    2023) made to follow the hand's kinematic chains, where a joint's rotation moves the keypoints below it.
+    Arguments as :func:`sample_consistency`."""
+    R = sixd_to_rotmat(rot6d.float())  # (B, S, T, 2, 16, 3, 3)
+    err, seen = frame_consistency(R, wrist, inputs, hand_model)
+    w = _frame_keep(err, seen, keep)  # (B, S, T, 2)
+    W = w[..., None].expand(*w.shape, R.shape[-3]).clone()  # (B, S, T, 2, 16)
+    mean = mean_rotmat(R, 1, W)  # (B, T, 2, 16, 3, 3)
+    for chain in FINGER_CHAINS:
+        c = list(chain)
+        mixed = mean[:, None].expand_as(R).clone()
+        mixed[..., c, :, :] = R[..., c, :, :]
+        ef = frame_consistency(mixed, wrist, inputs, hand_model)[0] + TIE_BREAK * err
+        wf = _frame_keep(ef, seen, keep)
+        W[..., c] = wf[..., None]
+        mean[..., c, :, :] = mean_rotmat(R[..., c, :, :], 1, W[..., c])
+    return W
+
+
 def keep_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model, keep: int | None
                  ) -> torch.Tensor | None:
-    """The weights of :func:`average_samples` that keep the ``keep`` samples most consistent with the 2D
-    (:func:`sample_consistency`, :func:`best_samples_weights`), or None (all samples alike) when ``keep`` is None
-    or not below the number of samples. Arguments as :func:`sample_consistency`."""
+    """The weights (B, S, T, 2, 16) of :func:`average_samples` that keep, per frame, hand and finger, the ``keep``
+    samples most consistent with the 2D (:func:`select_weights`), or None (all samples alike) when ``keep`` is
+    None or not below the number of samples. Arguments as :func:`sample_consistency`."""
     if keep is None or int(keep) >= rot6d.shape[1]:
         return None
-    return best_samples_weights(sample_consistency(rot6d, wrist, inputs, hand_model), int(keep))
+    return select_weights(rot6d, wrist, inputs, hand_model, int(keep))
 
 
 def build_lift(model_cfg: dict) -> LiftingModel:
