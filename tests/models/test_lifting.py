@@ -539,3 +539,38 @@ def test_smooth_in_time_keeps_constants_and_fills_unseen_frames():
     seen = torch.zeros(1, 1, 30, 1)
     seen[:, :, :10] = 1.0  # only the first ten frames count, all with the value 1
     assert torch.allclose(smooth_in_time(y, 2.0, seen), torch.ones_like(y))
+
+
+def test_select_weights_ranks_the_orientation_again_with_the_chosen_fingers():
+    """Keep 1: sample 0 has the true global orientation but every finger bent, samples 1 and 2 the true fingers
+    under an orientation turned by 0.2 and 0.5 rad. Whole samples rank sample 1 first; the fingers then come from
+    a sample with true fingers, and ranking the orientation again, with those fingers, gives it to sample 0: the
+    weighted mean is the true pose."""
+    from handcast.geometry import aa_to_rotmat, rotmat_to_6d
+    from handcast.hand import HandModel
+    from handcast.models.lifting import average_samples, keep_weights, sample_consistency
+
+    hands = HandModel("open")
+    item = _synthetic_item(7, T=8)
+    R = aa_to_rotmat(item["pose"].double())
+    wrist = item["joints3d"][:, :, 0].double()
+    j0 = hands.rest_joints().double()[:, 0]
+    kp = hands.keypoints(R, transl=wrist - j0, rep="rotmat")
+    kp2d = project(transform_points(item["world_to_cam"].double()[:, None, None], kp), item["K"].double())
+    bent = _bent(R, range(1, 16), 1.2)
+
+    def turned(a):
+        out = R.clone()
+        out[:, :, 0] = R[:, :, 0] @ aa_to_rotmat(torch.tensor([0.0, a, 0.0], dtype=torch.float64))
+        return out
+
+    rot6d = rotmat_to_6d(torch.stack([bent, turned(0.2), turned(0.5)]))[None].float()
+    wr = torch.stack([wrist] * 3)[None].float()
+    batch = dict(kp2d=kp2d[None].float(), kp2d_conf=torch.ones(1, 8, 2, 21), K=item["K"][None],
+                 world_to_cam=item["world_to_cam"][None], frame_mask=torch.ones(1, 8, dtype=torch.bool))
+    s = sample_consistency(rot6d, wr, batch, hands)[0]  # (3, 2)
+    assert bool((s[1] < s[0]).all())  # whole samples alone would take sample 1's orientation
+    W = keep_weights(rot6d, wr, batch, hands, 1)
+    assert torch.allclose(W[0, 0, ..., 0], torch.ones(8, 2), atol=1e-5)
+    Rm, _ = average_samples(rot6d, wr, W)
+    assert torch.allclose(Rm[0].double(), R, atol=1e-4)

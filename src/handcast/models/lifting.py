@@ -385,6 +385,9 @@ WEIGHT_SIGMA = 2.0
 TIE_BREAK = 0.01
 #: the kinematic chains of the fingers, MANO joint indices (index, middle, pinky, ring, thumb)
 FINGER_CHAINS = ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12), (13, 14, 15))
+#: the parts :func:`select_weights` ranks in turn after whole samples: each finger's chain, then the global
+#: orientation (joint 0) again, now with the chosen fingers
+SELECTION_PARTS = FINGER_CHAINS + ((0,),)
 
 
 def smooth_in_time(x: torch.Tensor, sigma: float, seen: torch.Tensor | None = None) -> torch.Tensor:
@@ -413,11 +416,11 @@ def select_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_
     """Weights (B, S, T, 2, 16) for :func:`average_samples`: per frame, hand and joint, 1 / keep on the ``keep``
     samples that best explain the 2D keypoints (:func:`frame_consistency`, averaged over a few frames,
     :data:`SCORE_SIGMA`; the weights smoothed in time, :data:`WEIGHT_SIGMA`, so that the average does not jump
-    where the ranking changes). First whole samples are ranked, which sets the global orientation (joint 0) and
-    a first mean hand; then each finger (:data:`FINGER_CHAINS`) in turn: the mean hand with that finger's
-    rotations taken from each sample in turn is ranked (ties, such as a twist about the bone that moves no keypoint,
-    going to the sample that explains the whole hand best, :data:`TIE_BREAK`), and the finger gets the mean of its
-    best ``keep``. This is the joint-level reprojection-based aggregation of pose hypotheses (D3DP, Shan et al.
+    where the ranking changes). First whole samples are ranked, which sets a first mean hand; then each part of
+    :data:`SELECTION_PARTS` in turn (each finger's chain, then the global orientation again): the mean hand with that
+    part's rotations taken from each sample in turn is ranked (ties, such as a twist about the bone that moves no
+    keypoint, going to the sample that explains the whole hand best, :data:`TIE_BREAK`), and the part gets the mean
+    of its best ``keep``. This is the joint-level reprojection-based aggregation of pose hypotheses (D3DP, Shan et al.
     2023) made to follow the hand's kinematic chains, where a joint's rotation moves the keypoints below it.
     Arguments as :func:`sample_consistency`."""
     R = sixd_to_rotmat(rot6d.float())  # (B, S, T, 2, 16, 3, 3)
@@ -425,8 +428,8 @@ def select_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_
     w = _frame_keep(err, seen, keep)  # (B, S, T, 2)
     W = w[..., None].expand(*w.shape, R.shape[-3]).clone()  # (B, S, T, 2, 16)
     mean = mean_rotmat(R, 1, W)  # (B, T, 2, 16, 3, 3)
-    for chain in FINGER_CHAINS:
-        c = list(chain)
+    for part in SELECTION_PARTS:
+        c = list(part)
         mixed = mean[:, None].expand_as(R).clone()
         mixed[..., c, :, :] = R[..., c, :, :]
         ef = frame_consistency(mixed, wrist, inputs, hand_model)[0] + TIE_BREAK * err
