@@ -15,6 +15,11 @@ On every annotated hand of the mmpose sample photos (as ``handcast bench real``)
   model's differ most, wrist and thumb base, the residual is largest), as (median / residual) and its square,
   capped at 1.
 
+``--spread``: only, per hand the default four variants find, how far apart they are (mean distance of each
+variant's keypoint from their mean, in hand sizes) against how far their average is from the annotation, and the
+rank correlation of the two over all keypoints: whether the variants' disagreement could serve as a per-keypoint
+confidence.
+
 Nothing is written. Needs the ``detect`` extra and the real data folder.
 """
 
@@ -53,11 +58,52 @@ def variants(img: np.ndarray, detector) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
+def spread_table(hands, detector) -> None:
+    """The ``--spread`` table: per hand, the variants' spread and their average's error, in hand sizes."""
+    from scipy.stats import spearmanr
+
+    from handcast.data.images import load_image
+    from handcast.detect.hands import PHOTO_VARIANTS
+    from handcast.infer.bench_real import hand_size, match_detection
+
+    spreads, errors = [], []
+    print("| photo | variants finding it | spread / size | error / size | correlation over its keypoints |\n"
+          "|---|---|---|---|---|")
+    for _, h in hands:
+        img = load_image(h.image)
+        size = hand_size(h.uv)
+        d = detector.detect_variants(img, PHOTO_VARIANTS)
+        s = match_detection(d.uv, d.present, h.uv, h.vis, size)
+        if s is None:
+            continue
+        per = []
+        for v in PHOTO_VARIANTS:
+            dv = detector.detect_variants(img, (v,))
+            sv = match_detection(dv.uv, dv.present, h.uv, h.vis, size)
+            if sv is not None:
+                per.append(dv.uv[sv])
+        if len(per) < 2:
+            continue
+        per = np.stack(per)
+        vis = h.vis > 0
+        spread = (np.linalg.norm(per - per.mean(0), axis=-1).mean(0) / size)[vis]
+        err = (np.linalg.norm(d.uv[s] - h.uv, axis=-1) / size)[vis]
+        spreads.append(spread)
+        errors.append(err)
+        print(f"| {Path(h.image).name} | {len(per)} | {spread.mean():.3f} | {err.mean():.3f} | "
+              f"{np.corrcoef(spread, err)[0, 1]:.2f} |")
+    S, E = np.concatenate(spreads), np.concatenate(errors)
+    half = S < np.median(S)
+    print(f"\n{len(spreads)} hands, {len(S)} keypoints: Spearman rank correlation {spearmanr(S, E)[0]:.2f}; error / size "
+          f"{E[half].mean():.3f} where the spread is below its median, {E[~half].mean():.3f} above, {E.mean():.3f} in all")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/real")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--detector-only", action="store_true", help="only the detector table")
+    ap.add_argument("--spread", action="store_true", help="only the variants' spread against their error")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -73,6 +119,9 @@ def main() -> None:
           "the detector found (n)\n")
 
     detector = HandDetector(video=False)
+    if args.spread:
+        spread_table(hands, detector)
+        return
     det_d: dict[str, list] = {}
     slots = []  # the detector's slot of each annotated hand on the photo as is (None: not found)
     for _, h in hands:
