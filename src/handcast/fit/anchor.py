@@ -36,7 +36,8 @@ class AnchorConfig:
 
     static_frames: a one-frame prefix is given to L as this many identical frames (a still hand).
     sampler / steps: L's sampler. samples: L's samples drawn; keep: how many of them are averaged, those most
-    consistent with the 2D keypoints (:func:`handcast.models.lifting.sample_consistency`; None: all of them).
+    consistent with the 2D keypoints per frame, hand and part (:func:`handcast.models.lifting.select_weights`;
+    None: all of them).
     iterations: Adam iterations of the refinement, split in ``rounds`` rounds with learning rates decreasing
     geometrically from ``lr`` to ``lr_end``. w_smooth: joint-acceleration
     weight (only for prefixes of 3 frames or more). w_limits: joint-limit penalty (rad^2). orientation_starts:

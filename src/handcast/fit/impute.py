@@ -279,8 +279,8 @@ def lift_initialiser(model, hand_model, sampler: str = "ddim", steps: int = 10, 
     """An initialiser for :func:`handcast.fit.impute.impute_split`: L per clip, one sample or the average of
     ``num_samples`` (rotation matrices averaged and projected to SO(3), wrists averaged: an estimate of the
     posterior mean, as ``handcast lift --samples``); ``keep`` < ``num_samples``: only the ``keep`` samples most
-    consistent with the clip's 2D keypoints are averaged, per hand (:func:`handcast.models.lifting.sample_consistency`,
-    as ``handcast lift --keep``).
+    consistent with the clip's 2D keypoints are averaged, per frame, hand and part
+    (:func:`handcast.models.lifting.select_weights`, as ``handcast lift --keep``).
 
     Returns ``init(batch) -> (pose (B, T, 2, 16, 3) axis-angle flat, transl (B, T, 2, 3) MANO transl)``."""
     def init(batch):

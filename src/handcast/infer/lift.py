@@ -82,7 +82,7 @@ MAX_GUIDANCE = 20.0
 #: samples of L drawn per window by ``handcast lift`` (``--samples``; results/lift_views.md sections 7 and 9)
 DEFAULT_SAMPLES = 16
 #: of those, how many are averaged: the ones most consistent with the 2D keypoints (``--keep``;
-#: :func:`handcast.models.lifting.sample_consistency`, results/lift_views.md section 9)
+#: per frame, hand and part, :func:`handcast.models.lifting.select_weights`, results/lift_views.md sections 9-10)
 DEFAULT_KEEP = 2
 #: most samples of L averaged per window (``--samples``)
 MAX_SAMPLES = 64
@@ -313,10 +313,10 @@ def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WIN
     ``num_samples`` > 1 draws that many samples per window and averages them (rotation matrices averaged
     then projected to SO(3), wrists averaged): an estimate of the posterior mean, which is closer to the
     truth on average than one sample (results/lift_views.md section 7). ``keep`` < ``num_samples`` averages,
-    per window and hand, only the rotations of the ``keep`` samples that best explain the window's 2D keypoints
-    (:func:`handcast.models.lifting.sample_consistency`; the wrists stay the mean of all samples): L's samples
-    scatter most in the hand's orientation, and the ones that reproject worst are the misread ones
-    (results/lift_views.md section 9).
+    per frame, hand and part (each finger, the global orientation), only the rotations of the ``keep`` samples
+    that best explain the 2D keypoints (:func:`handcast.models.lifting.select_weights`; the wrists stay the mean
+    of all samples): L's samples scatter most in the hand's orientation and then its fingers, and the ones that
+    reproject worst are the misread ones (results/lift_views.md sections 9 and 10).
 
     Each window is lifted in the camera of its first frame (its cameras re-expressed relative to that
     frame, as L was trained), mapped to the frame-0 camera, and cross-faded with its neighbours
