@@ -373,3 +373,25 @@ def test_variants_on_real_photos_find_at_least_as_many_hands(freihand):
     averaged = [detect_image(img) for _, img, _ in freihand]
     assert not any(d.present[1] for d in averaged)  # all right hands
     assert sum(bool(d.present[0]) for d in averaged) >= once
+
+
+def test_photo_palm_threshold_finds_every_freihand_hand_and_nothing_beside_a_hand(freihand):
+    """Photos use the low palm threshold (PHOTO_MIN_CONFIDENCE): every FreiHAND sample hand is found, as a right hand
+    (at mediapipe's 0.5, one of them is not), and a hand-free crop of the real video (the office beside the hand)
+    stays empty. Videos keep mediapipe's default."""
+    _mediapipe()
+    from handcast.detect import detect_image, read_video
+    from handcast.detect.hands import PHOTO_MIN_CONFIDENCE, VIDEO_MIN_CONFIDENCE, HandDetector
+
+    assert PHOTO_MIN_CONFIDENCE < VIDEO_MIN_CONFIDENCE == 0.5
+    found = [detect_image(img) for _, img, _ in freihand]
+    assert all(d.present[0] and not d.present[1] for d in found)
+    assert not all(detect_image(img, min_confidence=0.5).present[0] for _, img, _ in freihand)
+    frames, _, _, _ = read_video(_need(VIDEO), max_frames=1)
+    frame = next(iter(frames))
+    with HandDetector(video=False) as det:
+        u = det.detect(frame).uv[0][:, 0]
+    assert np.isfinite(u).all()
+    beside = np.ascontiguousarray(frame[:, : int(u.min() - 60)] if u.min() > frame.shape[1] - u.max()
+                                  else frame[:, int(u.max() + 60):])
+    assert beside.shape[1] >= 200 and not detect_image(beside).present.any()

@@ -9,7 +9,7 @@ Conventions: keypoints are pixels (u, v) (u right, v down, pixel ``image[j, i]``
 Handedness is reported for the hand itself: by default images are taken as ordinary
 (non-mirrored) photos; pass ``mirrored=True`` for selfie-style (horizontally flipped) images.
 
-  detect_image(image, mirrored=False, min_confidence=0.5) -> HandDetections
+  detect_image(image, mirrored=False, min_confidence=None) -> HandDetections  (None: PHOTO_MIN_CONFIDENCE, 0.1)
   detect_video(path_or_frames, mirrored=False, progress=True, ...) -> Tracks
   read_video(path, max_frames=None) -> (frames iterator, fps, (W, H), frame count or None)
 """

@@ -132,17 +132,29 @@ def _check_image(image) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+#: palm detection threshold for photos (``video=False``): mediapipe's landmark stage checks every palm candidate
+#: again (its hand-presence score), so a low threshold mostly adds hands; on the 16 annotated hands of the real sample
+#: photos 0.1 finds all 16 with no extra hand (0.5: 14) and nothing on 30 hand-free crops of the real video
+#: (``python scripts/real_detector_limits.py --detector-only``, docs/detect.md)
+PHOTO_MIN_CONFIDENCE = 0.1
+#: palm detection threshold for videos (mediapipe's default; the tracking graph re-detects when it loses a hand)
+VIDEO_MIN_CONFIDENCE = 0.5
+
+
 class HandDetector:
     """A mediapipe hands graph kept open for many images (``video=False``) or the frames of one
     video in order (``video=True``: detection, then tracking from frame to frame).
 
-    min_confidence: palm detection threshold in [0, 1]; min_tracking_confidence: below it the
+    min_confidence: palm detection threshold in [0, 1] (default :data:`PHOTO_MIN_CONFIDENCE` for photos,
+    :data:`VIDEO_MIN_CONFIDENCE` for videos); min_tracking_confidence: below it the
     video graph re-runs palm detection; model_complexity: 0 (lite) or 1 (full landmark model).
     Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, *, video: bool = False, mirrored: bool = False, min_confidence: float = 0.5,
+    def __init__(self, *, video: bool = False, mirrored: bool = False, min_confidence: float | None = None,
                  min_tracking_confidence: float = 0.5, model_complexity: int = 1):
+        if min_confidence is None:
+            min_confidence = VIDEO_MIN_CONFIDENCE if video else PHOTO_MIN_CONFIDENCE
         for name, v in (("min_confidence", min_confidence), ("min_tracking_confidence", min_tracking_confidence)):
             if not 0.0 <= float(v) <= 1.0:
                 raise HandcastError(f"{name} must be in [0, 1], got {v}")
@@ -308,12 +320,13 @@ class HandDetector:
         return [RIGHT, LEFT] if pa * (1.0 - pb) >= (1.0 - pa) * pb else [LEFT, RIGHT]
 
 
-def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: float = 0.5,
+def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: float | None = None,
                  model_complexity: int = 1, variants: tuple[str, ...] | None = PHOTO_VARIANTS) -> HandDetections:
     """Detect up to two hands in one image.
 
     image: uint8 (H, W, 3) RGB. mirrored: False for ordinary photos (handedness as seen by the
-    camera), True for selfie-style flipped images. min_confidence: palm detection threshold.
+    camera), True for selfie-style flipped images. min_confidence: palm detection threshold (default
+    :data:`PHOTO_MIN_CONFIDENCE`).
     variants: the test-time variants of the photo whose detections are averaged
     (:meth:`HandDetector.detect_variants`; default all of :data:`PHOTO_VARIANTS`, one detector pass each);
     None or ``("as_is",)``: one pass on the photo as is.
@@ -324,6 +337,7 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     image is not (H, W, 3) uint8.
     """
     image = _check_image(image)
+    min_confidence = PHOTO_MIN_CONFIDENCE if min_confidence is None else float(min_confidence)
     key = (float(min_confidence), int(model_complexity))
     det = _STATIC_CACHE.get(key)
     if det is None:
@@ -360,7 +374,8 @@ def _frames_source(path_or_frames, fps, max_frames):
     raise HandcastError(f"detect_video needs a video path or frames, got {type(path_or_frames).__name__}")
 
 
-def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = True, min_confidence: float = 0.5,
+def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = True,
+                 min_confidence: float = VIDEO_MIN_CONFIDENCE,
                  min_tracking_confidence: float = 0.5, model_complexity: int = 1, fps: float | None = None,
                  max_frames: int | None = None) -> Tracks:
     """Detect and track both hands through a video -> :class:`Tracks`.
