@@ -170,6 +170,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+#: a results report's line below which a reader's notes live; :func:`write_report_text` keeps them on a re-run
+KEEP_BELOW = "<!-- handcast: written by hand below this line, kept when the report is re-run -->"
+
+
+def write_report_text(path: str | os.PathLike, text: str) -> None:
+    """Write a generated Markdown report to ``path`` atomically (:func:`atomic_path`). If the file there has the
+    line :data:`KEEP_BELOW`, that line and everything after it (the notes written under the tables) are kept,
+    after the new text."""
+    path = Path(path)
+    kept = ""
+    if path.is_file():
+        old = path.read_text(errors="replace")
+        i = old.find("\n" + KEEP_BELOW)
+        if old.startswith(KEEP_BELOW):
+            kept = old
+        elif i >= 0:
+            kept = old[i + 1:]
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + kept
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def _replace_dir(tmp_path: Path, path: Path) -> None:
     """Move folder ``tmp_path`` to ``path``, replacing an existing folder only once the move can no longer fail
     half-way: the old folder is set aside, and put back if the move fails."""

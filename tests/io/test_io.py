@@ -160,3 +160,23 @@ def test_atomic_outputs_moves_a_complete_set_only(tmp_path):
     with pytest.raises(HandcastError, match="is a file"):
         with hio.atomic_outputs(tmp_path / "file"):
             pass
+
+
+def test_write_report_text_keeps_the_notes_below_the_marker(tmp_path):
+    """write_report_text: a new report replaces the generated part; the marker line and everything after it (a reader's
+    notes) survive a re-run; a report without the marker is replaced whole; no temporary is left behind."""
+    from handcast.io import KEEP_BELOW, write_report_text
+
+    p = tmp_path / "r.md"
+    write_report_text(p, "# Table\n| a | 1 |\n")
+    assert p.read_text() == "# Table\n| a | 1 |\n"
+    p.write_text(p.read_text() + "\n" + KEEP_BELOW + "\n\n## Reading\nrow a is one.\n")
+    write_report_text(p, "# Table\n| a | 2 |\n")
+    assert p.read_text() == "# Table\n| a | 2 |\n\n" + KEEP_BELOW + "\n\n## Reading\nrow a is one.\n"
+    write_report_text(p, "# Table\n| a | 3 |\n")  # kept again, once
+    assert p.read_text().count(KEEP_BELOW) == 1 and "| a | 3 |" in p.read_text() and "| a | 2 |" not in p.read_text()
+    q = tmp_path / "s.md"
+    q.write_text("# Old\nnotes without the marker\n")
+    write_report_text(q, "# New\n")
+    assert q.read_text() == "# New\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.md", "s.md"]

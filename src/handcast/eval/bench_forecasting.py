@@ -35,7 +35,7 @@ from handcast.eval.metrics import LIMIT_TOL_DEG, limits_ok
 from handcast.geometry import aa_to_6d, sixd_to_aa
 from handcast.fit.anchor import lift_prefix
 from handcast.hand import HandModel
-from handcast.io import atomic_path
+from handcast.io import atomic_path, write_report_text
 from handcast.models.checkpoint import shipped_checkpoint
 from handcast.models.forecast import forecast_dataset, load_forecast
 from handcast.models.lifting import load_lift
@@ -329,8 +329,7 @@ def plot_horizon(result: dict, path: Path) -> None:
 
 
 def write_report(result: dict, out: Path) -> None:
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(format_report(result))
+    write_report_text(out.with_suffix(".md"), format_report(result))
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     plot_horizon(result, out.with_name(out.name + "_horizon.png"))

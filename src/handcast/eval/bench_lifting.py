@@ -34,7 +34,7 @@ from handcast.fit.optimize import fit_tracks
 from handcast.fit.refine import RefineConfig, refine
 from handcast.geometry import sixd_to_aa
 from handcast.hand import HandModel
-from handcast.io import atomic_path
+from handcast.io import atomic_path, write_report_text
 from handcast.models.lifting import load_lift
 
 METRICS = ("M", "M-G", "M-F", "MR")
@@ -245,7 +245,6 @@ def format_report(result: dict) -> str:
 
 
 def write_report(result: dict, out: Path) -> None:
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(format_report(result))
+    write_report_text(out.with_suffix(".md"), format_report(result))
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(result, indent=1))

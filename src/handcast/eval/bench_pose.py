@@ -196,13 +196,12 @@ def bench_pose(ckpt: str | Path, regressor: str | Path | None = None, crops: str
         "training_log": _training_log(ck.parent),
     }
     if out is not None:
-        from handcast.io import atomic_path
+        from handcast.io import atomic_path, write_report_text
 
         outp = Path(out)
         with atomic_path(outp.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(result, indent=1))
-        with atomic_path(outp.with_suffix(".md")) as tmp:
-            tmp.write_text(format_report(result))
+        write_report_text(outp.with_suffix(".md"), format_report(result))
     return result
 
 

@@ -68,7 +68,7 @@ from handcast.infer.forecast import run_forecast
 from handcast.infer.lift import run_lift
 from handcast.infer.pose import run_pose
 from handcast.eval.metrics import LIMIT_TOL_DEG, limit_violation_deg, limits_ok
-from handcast.io import atomic_path
+from handcast.io import atomic_path, write_report_text
 
 DEPTH_RANGE_M = (0.15, 3.0)
 MATCH_FRACTION = 0.5
@@ -436,8 +436,7 @@ def bench_real(data_dir: str | os.PathLike = "../shared/data/real", *, small: bo
         with atomic_path(json_out) as p:
             p.write_text(json.dumps(result, indent=1))
     if out is not None:
-        with atomic_path(out) as p:
-            p.write_text(format_report(result))
+        write_report_text(out, format_report(result))
     return result
 
 
