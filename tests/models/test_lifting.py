@@ -574,3 +574,23 @@ def test_select_weights_ranks_the_orientation_again_with_the_chosen_fingers():
     assert torch.allclose(W[0, 0, ..., 0], torch.ones(8, 2), atol=1e-5)
     Rm, _ = average_samples(rot6d, wr, W)
     assert torch.allclose(Rm[0].double(), R, atol=1e-4)
+
+
+def test_keep_weights_in_chunks_equal_one_pass(monkeypatch):
+    """keep_weights ranks long batches a few clips at a time (SELECT_CHUNK): the weights are those of one pass."""
+    import handcast.models.lifting as ml
+    from handcast.geometry import aa_to_rotmat, rotmat_to_6d
+    from handcast.hand import HandModel
+
+    hands = HandModel("open")
+    g = torch.Generator().manual_seed(0)
+    B, S, T = 3, 4, 6
+    rot6d = rotmat_to_6d(aa_to_rotmat(0.3 * torch.randn(B, S, T, 2, 16, 3, generator=g)))
+    wrist = torch.tensor([0.0, 0.0, 0.5]) + 0.05 * torch.randn(B, S, T, 2, 3, generator=g)
+    batch = dict(kp2d=300 + 100 * torch.rand(B, T, 2, 21, 2, generator=g), kp2d_conf=torch.ones(B, T, 2, 21),
+                 K=torch.tensor([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]]).expand(B, 3, 3),
+                 world_to_cam=torch.eye(4).expand(B, T, 4, 4), frame_mask=torch.ones(B, T, dtype=torch.bool))
+    whole = ml.keep_weights(rot6d, wrist, batch, hands, 2)
+    monkeypatch.setattr(ml, "SELECT_CHUNK", S * T)  # one clip at a time
+    assert torch.allclose(ml.keep_weights(rot6d, wrist, batch, hands, 2), whole, atol=1e-6)
+    assert whole.shape == (B, S, T, 2, 16)

@@ -439,6 +439,10 @@ def select_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_
     return W
 
 
+#: :func:`keep_weights` ranks the samples of at most this many sample-frames (samples x frames x clips) at once
+SELECT_CHUNK = 16 * 256 * 16
+
+
 def keep_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model, keep: int | None
                  ) -> torch.Tensor | None:
     """The weights (B, S, T, 2, 16) of :func:`average_samples` that keep, per frame, hand and finger, the ``keep``
@@ -446,7 +450,14 @@ def keep_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_mo
     None or not below the number of samples. Arguments as :func:`sample_consistency`."""
     if keep is None or int(keep) >= rot6d.shape[1]:
         return None
-    return select_weights(rot6d, wrist, inputs, hand_model, int(keep))
+    B, S, T = rot6d.shape[:3]
+    n = max(1, SELECT_CHUNK // (S * T))  # clips at a time: about 1 GB at most (16 samples of 256 frames, 16 clips)
+    if n >= B:
+        return select_weights(rot6d, wrist, inputs, hand_model, int(keep))
+    return torch.cat([select_weights(rot6d[i:i + n], wrist[i:i + n],
+                                     {k: v[i:i + n] if torch.is_tensor(v) and v.shape[:1] == (B,) else v
+                                      for k, v in inputs.items()}, hand_model, int(keep))
+                      for i in range(0, B, n)])
 
 
 def build_lift(model_cfg: dict) -> LiftingModel:
