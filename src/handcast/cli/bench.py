@@ -95,8 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--lift-samples", type=int_range(1, 64), default=1,
                    help="samples of L averaged per clip in the checkpoint rows (default 1, the paper's protocol)")
     b.add_argument("--lift-keep", type=int_range(1, 64), default=None,
-                   help="of those, average only the KEEP most consistent with the 2D keypoints, per frame and finger "
-                        "(default: all)")
+                   help="of those, average only the KEEP most consistent with the 2D keypoints, per frame, finger and "
+                        "orientation (default: all)")
     add_quiet(b)
     b.set_defaults(func=_bench_lifting)
 

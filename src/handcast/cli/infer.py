@@ -169,8 +169,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--samples", type=int_range(1, 64), default=16,
                    help="samples of L drawn per window (default 16; 1 = one sample, fastest)")
     s.add_argument("--keep", type=int_range(1, 64), default=2,
-                   help="of those, how many are averaged: per frame and finger, the ones most consistent with the "
-                        "2D keypoints (default 2; --keep equal to --samples averages all)")
+                   help="of those, how many are averaged: per frame, finger and orientation, the ones most "
+                        "consistent with the 2D keypoints (default 2; --keep equal to --samples averages all)")
     add_seed(s)
     add_quiet(s)
     s.set_defaults(func=_lift)

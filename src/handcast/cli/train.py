@@ -109,8 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--samples", type=int_range(1, 64), default=1,
                    help="samples of L averaged per clip before the refinement (default 1; handcast lift draws 16)")
     s.add_argument("--keep", type=int_range(1, 64), default=None,
-                   help="of those, average only the KEEP most consistent with the 2D keypoints, per frame and finger "
-                        "(default: all; handcast lift keeps 2)")
+                   help="of those, average only the KEEP most consistent with the 2D keypoints, per frame, finger and "
+                        "orientation (default: all; handcast lift keeps 2)")
     s.add_argument("--iterations", type=int_range(0, 10**6), default=1000, help="refinement iterations (default 1000)")
     s.add_argument("--tol", type=float_range(0), default=1e-4, help="refinement early-stop loss (default 1e-4; 0 = never)")
     s.add_argument("--use-3d-labels", action="store_true", help="also fit 3D keypoints where a clip has them")

@@ -135,7 +135,7 @@ def _check_image(image) -> np.ndarray:
 #: palm detection threshold for photos (``video=False``): mediapipe's landmark stage checks every palm candidate
 #: again (its hand-presence score), so a low threshold mostly adds hands; on the 16 annotated hands of the real sample
 #: photos 0.1 finds all 16 with no extra hand (0.5: 14) and nothing on 30 hand-free crops of the real video
-#: (``python scripts/real_detector_limits.py --detector-only``, docs/detect.md)
+#: (``python scripts/real_detector_limits.py --detector-only`` and ``--hand-free``, docs/detect.md)
 PHOTO_MIN_CONFIDENCE = 0.1
 #: palm detection threshold for videos (mediapipe's default; the tracking graph re-detects when it loses a hand)
 VIDEO_MIN_CONFIDENCE = 0.5

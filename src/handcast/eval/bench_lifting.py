@@ -207,6 +207,18 @@ def bench_lifting(store: str | Path, ckpts: dict[str, str], splits=("diverse_tes
     return result
 
 
+def _lift_protocol(result: dict) -> str:
+    """How the report's L rows used L's samples (``lift_samples``, ``lift_keep``), one sentence."""
+    n, keep = result.get("lift_samples", 1), result.get("lift_keep")
+    if n == 1:
+        return "one sample per clip."
+    if not keep or keep >= n:
+        return (f"the average of {n} samples per clip (rotation matrices averaged and projected to SO(3), wrists "
+                "averaged).")
+    return (f"{n} samples per clip; the rotation matrices of the {keep} most consistent with the 2D keypoints, per "
+            "frame, hand and finger, averaged and projected to SO(3) (`handcast lift --keep`), the wrists of all averaged.")
+
+
 def format_report(result: dict) -> str:
     splits = result["splits"]
     lines = ["# Lifting benchmark (paper Tables 1 and 2, synthetic)", ""]
@@ -214,13 +226,7 @@ def format_report(result: dict) -> str:
         lines += ["Made by:", "", "```bash", result["command"], "```", ""]
     lines += ["Errors in cm (M: no alignment; M-G: one similarity per hand and clip; M-F: similarity fitted on",
               "the first frame; MR: right-minus-left root). Inputs: the stored 2D tracks only; mean hand shape.",
-              "L: " + ("one sample per clip." if result.get("lift_samples", 1) == 1
-                       else f"the average of {result['lift_samples']} samples per clip (rotation matrices averaged and "
-                            "projected to SO(3), wrists averaged)."
-                       if not result.get("lift_keep") or result["lift_keep"] >= result["lift_samples"]
-                       else f"{result['lift_samples']} samples per clip; the rotation matrices of the {result['lift_keep']} "
-                            "most consistent with the 2D keypoints, per frame, hand and finger, averaged and projected "
-                            "to SO(3) (`handcast lift --keep`), the wrists of all averaged."), ""]
+              "L: " + _lift_protocol(result), ""]
     head = "| method | " + " | ".join(f"{s} {m}" for s in splits for m in METRICS) + " | s/clip |"
     lines += [head, "|" + "---|" * (2 + len(splits) * len(METRICS))]
     for row, by_split in result["table"].items():

@@ -366,11 +366,9 @@ def lift_windows(model, hand_model, inp: LiftInput, *, window: int = DEFAULT_WIN
         rot6d, wrist = model.sample(batch, int(num_samples), sampler, steps, guidance=float(guidance), generator=g)
         # (B, n, 2, 16, 3, 3) window-start camera: the samples' rotation matrices and wrists averaged here and
         # projected to SO(3) once, after the cross-fade below (not per window, as average_samples would)
-        wsel = keep_weights(rot6d, wrist, batch, hand_model, keep)
+        wsel = keep_weights(rot6d, wrist, batch, hand_model, keep)  # (B, S, W, 2, 16) or None: all alike
         R = sixd_to_rotmat(rot6d[:, :, :n]).double().cpu()
-        if wsel is not None:  # (B, S, W, 2, 16) per frame, hand and joint (models.lifting.select_weights)
-            wsel = wsel[:, :, :n].double().cpu()
-        R = R.mean(1) if wsel is None else (R * wsel[..., None, None]).sum(1)
+        R = R.mean(1) if wsel is None else (R * wsel[:, :, :n].double().cpu()[..., None, None]).sum(1)
         wr = wrist[:, :, :n].double().cpu().mean(1)  # (B, n, 2, 3): all samples (see average_samples)
         for i, s in enumerate(sb):
             to0 = torch.from_numpy(invert_rigid(w2c[s]))  # window-start camera -> frame-0 camera

@@ -406,10 +406,9 @@ def smooth_in_time(x: torch.Tensor, sigma: float, seen: torch.Tensor | None = No
 
 
 def _frame_keep(err: torch.Tensor, seen: torch.Tensor, keep: int) -> torch.Tensor:
-    """(B, S, T, 2) weights: per frame the ``keep`` samples of the lowest time-smoothed score, smoothed in time."""
-    w = best_samples_weights(smooth_in_time(err, SCORE_SIGMA, seen), keep)
-    w = smooth_in_time(w, WEIGHT_SIGMA)
-    return w / w.sum(1, keepdim=True).clamp_min(1e-12)
+    """(B, S, T, 2) weights: per frame the ``keep`` samples of the lowest time-smoothed score, smoothed in time
+    (a normalised average over frames of weights that sum to 1 over S, so they still do)."""
+    return smooth_in_time(best_samples_weights(smooth_in_time(err, SCORE_SIGMA, seen), keep), WEIGHT_SIGMA)
 
 
 def select_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_model, keep: int) -> torch.Tensor:
