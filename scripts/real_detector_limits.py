@@ -1,5 +1,6 @@
 """How far the detector bounds ``handcast pose`` on real photos, and two things that did not move it:
-``python scripts/real_detector_limits.py [--data ../shared/data/real] [--threads 1] [--detector-only]``.
+``python scripts/real_detector_limits.py [--data ../shared/data/real] [--threads 1] [--detector-only]
+[--min-confidence C]``.
 
 On every annotated hand of the mmpose sample photos (as ``handcast bench real``), prints the mean distance
 (px) of mediapipe's keypoints to the annotations for:
@@ -135,6 +136,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/real")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--min-confidence", type=float, default=None,
+                    help="palm detection threshold of the detector tables (default: the photo default, "
+                         "handcast.detect.hands.PHOTO_MIN_CONFIDENCE)")
     ap.add_argument("--detector-only", action="store_true", help="only the detector table")
     ap.add_argument("--spread", action="store_true", help="only the variants' spread against their error")
     ap.add_argument("--hand-free", action="store_true", help="only false hands on hand-free crops of the real video")
@@ -155,7 +159,7 @@ def main() -> None:
     if args.hand_free:
         hand_free_table(Path(args.data) / "dex_retargeting" / "human_hand_video.mp4")
         return
-    detector = HandDetector(video=False)
+    detector = HandDetector(video=False, min_confidence=args.min_confidence)
     if args.spread:
         spread_table(hands, detector)
         return

@@ -450,7 +450,7 @@ def keep_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_mo
     if keep is None or int(keep) >= rot6d.shape[1]:
         return None
     B, S, T = rot6d.shape[:3]
-    n = max(1, SELECT_CHUNK // (S * T))  # clips at a time: about 1 GB at most (16 samples of 256 frames, 16 clips)
+    n = max(1, SELECT_CHUNK // (S * T))  # clips at a time (16 of 16 samples x 256 frames), bounding the memory
     if n >= B:
         return select_weights(rot6d, wrist, inputs, hand_model, int(keep))
     return torch.cat([select_weights(rot6d[i:i + n], wrist[i:i + n],
