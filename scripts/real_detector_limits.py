@@ -21,6 +21,15 @@ variant's keypoint from their mean, in hand sizes) against how far their average
 rank correlation of the two over all keypoints: whether the variants' disagreement could serve as a per-keypoint
 confidence.
 
+``--passes``: only, re-tracking (``handcast.detect.hands.PHOTO_RETRACK``): per number of landmark passes after
+the first (0-3), the detector's distance to the annotations with one pass and with the default variants averaged,
+how far the last pass moved the keypoints (median over hands, in hand sizes), and, as a check that needs no
+annotation, the frame-to-frame jitter (second difference, px) of the first 240 frames of the real video each
+detected on its own as a photo (about 1 minute).
+
+``--retrack K``: the landmark passes after the first in every table but ``--passes`` (default: the photo default,
+``handcast.detect.hands.PHOTO_RETRACK``; ``--retrack 0`` gives the tables of docs/pose.md, from before re-tracking).
+
 ``--hand-free``: only, the palm threshold against false hands: 30 frames of the real video, each cropped to
 the wider side beside its hand (found at mediapipe's default threshold, 60 px margin), and the hands found there
 (all false) at palm thresholds 0.5, 0.3 and 0.1, with the default variants and with one pass.
@@ -61,6 +70,46 @@ def variants(img: np.ndarray, detector) -> dict[str, tuple[np.ndarray, np.ndarra
     d = detector.detect_variants(img, DETECTOR_VARIANTS)
     out["all six averaged"] = (d.uv, d.present)
     return out
+
+
+def passes_table(hands, video: Path, retracks=(0, 1, 2, 3), frames_used: int = 240) -> None:
+    """The ``--passes`` table: the detector against the number of re-tracking passes."""
+    from handcast.data.images import load_image
+    from handcast.detect.hands import PHOTO_VARIANTS, HandDetector
+    from handcast.detect.video import read_video
+    from handcast.infer.bench_real import hand_size, kp_distances, match_detection
+
+    frames, _, _, _ = read_video(video, max_frames=frames_used)
+    frames = list(frames)
+    print(f"| landmark passes after the first | found | one pass: median px | mean px | variants averaged: median px "
+          f"| mean px | last pass moved (median, hand sizes) | video jitter, {len(frames)} frames: median px | "
+          "mean px |\n|---|---|---|---|---|---|---|---|---|")
+    prev = None
+    for k in retracks:
+        det = HandDetector(video=False, retrack=k)
+        one, avg, uv_one = [], [], []
+        for h in hands:
+            img, size = load_image(h.image), hand_size(h.uv)
+            d = det.detect(img)
+            s = match_detection(d.uv, d.present, h.uv, h.vis, size)
+            uv_one.append(None if s is None else d.uv[s])
+            if s is not None:
+                one.append(kp_distances(d.uv[s], h.uv, h.vis).mean())
+            d = det.detect_variants(img, PHOTO_VARIANTS)
+            s = match_detection(d.uv, d.present, h.uv, h.vis, size)
+            if s is not None:
+                avg.append(kp_distances(d.uv[s], h.uv, h.vis).mean())
+        moved = "-" if prev is None else f"{np.median([np.linalg.norm(a - b, axis=-1).mean() / hand_size(h.uv) for a, b, h in zip(uv_one, prev, hands) if a is not None and b is not None]):.4f}"
+        prev = uv_one
+        track = []
+        for f in frames:
+            d = det.detect(f)
+            track.append(d.uv[d.present][0] if d.present.sum() == 1 else np.full((21, 2), np.nan))
+        a = np.stack(track)
+        jit = np.linalg.norm(a[2:] - 2 * a[1:-1] + a[:-2], axis=-1).mean(-1)
+        print(f"| {k} | {len(one)} | {np.median(one):.2f} | {np.mean(one):.2f} | {np.median(avg):.2f} | {np.mean(avg):.2f} "
+              f"| {moved} | {np.nanmedian(jit):.2f} | {np.nanmean(jit):.2f} |", flush=True)
+        det.close()
 
 
 def hand_free_table(video: Path, n: int = 30, margin: float = 60.0) -> None:
@@ -142,8 +191,15 @@ def main() -> None:
     ap.add_argument("--detector-only", action="store_true", help="only the detector table")
     ap.add_argument("--spread", action="store_true", help="only the variants' spread against their error")
     ap.add_argument("--hand-free", action="store_true", help="only false hands on hand-free crops of the real video")
+    ap.add_argument("--passes", action="store_true", help="only the detector against the re-tracking passes")
+    ap.add_argument("--retrack", type=int, default=None,
+                    help="landmark passes after the first (default: handcast.detect.hands.PHOTO_RETRACK)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.retrack is not None:  # every detector the tables make, handcast pose's included
+        import handcast.detect.hands as hands_module
+
+        hands_module.PHOTO_RETRACK = args.retrack
 
     import handcast.infer.pose as pose_cmd
     from handcast.data.coco_keypoints import read_coco_hand_keypoints
@@ -158,6 +214,9 @@ def main() -> None:
 
     if args.hand_free:
         hand_free_table(Path(args.data) / "dex_retargeting" / "human_hand_video.mp4")
+        return
+    if args.passes:
+        passes_table([h for _, h in hands], Path(args.data) / "dex_retargeting" / "human_hand_video.mp4")
         return
     detector = HandDetector(video=False, min_confidence=args.min_confidence)
     if args.spread:

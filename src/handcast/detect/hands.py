@@ -38,7 +38,7 @@ __all__ = ["HandDetector", "detect_image", "detect_video", "INSTALL_HINT", "PHOT
 INSTALL_HINT = "pip install handcast[detect]"
 MEDIAPIPE_VERSION = "0.10.14"
 
-_STATIC_CACHE: dict[tuple[float, int], "HandDetector"] = {}
+_STATIC_CACHE: dict[tuple[float, int, int], "HandDetector"] = {}
 
 #: Test-time variants of a photo that :func:`detect_image` averages the detector over
 #: (:meth:`HandDetector.detect_variants`; measured in docs/pose.md, "Real photos with the detector").
@@ -53,6 +53,12 @@ PAD_FRACTION = 0.2
 MAX_UPSCALED_SIDE = 2048
 #: Two variants' detections are one hand below this mean keypoint distance, in hand box diagonals.
 SAME_HAND_FRACTION = 0.5
+#: Landmark passes on a photo after the first (:class:`HandDetector` ``retrack``). mediapipe's landmark model
+#: sees a crop placed from the palm detector's box on the first pass; on each further pass the crop is placed from
+#: its own previous landmarks, as when it tracks a video (the crop it is trained on). Measured in docs/detect.md
+#: ("Re-tracking a photo"): the keypoints settle, the second re-track moving them by about 1 % of the hand's size
+#: (median over the sample photos) and a third by under 1 %.
+PHOTO_RETRACK = 2
 
 
 def _box_diagonal(uv: np.ndarray) -> float:
@@ -148,13 +154,22 @@ class HandDetector:
     min_confidence: palm detection threshold in [0, 1] (default :data:`PHOTO_MIN_CONFIDENCE` for photos,
     :data:`VIDEO_MIN_CONFIDENCE` for videos); min_tracking_confidence: below it the
     video graph re-runs palm detection; model_complexity: 0 (lite) or 1 (full landmark model).
+    retrack (photos only; default :data:`PHOTO_RETRACK`): landmark passes after the first, each on a crop placed
+    from the previous pass's landmarks; a hand the first pass found keeps its last landmarks, and a hand that
+    appears only in a later pass is ignored. 0: one pass, mediapipe's static-image result.
     Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, *, video: bool = False, mirrored: bool = False, min_confidence: float | None = None,
-                 min_tracking_confidence: float = 0.5, model_complexity: int = 1):
+                 min_tracking_confidence: float = 0.5, model_complexity: int = 1, retrack: int | None = None):
         if min_confidence is None:
             min_confidence = VIDEO_MIN_CONFIDENCE if video else PHOTO_MIN_CONFIDENCE
+        if retrack is None:
+            retrack = 0 if video else PHOTO_RETRACK
+        if isinstance(retrack, bool) or not isinstance(retrack, (int, np.integer)) or retrack < 0:
+            raise HandcastError(f"retrack must be a whole number >= 0, got {retrack!r}")
+        if video and retrack:
+            raise HandcastError("retrack is for photos: a video's frames are tracked from the previous frame already")
         for name, v in (("min_confidence", min_confidence), ("min_tracking_confidence", min_tracking_confidence)):
             if not 0.0 <= float(v) <= 1.0:
                 raise HandcastError(f"{name} must be in [0, 1], got {v}")
@@ -163,8 +178,11 @@ class HandDetector:
         hands = _hands_module()
         self.video = bool(video)
         self.mirrored = bool(mirrored)
+        self.retrack = int(retrack)
+        # a photo with re-tracking runs the tracking graph, reset before each photo: its first pass is the
+        # static-image result (palm detection, then landmarks), the further passes track the same photo
         with _native_stderr_silenced():
-            self._graph = hands.Hands(static_image_mode=not self.video, max_num_hands=2,
+            self._graph = hands.Hands(static_image_mode=not (self.video or self.retrack), max_num_hands=2,
                                       model_complexity=int(model_complexity),
                                       min_detection_confidence=float(min_confidence),
                                       min_tracking_confidence=float(min_tracking_confidence))
@@ -190,9 +208,32 @@ class HandDetector:
                 return self._graph.process(image)
 
     def _found(self, image: np.ndarray, mirrored: bool) -> list[tuple[np.ndarray, float]]:
-        """mediapipe on one image -> [(uv (21, 2) px, probability that it is a RIGHT hand)]."""
-        H, W = image.shape[:2]
-        res = self._run(image)
+        """mediapipe on one image -> [(uv (21, 2) px, probability that it is a RIGHT hand)]; a photo is re-tracked
+        :attr:`retrack` times."""
+        if self.video or not self.retrack:
+            return self._parse(self._run(image), image.shape, mirrored)
+        # the restarted graph's calculators log as they open, from its own threads: silence it until the first
+        # result is back, by when every calculator has opened
+        with _native_stderr_silenced():
+            self._graph.reset()  # forget the previous photo's hands
+            found = self._parse(self._run(image), image.shape, mirrored)
+        for _ in range(self.retrack):
+            if not found:
+                break
+            later = self._parse(self._run(image), image.shape, mirrored)
+            cost = np.full((len(found), len(later)), np.inf)
+            for i, (uv, _) in enumerate(found):
+                for j, (uvj, _) in enumerate(later):
+                    d = float(np.linalg.norm(uvj - uv, axis=-1).mean()) / max(_box_diagonal(uv), 1.0)
+                    if d < SAME_HAND_FRACTION:
+                        cost[i, j] = d
+            found = [f if j is None else later[j] for f, j in zip(found, _best_assignment(cost))]
+        return found
+
+    @staticmethod
+    def _parse(res, shape, mirrored: bool) -> list[tuple[np.ndarray, float]]:
+        """One graph result -> [(uv (21, 2) px, probability that it is a RIGHT hand)]."""
+        H, W = shape[:2]
         found = []
         for lms, handed in zip(res.multi_hand_landmarks or (), res.multi_handedness or ()):
             uv = np.array([[p.x * W - 0.5, p.y * H - 0.5] for p in lms.landmark], np.float64)
@@ -321,7 +362,8 @@ class HandDetector:
 
 
 def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: float | None = None,
-                 model_complexity: int = 1, variants: tuple[str, ...] | None = PHOTO_VARIANTS) -> HandDetections:
+                 model_complexity: int = 1, variants: tuple[str, ...] | None = PHOTO_VARIANTS,
+                 retrack: int | None = None) -> HandDetections:
     """Detect up to two hands in one image.
 
     image: uint8 (H, W, 3) RGB. mirrored: False for ordinary photos (handedness as seen by the
@@ -329,7 +371,8 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     :data:`PHOTO_MIN_CONFIDENCE`).
     variants: the test-time variants of the photo whose detections are averaged
     (:meth:`HandDetector.detect_variants`; default all of :data:`PHOTO_VARIANTS`, one detector pass each);
-    None or ``("as_is",)``: one pass on the photo as is.
+    None or ``("as_is",)``: one pass on the photo as is. retrack: landmark passes after the first on each
+    variant (default :data:`PHOTO_RETRACK`; :class:`HandDetector`).
     Returns :class:`HandDetections`: ``uv`` float32 (2, 21, 2) pixels, hands (right, left),
     common keypoint order, NaN where absent; ``present`` (2,); ``score`` (2,); ``confidence``
     (2, 21). The static-image graph is created on the first call and reused (per threshold).
@@ -338,10 +381,12 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     """
     image = _check_image(image)
     min_confidence = PHOTO_MIN_CONFIDENCE if min_confidence is None else float(min_confidence)
-    key = (float(min_confidence), int(model_complexity))
+    retrack = PHOTO_RETRACK if retrack is None else retrack
+    key = (float(min_confidence), int(model_complexity), retrack)
     det = _STATIC_CACHE.get(key)
     if det is None:
-        det = HandDetector(video=False, min_confidence=min_confidence, model_complexity=model_complexity)
+        det = HandDetector(video=False, min_confidence=min_confidence, model_complexity=model_complexity,
+                           retrack=retrack)
         _STATIC_CACHE[key] = det
     if variants is None or tuple(variants) == ("as_is",):
         return det.detect(image, mirrored=mirrored)
