@@ -1,0 +1,139 @@
+"""How strongly the keypoint fit of ``handcast pose`` should hold the fingers to the network's estimate:
+``python scripts/bench_keypoint_fit_prior.py [--crops out/pose_crops_tiny] [--data ../shared/data/real]
+[--weights 100 30 10 3] [--max-items N]``.
+
+``handcast.fit.keypoint_fit.KeypointFitConfig.w_prior`` weighs a Geman-McClure pull of the 15 finger rotations
+towards the network's (the 2D keypoints cannot say which way a finger bends in depth). For each weight:
+
+* **synthetic test crops** (``out/pose_crops_tiny``, split ``test``; the shipped cascade, keypoints-only as
+  ``handcast pose`` runs it, median of 5 hypotheses, 1 DDIM step; build the set with
+  ``python -c "from handcast.synth.crops import build_crops; build_crops('out/pose_crops_tiny', 'tiny', seed=0,
+  hand_model='auto')"``): the fit from the simulated detector's keypoints (exact for the lab domain) and from the
+  exact projections, with the 3D errors of ``handcast bench pose`` (MPJPE root-relative, PA-MPJPE, PA-MPVPE, mm)
+  and the fitted keypoints' distance to the true projections (px in the 256 x 192 crop, mean over visible
+  keypoints, mean over crops);
+* **the real sample photos** (as ``handcast bench real``): the fit from the annotations and from mediapipe's
+  keypoints (``handcast.detect.detect_image``'s default), the fitted keypoints' distance to the annotations (px,
+  median and mean over hands). There is no 3D truth here.
+
+The cascade runs once per input; only the fit changes. Nothing is written. About 25 minutes on 2 cores (the
+synthetic part about 20: 147 crops, three starts, eight fits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def synthetic(crops: str, weights, max_items: int | None) -> None:
+    from handcast.data.crops import CropBatches, CropSet
+    from handcast.eval.metrics import mpjpe, pa_mpjpe, pa_mpvpe
+    from handcast.fit.keypoint_fit import KeypointFitConfig, fit_keypoints
+    from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
+
+    model = load_cascade(resolve_pose_checkpoint(None), "cpu")
+    cs = CropSet(crops, "test")
+    data = CropBatches(cs, {}, "cpu")
+    n = len(cs) if max_items is None else min(max_items, len(cs))
+    idx = np.arange(n)
+    gj, gv, Kc = data.tensor("joints", idx), data.tensor("vertices", idx), data.tensor("K_crop", idx)
+    true_kp, vis = data.keypoints(idx, None, "gt")
+    print(f"synthetic: {n} test crops of {crops}; px in the crop\n")
+    print("| keypoints | w_prior | MPJPE mm | PA-MPJPE mm | PA-MPVPE mm | fitted keypoints to the truth, px |\n"
+          "|---|---|---|---|---|---|")
+    for source in ("det", "gt"):
+        kp, c = data.keypoints(idx, None, source)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            est = model.estimate_crops(data.images(idx), kp, c, Kc, 5, "ddim", 1, aggregations=("median",),
+                                       generator=g, keypoints_only=True)
+        joints = est["aggregated"]["median"][0]
+        m = vis > 0
+        d_in = ((kp - true_kp).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
+        print(f"| {source} | (the input keypoints) | | | | {d_in.mean():.2f} |")
+        for w in weights:
+            kf = fit_keypoints(model.hands, joints, kp, c, Kc, KeypointFitConfig(w_prior=float(w)))
+            P = kf["joints"] + kf["root"][:, None]
+            uvw = (Kc[:, None] @ P.unsqueeze(-1)).squeeze(-1)
+            uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6)
+            d = ((uv - true_kp).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
+            print(f"| {source} | {w:g} | {mpjpe(kf['joints'], gj).mean():.2f} | {pa_mpjpe(kf['joints'], gj).mean():.2f} "
+                  f"| {pa_mpvpe(kf['vertices'], gv).mean():.2f} | {d.mean():.2f} |", flush=True)
+
+
+def real(data_dir: Path, weights) -> None:
+    import handcast.infer.pose as pose_cmd
+    from handcast.data.coco_keypoints import read_coco_hand_keypoints
+    from handcast.data.images import load_image
+    from handcast.data.keypoints import keypoints_json
+    from handcast.detect import detect_image
+    from handcast.fit.keypoint_fit import KeypointFitConfig, refine_pose
+    from handcast.infer.bench_real import (hand_size, kp_distances, known_handedness, match_detection, photo_sets,
+                                           project_np)
+
+    hands = [(n, h) for n, js in photo_sets(data_dir) for h in read_coco_hand_keypoints(js)]
+    dist: dict[tuple[str, float], list[float]] = {}
+    captured = []
+    original = pose_cmd.refine_pose
+    pose_cmd.refine_pose = lambda res, hm: captured.append((res, hm)) or original(res, hm)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, (name, h) in enumerate(hands):
+                img, size = load_image(h.image), hand_size(h.uv)
+                d = detect_image(img)
+                slot_mp = match_detection(d.uv, d.present, h.uv, h.vis, size)
+                side = known_handedness(name, h.image)
+                slot_gt = slot_mp if side is None else ("right", "left").index(side)
+                slot_gt = 0 if slot_gt is None else slot_gt
+                uv = np.full((2, 21, 2), np.nan)
+                cf = np.zeros((2, 21))
+                uv[slot_gt], cf[slot_gt] = h.uv, h.vis.astype(np.float64)
+                kp_file = Path(tmp) / f"{i}.json"
+                kp_file.write_text(json.dumps(keypoints_json(uv, cf)))
+                for source, slot, kp in (("annotations", slot_gt, kp_file), ("mediapipe", slot_mp, None)):
+                    if slot is None:
+                        continue
+                    captured.clear()
+                    pose_cmd.run_pose(h.image, Path(tmp) / f"{i}_{source}", keypoints=kp, overwrite=True)
+                    res, hm = captured[0]
+                    k = [q for q, hh in enumerate(res.hand) if int(hh) == slot][0]
+                    for w in weights:
+                        r = refine_pose(res, hm, KeypointFitConfig(w_prior=float(w)))
+                        j3 = r.joints[k].astype(np.float64) + r.root[k].astype(np.float64)
+                        dist.setdefault((source, w), []).append(kp_distances(project_np(j3, r.K), h.uv, h.vis).mean())
+    finally:
+        pose_cmd.refine_pose = original
+    print(f"\nreal photos: {len(hands)} annotated hands of {data_dir}; fitted keypoints to the annotations, px\n")
+    print("| keypoints | w_prior | hands | median px | mean px |\n|---|---|---|---|---|")
+    for (source, w), v in dist.items():
+        print(f"| {source} | {w:g} | {len(v)} | {np.median(v):.2f} | {np.mean(v):.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--crops", default="out/pose_crops_tiny")
+    ap.add_argument("--data", default="../shared/data/real")
+    ap.add_argument("--weights", type=float, nargs="+", default=[100.0, 30.0, 10.0, 3.0])
+    ap.add_argument("--max-items", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--skip-synthetic", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"command: python {shlex.join(sys.argv)}\n")
+    if not args.skip_synthetic:
+        synthetic(args.crops, args.weights, args.max_items)
+    if not args.skip_real:
+        real(Path(args.data), args.weights)
+
+
+if __name__ == "__main__":
+    main()
