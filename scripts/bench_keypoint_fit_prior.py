@@ -11,7 +11,9 @@ towards the network's (the 2D keypoints cannot say which way a finger bends in d
   hand_model='auto')"``): the fit from the simulated detector's keypoints (exact for the lab domain) and from the
   exact projections, with the 3D errors of ``handcast bench pose`` (MPJPE root-relative, PA-MPJPE, PA-MPVPE, mm)
   and the fitted keypoints' distance to the true projections (px in the 256 x 192 crop, mean over visible
-  keypoints, mean over crops);
+  keypoints, mean over crops); with ``--noise F`` also from the exact projections plus Gaussian noise whose mean
+  distance is F hand sizes (the diagonal of the true keypoints' box; mediapipe is 0.08 from the annotations of the
+  real photos, ``results/real.md``), one fixed draw;
 * **the real sample photos** (as ``handcast bench real``): the fit from the annotations and from mediapipe's
   keypoints (``handcast.detect.detect_image``'s default), the fitted keypoints' distance to the annotations (px,
   median and mean over hands). There is no 3D truth here.
@@ -33,7 +35,8 @@ import numpy as np
 import torch
 
 
-def synthetic(crops: str, weights, max_items: int | None) -> None:
+def synthetic(crops: str, weights, max_items: int | None, noise: float | None = None,
+              sources=("det", "gt")) -> None:
     from handcast.data.crops import CropBatches, CropSet
     from handcast.eval.metrics import mpjpe, pa_mpjpe, pa_mpvpe
     from handcast.fit.keypoint_fit import KeypointFitConfig, fit_keypoints
@@ -49,8 +52,19 @@ def synthetic(crops: str, weights, max_items: int | None) -> None:
     print(f"synthetic: {n} test crops of {crops}; px in the crop\n")
     print("| keypoints | w_prior | MPJPE mm | PA-MPJPE mm | PA-MPVPE mm | fitted keypoints to the truth, px |\n"
           "|---|---|---|---|---|---|")
-    for source in ("det", "gt"):
-        kp, c = data.keypoints(idx, None, source)
+    if noise is not None:
+        sources = tuple(sources) + ("noisy",)
+    for source in sources:
+        if source == "noisy":
+            kp, c = true_kp.clone(), vis.clone()
+            m = c > 0
+            lo = torch.where(m[..., None], kp, torch.inf).amin(1)
+            hi = torch.where(m[..., None], kp, -torch.inf).amax(1)
+            sigma = noise * (hi - lo).norm(dim=-1) / np.sqrt(np.pi / 2)  # E|N(0, s^2 I_2)| = s sqrt(pi / 2)
+            g = torch.Generator().manual_seed(1)
+            kp = torch.where(m[..., None], kp + torch.randn(kp.shape, generator=g) * sigma[:, None, None], kp)
+        else:
+            kp, c = data.keypoints(idx, None, source)
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             est = model.estimate_crops(data.images(idx), kp, c, Kc, 5, "ddim", 1, aggregations=("median",),
@@ -126,11 +140,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--noise", type=float, default=None, help="also exact keypoints + Gaussian noise of F hand sizes")
+    ap.add_argument("--sources", nargs="*", choices=("det", "gt"), default=["det", "gt"],
+                    help="synthetic keypoint sources besides --noise")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"command: python {shlex.join(sys.argv)}\n")
     if not args.skip_synthetic:
-        synthetic(args.crops, args.weights, args.max_items)
+        synthetic(args.crops, args.weights, args.max_items, args.noise, args.sources)
     if not args.skip_real:
         real(Path(args.data), args.weights)
 
