@@ -89,7 +89,7 @@ def _detect(args: argparse.Namespace) -> None:
 
 def add_detect_once(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-once", action="store_true",
-                   help="one mediapipe pass on the photo as is (default: the average over 4 test-time variants of the "
+                   help="the detector on the photo as is only (default: the average over 4 test-time variants of the "
                         "photo, which finds more hands; docs/detect.md)")
 
 

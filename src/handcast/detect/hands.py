@@ -370,7 +370,7 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     camera), True for selfie-style flipped images. min_confidence: palm detection threshold (default
     :data:`PHOTO_MIN_CONFIDENCE`).
     variants: the test-time variants of the photo whose detections are averaged
-    (:meth:`HandDetector.detect_variants`; default all of :data:`PHOTO_VARIANTS`, one detector pass each);
+    (:meth:`HandDetector.detect_variants`; default all of :data:`PHOTO_VARIANTS`, each detected and re-tracked);
     None or ``("as_is",)``: one pass on the photo as is. retrack: landmark passes after the first on each
     variant (default :data:`PHOTO_RETRACK`; :class:`HandDetector`).
     Returns :class:`HandDetections`: ``uv`` float32 (2, 21, 2) pixels, hands (right, left),

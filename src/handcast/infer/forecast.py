@@ -57,7 +57,7 @@ SHIPPED = {"image": "forecast_image_tiny.safetensors", "keypoints": "forecast_ke
 
 def input_keypoints(image: np.ndarray, keypoints: str | os.PathLike | None, detect: bool,
                     detect_once: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
-    """(uv (2, 21, 2) px, conf (2, 21), where from) of the input image's hands. detect_once: one detector pass
+    """(uv (2, 21, 2) px, conf (2, 21), where from) of the input image's hands. detect_once: the detector
     on the photo as is instead of the average over its test-time variants (:func:`handcast.detect.detect_image`)."""
     if keypoints is not None:
         from handcast.data.keypoints import read_keypoints

@@ -35,8 +35,8 @@ POSE_OUTPUTS = ("pose.npz", "mesh.ply", "mesh.obj", "overlay.png", "spread.png",
 def detect_keypoints(image: np.ndarray, once: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(uv (2, 21, 2) pixels, conf (2, 21)) of the hands the mediapipe detector finds in ``image`` (uint8 RGB),
     hands (right, left); a one-line error naming ``--keypoints`` when the detector is missing or fails.
-    once: one detector pass on the photo as is, instead of the average over its test-time variants
-    (:func:`handcast.detect.detect_image`)."""
+    once: the detector on the photo as is only (re-tracked as always), instead of the average over its test-time
+    variants (:func:`handcast.detect.detect_image`)."""
     try:
         from handcast.detect import detect_image
     except ImportError as e:
@@ -114,7 +114,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     (:func:`handcast.geometry.resolve_intrinsics`). ``refine``: fit the hand model to the keypoints after the
     cascade (:func:`handcast.fit.keypoint_fit.refine_pose`; the cascade's own estimate stays in pose.npz as
     ``*_network``). ``keypoints_only``: the cascade ignores the image and estimates from the keypoints alone
-    (None: :data:`DEFAULT_KEYPOINTS_ONLY`). ``detect_once``: without ``keypoints``, one detector pass on the photo
+    (None: :data:`DEFAULT_KEYPOINTS_ONLY`). ``detect_once``: without ``keypoints``, the detector on the photo
     as is instead of the average over its test-time variants (:func:`detect_keypoints`). Returns ``out_dir``."""
 
     if mesh_format not in ("ply", "obj"):
