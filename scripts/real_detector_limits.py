@@ -25,7 +25,8 @@ confidence.
 the first (0-3), the detector's distance to the annotations with one pass and with the default variants averaged,
 how far the last pass moved the keypoints (median over hands, in hand sizes), and, as a check that needs no
 annotation, the frame-to-frame jitter (second difference, px) of the first 240 frames of the real video each
-detected on its own as a photo (about 1 minute).
+detected on its own as a photo, and on the fully visible hands of the synthetic test crops (``--crops``), whose truth
+is the hand model's keypoints (about 2 minutes).
 
 ``--synthetic``: only, the detector against exact keypoints on the synthetic test crops (``--crops``, default
 ``out/pose_crops_tiny``, the hand model's keypoints; fully visible hands) and against the annotations of the real
@@ -78,8 +79,9 @@ def variants(img: np.ndarray, detector) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
-def passes_table(hands, video: Path, retracks=(0, 1, 2, 3), frames_used: int = 240) -> None:
+def passes_table(hands, video: Path, crops: str, retracks=(0, 1, 2, 3), frames_used: int = 240) -> None:
     """The ``--passes`` table: the detector against the number of re-tracking passes."""
+    from handcast.data.crops import CropSet
     from handcast.data.images import load_image
     from handcast.detect.hands import PHOTO_VARIANTS, HandDetector
     from handcast.detect.video import read_video
@@ -87,9 +89,13 @@ def passes_table(hands, video: Path, retracks=(0, 1, 2, 3), frames_used: int = 2
 
     frames, _, _, _ = read_video(video, max_frames=frames_used)
     frames = list(frames)
+    cs = CropSet(crops, "test")
+    images, kp2d, vis = cs.images(np.arange(len(cs))), cs.arrays["kp2d"].astype(np.float64), cs.arrays["vis"]
+    full = [i for i in range(len(cs)) if vis[i].sum() == 21]
     print(f"| landmark passes after the first | found | one pass: median px | mean px | variants averaged: median px "
           f"| mean px | last pass moved (median, hand sizes) | video jitter, {len(frames)} frames: median px | "
-          "mean px |\n|---|---|---|---|---|---|---|---|---|")
+          f"mean px | synthetic crops ({len(full)} fully visible hands, one pass): found | mean / size | median / size |"
+          "\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     prev = None
     for k in retracks:
         det = HandDetector(video=False, retrack=k)
@@ -113,8 +119,16 @@ def passes_table(hands, video: Path, retracks=(0, 1, 2, 3), frames_used: int = 2
             track.append(d.uv[d.present][0] if d.present.sum() == 1 else np.full((21, 2), np.nan))
         a = np.stack(track)
         jit = np.linalg.norm(a[2:] - 2 * a[1:-1] + a[:-2], axis=-1).mean(-1)
+        syn = []
+        for i in full:
+            size = hand_size(kp2d[i])
+            d = det.detect(np.ascontiguousarray(images[i]))
+            s = match_detection(d.uv, d.present, kp2d[i], vis[i], size)
+            if s is not None:
+                syn.append(np.linalg.norm(d.uv[s] - kp2d[i], axis=-1).mean() / size)
         print(f"| {k} | {len(one)} | {np.median(one):.2f} | {np.mean(one):.2f} | {np.median(avg):.2f} | {np.mean(avg):.2f} "
-              f"| {moved} | {np.nanmedian(jit):.2f} | {np.nanmean(jit):.2f} |", flush=True)
+              f"| {moved} | {np.nanmedian(jit):.2f} | {np.nanmean(jit):.2f} | {len(syn)} | {np.mean(syn):.4f} "
+              f"| {np.median(syn):.4f} |", flush=True)
         det.close()
 
 
@@ -246,7 +260,7 @@ def main() -> None:
     ap.add_argument("--passes", action="store_true", help="only the detector against the re-tracking passes")
     ap.add_argument("--synthetic", action="store_true",
                     help="only the per-keypoint detector error on synthetic crops and on the real photos")
-    ap.add_argument("--crops", default="out/pose_crops_tiny", help="synthetic crop set of --synthetic")
+    ap.add_argument("--crops", default="out/pose_crops_tiny", help="synthetic crop set of --synthetic and --passes")
     ap.add_argument("--retrack", type=int, default=None,
                     help="landmark passes after the first (default: handcast.detect.hands.PHOTO_RETRACK)")
     args = ap.parse_args()
@@ -274,7 +288,7 @@ def main() -> None:
         synthetic_table([h for _, h in hands], args.crops)
         return
     if args.passes:
-        passes_table([h for _, h in hands], Path(args.data) / "dex_retargeting" / "human_hand_video.mp4")
+        passes_table([h for _, h in hands], Path(args.data) / "dex_retargeting" / "human_hand_video.mp4", args.crops)
         return
     detector = HandDetector(video=False, min_confidence=args.min_confidence)
     if args.spread:
