@@ -201,6 +201,15 @@ def known_handedness(set_name: str, image: Path) -> str | None:
     return None
 
 
+def _detector_settings() -> str:
+    """The photo detector as the commands run it, in words (the report's "Detector")."""
+    from handcast.detect.hands import MEDIAPIPE_VERSION, PHOTO_MIN_CONFIDENCE, PHOTO_RETRACK, PHOTO_VARIANTS
+
+    return (f"mediapipe {MEDIAPIPE_VERSION} as `handcast.detect.detect_image` runs it on photos (palm threshold "
+            f"{PHOTO_MIN_CONFIDENCE:g}, re-tracked {PHOTO_RETRACK} times, averaged over the variants "
+            f"{', '.join(PHOTO_VARIANTS)}); the video as `detect_video` tracks it")
+
+
 def _detector():
     """(detect_image, None), or (None, why) when the mediapipe detector is unavailable."""
     try:
@@ -424,7 +433,7 @@ def bench_real(data_dir: str | os.PathLike = "../shared/data/real", *, small: bo
                    f"{platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} torch threads)",
         "data_dir": str(data_dir), "small": bool(small), "photos_per_set": photos_per_set, "max_frames": max_frames,
         "camera": f"default: {DEFAULT_FOV_DEG:g} degree horizontal field of view, principal point at the centre",
-        "detector": "mediapipe" if detect is not None else f"unavailable ({why})",
+        "detector": _detector_settings() if detect is not None else f"unavailable ({why})",
         "checkpoints": {"pose": str(ckpt_pose or "shipped"), "forecast": str(ckpt_forecast or "shipped"),
                         "lift": str(ckpt_lift or "shipped")},
         "hand_model": hm.kind,
