@@ -55,7 +55,7 @@ MAX_UPSCALED_SIDE = 2048
 SAME_HAND_FRACTION = 0.5
 #: Landmark passes on a photo after the first (:class:`HandDetector` ``retrack``). mediapipe's landmark model
 #: sees a crop placed from the palm detector's box on the first pass; on each further pass the crop is placed from
-#: its own previous landmarks, as when it tracks a video (the crop it is trained on). Measured in docs/detect.md
+#: its own previous landmarks, as on every frame of a video after the first. Measured in docs/detect.md
 #: ("Re-tracking a photo"): the keypoints settle, the second re-track moving them by about 1 % of the hand's size
 #: (median over the sample photos) and a third by under 1 %.
 PHOTO_RETRACK = 2
@@ -371,11 +371,11 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     :data:`PHOTO_MIN_CONFIDENCE`).
     variants: the test-time variants of the photo whose detections are averaged
     (:meth:`HandDetector.detect_variants`; default all of :data:`PHOTO_VARIANTS`, each detected and re-tracked);
-    None or ``("as_is",)``: one pass on the photo as is. retrack: landmark passes after the first on each
-    variant (default :data:`PHOTO_RETRACK`; :class:`HandDetector`).
+    None or ``("as_is",)``: the photo as is only. retrack: landmark passes after the first on each variant
+    (default :data:`PHOTO_RETRACK`; :class:`HandDetector`).
     Returns :class:`HandDetections`: ``uv`` float32 (2, 21, 2) pixels, hands (right, left),
     common keypoint order, NaN where absent; ``present`` (2,); ``score`` (2,); ``confidence``
-    (2, 21). The static-image graph is created on the first call and reused (per threshold).
+    (2, 21). The photo graph is created on the first call and reused (per threshold, model and ``retrack``).
     Raises HandcastError if mediapipe is not installed (``pip install handcast[detect]``) or the
     image is not (H, W, 3) uint8.
     """
