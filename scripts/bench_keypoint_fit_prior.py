@@ -25,10 +25,8 @@ synthetic part about 20: 147 crops, three starts, eight fits).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,7 @@ def synthetic(crops: str, weights, max_items: int | None, noise: float | None = 
     from handcast.data.crops import CropBatches, CropSet
     from handcast.eval.metrics import mpjpe, pa_mpjpe, pa_mpvpe
     from handcast.fit.keypoint_fit import KeypointFitConfig, fit_keypoints
+    from handcast.geometry import project
     from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 
     model = load_cascade(resolve_pose_checkpoint(None), "cpu")
@@ -77,56 +76,49 @@ def synthetic(crops: str, weights, max_items: int | None, noise: float | None = 
               f"{d_in.mean():.2f} |")
         for w in weights:
             kf = fit_keypoints(model.hands, joints, kp, c, Kc, KeypointFitConfig(w_prior=float(w)))
-            P = kf["joints"] + kf["root"][:, None]
-            uvw = (Kc[:, None] @ P.unsqueeze(-1)).squeeze(-1)
-            uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6)
+            uv = project(kf["joints"] + kf["root"][:, None], Kc[:, None], behind="clamp")
             d = ((uv - true_kp).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
             print(f"| {source} | {w:g} | {mpjpe(kf['joints'], gj).mean():.2f} | {pa_mpjpe(kf['joints'], gj).mean():.2f} "
                   f"| {pa_mpvpe(kf['vertices'], gv).mean():.2f} | {d.mean():.2f} |", flush=True)
 
 
 def real(data_dir: Path, weights) -> None:
-    import handcast.infer.pose as pose_cmd
     from handcast.data.coco_keypoints import read_coco_hand_keypoints
     from handcast.data.images import load_image
-    from handcast.data.keypoints import keypoints_json
+    from handcast.data.keypoints import keypoints_json, parse_keypoints
     from handcast.detect import detect_image
     from handcast.fit.keypoint_fit import KeypointFitConfig, refine_pose
     from handcast.infer.bench_real import (hand_size, kp_distances, known_handedness, match_detection, photo_sets,
                                            project_np)
+    from handcast.infer.pose import DEFAULT_KEYPOINTS_ONLY
+    from handcast.models.cascade.estimate import estimate_pose
+    from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 
+    model = load_cascade(resolve_pose_checkpoint(None), "cpu")
     hands = [(n, h) for n, js in photo_sets(data_dir) for h in read_coco_hand_keypoints(js)]
     dist: dict[tuple[str, float], list[float]] = {}
-    captured = []
-    original = pose_cmd.refine_pose
-    pose_cmd.refine_pose = lambda res, hm: captured.append((res, hm)) or original(res, hm)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, (name, h) in enumerate(hands):
-                img, size = load_image(h.image), hand_size(h.uv)
-                d = detect_image(img)
-                slot_mp = match_detection(d.uv, d.present, h.uv, h.vis, size)
-                side = known_handedness(name, h.image)
-                slot_gt = slot_mp if side is None else ("right", "left").index(side)
-                slot_gt = 0 if slot_gt is None else slot_gt
-                uv = np.full((2, 21, 2), np.nan)
-                cf = np.zeros((2, 21))
-                uv[slot_gt], cf[slot_gt] = h.uv, h.vis.astype(np.float64)
-                kp_file = Path(tmp) / f"{i}.json"
-                kp_file.write_text(json.dumps(keypoints_json(uv, cf)))
-                for source, slot, kp in (("annotations", slot_gt, kp_file), ("mediapipe", slot_mp, None)):
-                    if slot is None:
-                        continue
-                    captured.clear()
-                    pose_cmd.run_pose(h.image, Path(tmp) / f"{i}_{source}", keypoints=kp, overwrite=True)
-                    res, hm = captured[0]
-                    k = [q for q, hh in enumerate(res.hand) if int(hh) == slot][0]
-                    for w in weights:
-                        r = refine_pose(res, hm, KeypointFitConfig(w_prior=float(w)))
-                        j3 = r.joints[k].astype(np.float64) + r.root[k].astype(np.float64)
-                        dist.setdefault((source, w), []).append(kp_distances(project_np(j3, r.K), h.uv, h.vis).mean())
-    finally:
-        pose_cmd.refine_pose = original
+    for name, h in hands:
+        img, size = load_image(h.image), hand_size(h.uv)
+        d = detect_image(img)  # as handcast pose detects (handcast.infer.pose.detect_keypoints)
+        slot_mp = match_detection(d.uv, d.present, h.uv, h.vis, size)
+        side = known_handedness(name, h.image)
+        slot_gt = slot_mp if side is None else ("right", "left").index(side)
+        slot_gt = 0 if slot_gt is None else slot_gt
+        uv = np.full((2, 21, 2), np.nan)
+        cf = np.zeros((2, 21))
+        uv[slot_gt], cf[slot_gt] = h.uv, h.vis.astype(np.float64)
+        gt = parse_keypoints(keypoints_json(uv, cf))  # as a --keypoints file reads (unannotated keypoints missing)
+        mp = (np.asarray(d.uv, np.float64), np.asarray(d.confidence, np.float64) * d.present[:, None])
+        for source, slot, kps in (("annotations", slot_gt, gt), ("mediapipe", slot_mp, mp)):
+            if slot is None:
+                continue
+            # handcast pose's estimate before its keypoint fit (run_pose's defaults)
+            res = estimate_pose(img, model, kps, keypoints_only=DEFAULT_KEYPOINTS_ONLY)
+            k = [q for q, hh in enumerate(res.hand) if int(hh) == slot][0]
+            for w in weights:
+                r = refine_pose(res, model.hands, KeypointFitConfig(w_prior=float(w)))
+                j3 = r.joints[k].astype(np.float64) + r.root[k].astype(np.float64)
+                dist.setdefault((source, w), []).append(kp_distances(project_np(j3, r.K), h.uv, h.vis).mean())
     print(f"\nreal photos: {len(hands)} annotated hands of {data_dir}; fitted keypoints to the annotations, px\n")
     print("| keypoints | w_prior | hands | median px | mean px |\n|---|---|---|---|---|")
     for (source, w), v in dist.items():

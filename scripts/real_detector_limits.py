@@ -96,12 +96,13 @@ def passes_table(hands, video: Path, crops: str, retracks=(0, 1, 2, 3), frames_u
           f"| mean px | last pass moved (median, hand sizes) | video jitter, {len(frames)} frames: median px | "
           f"mean px | synthetic crops ({len(full)} fully visible hands, one pass): found | mean / size | median / size |"
           "\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    photos = [load_image(h.image) for h in hands]
+    sizes = [hand_size(h.uv) for h in hands]
     prev = None
     for k in retracks:
         det = HandDetector(video=False, retrack=k)
         one, avg, uv_one = [], [], []
-        for h in hands:
-            img, size = load_image(h.image), hand_size(h.uv)
+        for h, img, size in zip(hands, photos, sizes):
             d = det.detect(img)
             s = match_detection(d.uv, d.present, h.uv, h.vis, size)
             uv_one.append(None if s is None else d.uv[s])
@@ -111,7 +112,11 @@ def passes_table(hands, video: Path, crops: str, retracks=(0, 1, 2, 3), frames_u
             s = match_detection(d.uv, d.present, h.uv, h.vis, size)
             if s is not None:
                 avg.append(kp_distances(d.uv[s], h.uv, h.vis).mean())
-        moved = "-" if prev is None else f"{np.median([np.linalg.norm(a - b, axis=-1).mean() / hand_size(h.uv) for a, b, h in zip(uv_one, prev, hands) if a is not None and b is not None]):.4f}"
+        moved = "-"
+        if prev is not None:  # how far this many passes moved each hand from one pass fewer
+            moves = [np.linalg.norm(a - b, axis=-1).mean() / size for a, b, size in zip(uv_one, prev, sizes)
+                     if a is not None and b is not None]
+            moved = f"{np.median(moves):.4f}"
         prev = uv_one
         track = []
         for f in frames:
@@ -125,7 +130,7 @@ def passes_table(hands, video: Path, crops: str, retracks=(0, 1, 2, 3), frames_u
             d = det.detect(np.ascontiguousarray(images[i]))
             s = match_detection(d.uv, d.present, kp2d[i], vis[i], size)
             if s is not None:
-                syn.append(np.linalg.norm(d.uv[s] - kp2d[i], axis=-1).mean() / size)
+                syn.append(kp_distances(d.uv[s], kp2d[i], vis[i] > 0).mean() / size)
         print(f"| {k} | {len(one)} | {np.median(one):.2f} | {np.mean(one):.2f} | {np.median(avg):.2f} | {np.mean(avg):.2f} "
               f"| {moved} | {np.nanmedian(jit):.2f} | {np.nanmean(jit):.2f} | {len(syn)} | {np.mean(syn):.4f} "
               f"| {np.median(syn):.4f} |", flush=True)

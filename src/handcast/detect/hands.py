@@ -65,6 +65,18 @@ def _box_diagonal(uv: np.ndarray) -> float:
     return float(np.linalg.norm(uv.max(0) - uv.min(0)))
 
 
+def _same_hand_cost(found: list[np.ndarray], refs: list[np.ndarray]) -> np.ndarray:
+    """(len(found), len(refs)) mean keypoint distance of each detection (21, 2) to each reference hand (21, 2), in the
+    reference's box diagonals; inf where not below :data:`SAME_HAND_FRACTION` (not the same hand)."""
+    cost = np.full((len(found), len(refs)), np.inf)
+    for i, uv in enumerate(found):
+        for j, ref in enumerate(refs):
+            d = float(np.linalg.norm(uv - ref, axis=-1).mean()) / max(_box_diagonal(ref), 1.0)
+            if d < SAME_HAND_FRACTION:
+                cost[i, j] = d
+    return cost
+
+
 def _best_assignment(cost: np.ndarray) -> list[int | None]:
     """Detections (rows) to groups (columns), at most one detection per group, minimising the total cost with
     each unassigned detection costing :data:`SAME_HAND_FRACTION` (inf: not allowed). Exhaustive: a variant has
@@ -221,12 +233,7 @@ class HandDetector:
             if not found:
                 break
             later = self._parse(self._run(image), image.shape, mirrored)
-            cost = np.full((len(found), len(later)), np.inf)
-            for i, (uv, _) in enumerate(found):
-                for j, (uvj, _) in enumerate(later):
-                    d = float(np.linalg.norm(uvj - uv, axis=-1).mean()) / max(_box_diagonal(uv), 1.0)
-                    if d < SAME_HAND_FRACTION:
-                        cost[i, j] = d
+            cost = _same_hand_cost([uv for uv, _ in later], [uv for uv, _ in found]).T  # (found, later)
             found = [f if j is None else later[j] for f, j in zip(found, _best_assignment(cost))]
         return found
 
@@ -300,13 +307,7 @@ class HandDetector:
         groups: list[list[tuple[str, np.ndarray, float]]] = []
         for name in dict.fromkeys(variants):
             found = self._variant_found(image, name, mirrored)
-            cost = np.full((len(found), len(groups)), np.inf)
-            for i, (uv, _) in enumerate(found):
-                for g, members in enumerate(groups):
-                    ref = np.mean([m[1] for m in members], 0)
-                    d = float(np.linalg.norm(uv - ref, axis=-1).mean()) / max(_box_diagonal(ref), 1.0)
-                    if d < SAME_HAND_FRACTION:
-                        cost[i, g] = d
+            cost = _same_hand_cost([uv for uv, _ in found], [np.mean([m[1] for m in g], 0) for g in groups])
             for (uv, pr), g in zip(found, _best_assignment(cost)):
                 if g is None:
                     groups.append([(name, uv, pr)])

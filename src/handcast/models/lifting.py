@@ -451,8 +451,6 @@ def keep_weights(rot6d: torch.Tensor, wrist: torch.Tensor, inputs: dict, hand_mo
         return None
     B, S, T = rot6d.shape[:3]
     n = max(1, SELECT_CHUNK // (S * T))  # clips at a time (16 of 16 samples x 256 frames), bounding the memory
-    if n >= B:
-        return select_weights(rot6d, wrist, inputs, hand_model, int(keep))
     return torch.cat([select_weights(rot6d[i:i + n], wrist[i:i + n],
                                      {k: v[i:i + n] if torch.is_tensor(v) and v.shape[:1] == (B,) else v
                                       for k, v in inputs.items()}, hand_model, int(keep))
