@@ -34,6 +34,9 @@ photos: mean error per keypoint in hand sizes, and its signed part along the wri
 minute). Where the detector and the hand model agree, and the annotations differ, the error is a convention of the
 annotations, not noise of the detector.
 
+``--timing``: only, the time of ``detect_image`` on a 224 x 224 FreiHAND photo and on a 1280 x 720 frame of the real
+video, one pass and the default four variants, without and with re-tracking (mean of five calls after a warm-up).
+
 ``--retrack K``: the landmark passes after the first in every table but ``--passes`` (default: the photo default,
 ``handcast.detect.hands.PHOTO_RETRACK``; ``--retrack 0`` gives the tables of docs/pose.md, from before re-tracking).
 
@@ -183,6 +186,29 @@ def synthetic_table(hands, crops: str) -> None:
           f"real {np.median(np.nanmean(er, 1)):.3f}")
 
 
+def timing_table(hands, video: Path, calls: int = 5) -> None:
+    """The ``--timing`` lines: ms per ``detect_image`` call."""
+    import time
+
+    from handcast.data.images import load_image
+    from handcast.detect import detect_image
+    from handcast.detect.hands import PHOTO_VARIANTS
+    from handcast.detect.video import read_video
+
+    frames, _, _, _ = read_video(video, max_frames=calls)
+    images = {"224 x 224 photo": [load_image(hands[0].image)] * calls, "1280 x 720 video frame": list(frames)}
+    print("| image | variants | re-tracked | ms per call |\n|---|---|---|---|")
+    for retrack in (0, 2):
+        for variants in (None, PHOTO_VARIANTS):
+            for name, imgs in images.items():
+                detect_image(imgs[0], retrack=retrack, variants=variants)  # warm-up (builds the graph)
+                t = time.perf_counter()
+                for img in imgs:
+                    detect_image(img, retrack=retrack, variants=variants)
+                ms = 1000 * (time.perf_counter() - t) / len(imgs)
+                print(f"| {name} | {'four' if variants else 'as is'} | {retrack} | {ms:.0f} |", flush=True)
+
+
 def hand_free_table(video: Path, n: int = 30, margin: float = 60.0) -> None:
     """The ``--hand-free`` lines: hands found on ``n`` crops of ``video`` beside its hand."""
     from handcast.detect.hands import PHOTO_VARIANTS, HandDetector
@@ -263,6 +289,7 @@ def main() -> None:
     ap.add_argument("--spread", action="store_true", help="only the variants' spread against their error")
     ap.add_argument("--hand-free", action="store_true", help="only false hands on hand-free crops of the real video")
     ap.add_argument("--passes", action="store_true", help="only the detector against the re-tracking passes")
+    ap.add_argument("--timing", action="store_true", help="only the time of detect_image")
     ap.add_argument("--synthetic", action="store_true",
                     help="only the per-keypoint detector error on synthetic crops and on the real photos")
     ap.add_argument("--crops", default="out/pose_crops_tiny", help="synthetic crop set of --synthetic and --passes")
@@ -288,6 +315,9 @@ def main() -> None:
 
     if args.hand_free:
         hand_free_table(Path(args.data) / "dex_retargeting" / "human_hand_video.mp4")
+        return
+    if args.timing:
+        timing_table([h for _, h in hands], Path(args.data) / "dex_retargeting" / "human_hand_video.mp4")
         return
     if args.synthetic:
         synthetic_table([h for _, h in hands], args.crops)
