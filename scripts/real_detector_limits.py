@@ -37,6 +37,11 @@ annotations, not noise of the detector.
 ``--timing``: only, the time of ``detect_image`` on a 224 x 224 FreiHAND photo and on a 1280 x 720 frame of the real
 video, one pass and the default four variants, without and with re-tracking (mean of five calls after a warm-up).
 
+``--freihand``: only, the accuracy figures of docs/detect.md on the 8 FreiHAND photos (all right hands), as
+``tests/detect/test_hands.py::test_freihand_right_hands_and_keypoints`` bounds them: hands found as right, PCK at 0.3
+and 0.2 hand sizes, mean error and the finger joints' (PIP, DIP, tip) mean error, in hand sizes; one pass and the
+default four variants, without and with re-tracking.
+
 ``--retrack K``: the landmark passes after the first in every table but ``--passes`` (default: the photo default,
 ``handcast.detect.hands.PHOTO_RETRACK``; ``--retrack 0`` gives the tables of docs/pose.md, from before re-tracking).
 
@@ -186,6 +191,27 @@ def synthetic_table(hands, crops: str) -> None:
           f"real {np.median(np.nanmean(er, 1)):.3f}")
 
 
+def freihand_table(hands) -> None:
+    """The ``--freihand`` lines."""
+    from handcast.data.images import load_image
+    from handcast.detect import detect_image
+
+    photos = [(load_image(h.image), h.uv.astype(np.float64)) for h in hands if h.image.parent.name == "freihand"]
+    fingers = [6, 7, 8, 10, 11, 12, 14, 15, 16, 18, 19, 20]
+    print(f"{len(photos)} FreiHAND photos; errors in hand sizes (the annotated keypoints' box diagonal)\n")
+    print("| variants | re-tracked | found as right | PCK@0.3 | PCK@0.2 | mean | fingers mean |\n|---|---|---|---|---|---|---|")
+    for variants in (None, "default"):
+        for retrack in (0, 2):
+            errs = []
+            for img, kp in photos:
+                d = detect_image(img, retrack=retrack) if variants else detect_image(img, variants=None, retrack=retrack)
+                if d.present[0]:
+                    errs.append(np.linalg.norm(d.uv[0] - kp, axis=-1) / np.linalg.norm(kp.max(0) - kp.min(0)))
+            e = np.stack(errs)
+            print(f"| {'four' if variants else 'as is'} | {retrack} | {len(errs)} | {(e < 0.3).mean():.2f} | "
+                  f"{(e < 0.2).mean():.2f} | {e.mean():.3f} | {e[:, fingers].mean():.3f} |")
+
+
 def timing_table(hands, video: Path, calls: int = 5) -> None:
     """The ``--timing`` lines: ms per ``detect_image`` call."""
     import time
@@ -290,6 +316,7 @@ def main() -> None:
     ap.add_argument("--hand-free", action="store_true", help="only false hands on hand-free crops of the real video")
     ap.add_argument("--passes", action="store_true", help="only the detector against the re-tracking passes")
     ap.add_argument("--timing", action="store_true", help="only the time of detect_image")
+    ap.add_argument("--freihand", action="store_true", help="only the detector's accuracy on the FreiHAND photos")
     ap.add_argument("--synthetic", action="store_true",
                     help="only the per-keypoint detector error on synthetic crops and on the real photos")
     ap.add_argument("--crops", default="out/pose_crops_tiny", help="synthetic crop set of --synthetic and --passes")
@@ -315,6 +342,9 @@ def main() -> None:
 
     if args.hand_free:
         hand_free_table(Path(args.data) / "dex_retargeting" / "human_hand_video.mp4")
+        return
+    if args.freihand:
+        freihand_table([h for _, h in hands])
         return
     if args.timing:
         timing_table([h for _, h in hands], Path(args.data) / "dex_retargeting" / "human_hand_video.mp4")
