@@ -213,6 +213,83 @@ def test_same_label_twice_becomes_two_hands():
     assert det._assign([(a, 0.9), (b, 0.6)]) == [LEFT, RIGHT]
 
 
+def _hand_at(x: float, y: float, size: float = 100.0) -> np.ndarray:
+    """(21, 2) a hand-shaped spread of keypoints around (x, y)."""
+    g = np.random.default_rng(0).uniform(-0.5, 0.5, (21, 2))
+    return (np.array([x, y]) + size * g).astype(np.float32)
+
+
+def _frames(T: int, moves: dict) -> tuple[np.ndarray, ...]:
+    """uv (T, 2, 21, 2), valid (T, 2), score (T, 2) from {slot: [(t, x, y, score), ...]}."""
+    uv = np.full((T, 2, 21, 2), np.nan, np.float32)
+    valid = np.zeros((T, 2), bool)
+    score = np.zeros((T, 2), np.float32)
+    for h, items in moves.items():
+        for t, x, y, p in items:
+            uv[t, h], valid[t, h], score[t, h] = _hand_at(x, y), True, p
+    return uv, valid, score
+
+
+def test_consistent_identities_follow_tracks_not_per_frame_labels():
+    from handcast.conventions import LEFT, RIGHT
+    from handcast.detect.hands import TRACK_GAP, consistent_identities
+
+    T = 30
+    # a right hand walking right, a left hand walking left; both labelled right throughout
+    right = [(t, 700 + 3 * t, 300, 0.95) for t in range(T)]
+    left = [(t, 300 - 3 * t, 300, 0.9) for t in range(T)]
+    uv, valid, score = _frames(T, {RIGHT: right, LEFT: left})
+    u2, v2, s2 = consistent_identities(uv, valid, score)
+    np.testing.assert_array_equal(v2, valid)  # consistent labels: nothing changes
+    np.testing.assert_array_equal(u2[valid], uv[valid])
+    np.testing.assert_array_equal(s2, score)
+
+    # frames 10-17: the right hand alone is labelled left (it lands in the left slot, P(left) 0.7)
+    flip = range(10, 18)
+    moves = {RIGHT: [m for m in right if m[0] not in flip], LEFT: [(t, 700 + 3 * t, 300, 0.7) for t in flip]}
+    uv, valid, score = _frames(T, moves)
+    u2, v2, s2 = consistent_identities(uv, valid, score)
+    assert v2[:, RIGHT].all() and not v2[:, LEFT].any()
+    np.testing.assert_array_equal(u2[10, RIGHT], uv[10, LEFT])
+    # the relabelled frames carry the track's mean probability of being a right hand
+    expect = (22 * 0.95 + 8 * 0.3) / 30
+    np.testing.assert_allclose(s2[list(flip), RIGHT], expect, rtol=1e-5)
+    np.testing.assert_allclose(s2[0, RIGHT], 0.95)
+
+    # the track starts mislabelled (frames 0-3): the majority of its frames decides
+    moves = {RIGHT: right[4:], LEFT: [(t, 700 + 3 * t, 300, 0.7) for t in range(4)]}
+    uv, valid, score = _frames(T, moves)
+    _, v2, _ = consistent_identities(uv, valid, score)
+    assert v2[:, RIGHT].all() and not v2[:, LEFT].any()
+
+    # frames 20-25: the right hand found twice, once with each label: one detection stays, in the right slot
+    moves = {RIGHT: right, LEFT: [(t, 700 + 3 * t + 2, 301, 0.6) for t in range(20, 26)]}
+    uv, valid, score = _frames(T, moves)
+    u2, v2, _ = consistent_identities(uv, valid, score)
+    assert v2[:, RIGHT].all() and not v2[:, LEFT].any()
+
+    # both hands labelled right all along: the more decided track keeps "right", the other becomes the left hand
+    moves = {RIGHT: [(t, 700, 300, 0.95) for t in range(T)], LEFT: [(t, 300, 300, 0.4) for t in range(T)]}
+    uv, valid, score = _frames(T, moves)
+    u2, v2, s2 = consistent_identities(uv, valid, score)
+    assert v2.all() and np.allclose(u2[:, RIGHT, 0].mean(-1), uv[:, RIGHT, 0].mean(-1))
+    np.testing.assert_allclose(s2[:, LEFT], 0.4, rtol=1e-6)
+
+    # a hand lost for longer than TRACK_GAP starts a new track, with its own vote
+    gap = TRACK_GAP + 2
+    moves = {RIGHT: [(t, 700, 300, 0.9) for t in range(5)],
+             LEFT: [(t, 700, 300, 0.9) for t in range(5 + gap, 5 + gap + 5)]}
+    uv, valid, score = _frames(T, moves)
+    _, v2, _ = consistent_identities(uv, valid, score)
+    np.testing.assert_array_equal(v2, valid)
+    # ... and within TRACK_GAP it continues the track
+    moves = {RIGHT: [(t, 700, 300, 0.9) for t in range(15)],
+             LEFT: [(t, 700, 300, 0.9) for t in range(15 + TRACK_GAP - 1, 15 + TRACK_GAP + 2)]}
+    uv, valid, score = _frames(T, moves)
+    _, v2, _ = consistent_identities(uv, valid, score)
+    assert v2[:, RIGHT].sum() == 18 and not v2[:, LEFT].any()
+
+
 def test_video_of_a_right_hand(tmp_path):
     _mediapipe()
     from handcast.detect import detect_video
@@ -238,6 +315,21 @@ def test_video_of_a_right_hand(tmp_path):
         assert z["uv"].shape == (45, 2, 21, 2) and (z["hand_valid"] == ok).all()
         assert float(z["fps"]) == pytest.approx(tracks.fps) and z["image_size"].tolist() == [1280, 720]
         assert np.array_equal(np.isnan(z["uv"]), np.isnan(tracks.uv))
+
+
+def test_whole_real_video_has_one_right_hand_and_no_phantom_left_one():
+    """The real video shows one right hand. With each frame's own labels mediapipe finds it twice in 6 frames
+    (555-566), the copy going to the left slot; the track-level identities keep one right hand."""
+    _mediapipe()
+    from handcast.detect import detect_video
+
+    tracks = detect_video(_need(VIDEO), progress=False)
+    assert tracks.hand_valid[:, 0].mean() >= 0.99
+    assert not tracks.hand_valid[:, 1].any()
+    raw = detect_video(_need(VIDEO), progress=False, consistent=False)
+    assert raw.hand_valid[:, 1].any()  # what the default removes (if mediapipe stops doing it, drop this line)
+    both = raw.hand_valid[:, 0] & tracks.hand_valid[:, 0]
+    assert np.isclose(tracks.uv[both, 0], raw.uv[both, 0]).all(-1).all(-1).mean() > 0.98
 
 
 def test_video_from_frames_array(freihand):

@@ -11,11 +11,13 @@ Handedness is reported for the hand itself: by default images are taken as ordin
 
   detect_image(image, mirrored=False, min_confidence=None) -> HandDetections  (None: PHOTO_MIN_CONFIDENCE, 0.1)
   detect_video(path_or_frames, mirrored=False, progress=True, ...) -> Tracks
+  consistent_identities(uv, valid, score) -> (uv, valid, score)  (track-level sides; detect_video applies it)
   read_video(path, max_frames=None) -> (frames iterator, fps, (W, H), frame count or None)
 """
 
 from handcast.detect.types import HandDetections, Tracks
-from handcast.detect.hands import HandDetector, detect_image, detect_video
+from handcast.detect.hands import HandDetector, consistent_identities, detect_image, detect_video
 from handcast.detect.video import read_video
 
-__all__ = ["HandDetections", "Tracks", "HandDetector", "detect_image", "detect_video", "read_video"]
+__all__ = ["HandDetections", "Tracks", "HandDetector", "consistent_identities", "detect_image", "detect_video",
+           "read_video"]

@@ -10,6 +10,9 @@ with the larger likelihood ``P(A is h_A) * P(B is h_B)``, i.e. the more confiden
 its label and the other becomes the other hand (its ``score`` is then ``1 - p``). In a video, when
 both carry the same label and the previous frame had hands, the assignment that keeps each hand
 closest to where it was (mean keypoint distance) wins instead. mediapipe finds at most 2 hands.
+A whole video then goes through :func:`consistent_identities`: one hand found twice in a frame is kept once, and
+each hand keeps the side its track votes for, so a label that flips for some frames does not move the hand into
+the other slot (:func:`detect_video`, ``consistent=True``).
 
 Keypoints. mediapipe's landmark order is the common 21-keypoint order. Its normalised image
 coordinates span the image (0 = left edge, 1 = right edge); handcast converts them to pixel
@@ -420,10 +423,85 @@ def _frames_source(path_or_frames, fps, max_frames):
     raise HandcastError(f"detect_video needs a video path or frames, got {type(path_or_frames).__name__}")
 
 
+#: Two detections of one video frame closer than this (mean keypoint distance, hand box diagonals) are one hand
+#: found twice (:func:`consistent_identities`).
+DUPLICATE_FRACTION = 0.25
+#: A hand lost for more frames than this starts a new track (:func:`consistent_identities`).
+TRACK_GAP = 10
+
+
+def _log_odds(p: float) -> float:
+    p = min(max(float(p), 0.02), 0.98)
+    return float(np.log(p / (1.0 - p)))
+
+
+def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Hands of a video kept in their (right, left) slots by their tracks, not by each frame's label.
+
+    mediapipe labels each frame's hands afresh; in a video its label can flip for a few frames, or the same hand
+    can be found twice in one frame, once with each label (measured on rendered synthetic videos,
+    ``scripts/bench_lift_rendered.py``). A hand cannot change sides within a track, so:
+
+    1. of two detections of a frame closer than :data:`DUPLICATE_FRACTION` (one hand found twice), the more decided
+       one stays;
+    2. detections are linked into tracks frame by frame: each joins the track whose last detection (at most
+       :data:`TRACK_GAP` frames back) is nearest, below :data:`SAME_HAND_FRACTION`, one detection per track;
+    3. each track takes the side that the sum of its frames' handedness log-odds favours; the most decided
+       tracks choose first, and a track whose side is taken in any of its frames takes the other side if that
+       is free throughout, else keeps its side where free and loses the rest.
+
+    uv (T, 2, 21, 2) px, valid (T, 2) bool, score (T, 2) the probability that each detection is its slot's hand
+    (0 where absent). Returns (uv, valid, score) of the same shapes; a detection that changes slot keeps its
+    keypoints, and its score becomes its track's mean probability of the new side."""
+    uv = np.asarray(uv, np.float32)
+    valid = np.asarray(valid, bool)
+    score = np.asarray(score, np.float32)
+    T = uv.shape[0]
+    dets: list[list[tuple[np.ndarray, float]]] = []  # per frame: (keypoints, P(right))
+    for t in range(T):
+        found = [(uv[t, h], float(score[t, h]) if h == RIGHT else 1.0 - float(score[t, h]))
+                 for h in (RIGHT, LEFT) if valid[t, h] and np.isfinite(uv[t, h]).all()]
+        if len(found) == 2:
+            d = float(np.linalg.norm(found[0][0] - found[1][0], axis=-1).mean())
+            if d < DUPLICATE_FRACTION * max(_box_diagonal(found[0][0]), _box_diagonal(found[1][0]), 1.0):
+                found = [max(found, key=lambda f: abs(f[1] - 0.5))]
+        dets.append(found)
+    tracks: list[dict] = []  # frames, items, last uv, last frame
+    for t, found in enumerate(dets):
+        live = [k for k, tr in enumerate(tracks) if t - tr["last"] <= TRACK_GAP]
+        cost = _same_hand_cost([f[0] for f in found], [tracks[k]["uv"] for k in live])
+        for f, g in zip(found, _best_assignment(cost) if live else [None] * len(found)):
+            if g is None:
+                tracks.append({"items": [], "last": t, "uv": f[0]})
+                tr = tracks[-1]
+            else:
+                tr = tracks[live[g]]
+            tr["items"].append((t, f[0], f[1]))
+            tr["last"], tr["uv"] = t, f[0]
+    for tr in tracks:
+        tr["odds"] = sum(_log_odds(p) for _, _, p in tr["items"])
+    out_uv = np.full_like(uv, np.nan)
+    out_valid = np.zeros_like(valid)
+    out_score = np.zeros_like(score)
+    for tr in sorted(tracks, key=lambda tr: -abs(tr["odds"])):
+        side = RIGHT if tr["odds"] >= 0 else LEFT
+        frames = [t for t, _, _ in tr["items"]]
+        if out_valid[frames, side].any() and not out_valid[frames, 1 - side].any():
+            side = 1 - side
+        mean_p = float(np.mean([p if side == RIGHT else 1.0 - p for _, _, p in tr["items"]]))
+        for t, k, p in tr["items"]:
+            if out_valid[t, side]:
+                continue
+            ps = p if side == RIGHT else 1.0 - p
+            out_uv[t, side], out_valid[t, side] = k, True
+            out_score[t, side] = ps if ps >= 0.5 else mean_p
+    return out_uv, out_valid, out_score
+
+
 def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = True,
                  min_confidence: float = VIDEO_MIN_CONFIDENCE,
                  min_tracking_confidence: float = 0.5, model_complexity: int = 1, fps: float | None = None,
-                 max_frames: int | None = None) -> Tracks:
+                 max_frames: int | None = None, consistent: bool = True) -> Tracks:
     """Detect and track both hands through a video -> :class:`Tracks`.
 
     path_or_frames: a video file (decoded with PyAV), a uint8 (T, H, W, 3) RGB array, or an
@@ -432,7 +510,8 @@ def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = Tru
     ``mirrored``, see the module docstring); frames where a hand is not found have
     ``hand_valid`` false, NaN ``uv`` and 0 ``confidence``. fps: frames per second (default: the
     video's, or 30 for frames). max_frames: only the first frames. progress: a tqdm bar on stderr.
-    A video where no hand is ever found gives tracks with ``hand_valid`` all false.
+    consistent: keep each hand in its slot along its track (:func:`consistent_identities`; False: each frame's
+    own labels). A video where no hand is ever found gives tracks with ``hand_valid`` all false.
     Raises HandcastError for an unreadable, undecodable or empty video, bad frames, or a missing
     mediapipe.
     """
@@ -444,7 +523,7 @@ def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = Tru
     frames, fps_used, count = _frames_source(path_or_frames, fps, max_frames)
     from tqdm import tqdm
 
-    uv, valid, conf, score = [], [], [], []
+    uv, valid, score = [], [], []
     size = None
     with HandDetector(video=True, mirrored=mirrored, min_confidence=min_confidence,
                       min_tracking_confidence=min_tracking_confidence, model_complexity=model_complexity) as det:
@@ -459,9 +538,12 @@ def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = Tru
             d = det.detect(frame)
             uv.append(d.uv)
             valid.append(d.present)
-            conf.append(d.confidence)
             score.append(d.score)
     if not uv:
         raise HandcastError("the video has no frames")
-    return Tracks(uv=np.stack(uv).astype(np.float32), hand_valid=np.stack(valid), confidence=np.stack(conf),
-                  score=np.stack(score), fps=float(fps_used), image_size=size, mirrored=bool(mirrored))
+    uv_t, valid_t, score_t = np.stack(uv).astype(np.float32), np.stack(valid), np.stack(score).astype(np.float32)
+    if consistent:
+        uv_t, valid_t, score_t = consistent_identities(uv_t, valid_t, score_t)
+    conf_t = np.where(valid_t[..., None], score_t[..., None], 0.0).repeat(NUM_KEYPOINTS, -1).astype(np.float32)
+    return Tracks(uv=uv_t, hand_valid=valid_t, confidence=conf_t, score=score_t, fps=float(fps_used),
+                  image_size=size, mirrored=bool(mirrored))

@@ -6,6 +6,7 @@ Public API::
 
     clip = generate_clip(seed=0, domain="lab")                 # one Clip (64 frames, 256x256 image)
     group = generate_futures(seed=0, domain="diverse", n=3)    # 3 Clips sharing frame 0
+    clip, video = generate_video_clip(seed=0, n_frames=30)     # every frame rendered (T, 480, 640, 3)
     build_benchmark("tiny", "data/synth_tiny")                 # all six splits into a clip store
 
 Importing this package reads no files and creates no GL context; heavy modules load on first use.
@@ -18,12 +19,12 @@ from handcast.synth.presets import PRESETS, SPLITS, Preset, SplitSpec, get_prese
 __all__ = [
     "DOMAINS", "DetectorNoise", "DomainSpec", "get_domain",
     "PRESETS", "SPLITS", "Preset", "SplitSpec", "get_preset", "with_groups",
-    "build_benchmark", "generate_clip", "generate_futures",
+    "build_benchmark", "generate_clip", "generate_futures", "generate_video_clip",
 ]
 
 
 def __getattr__(name: str):
-    if name in ("generate_clip", "generate_futures"):
+    if name in ("generate_clip", "generate_futures", "generate_video_clip"):
         from handcast.synth import generate
 
         return getattr(generate, name)
