@@ -262,8 +262,9 @@ def test_consistent_identities_follow_tracks_not_per_frame_labels():
     _, v2, _ = consistent_identities(uv, valid, score)
     assert v2[:, RIGHT].all() and not v2[:, LEFT].any()
 
-    # frames 20-25: the right hand found twice, once with each label: one detection stays, in the right slot
-    moves = {RIGHT: right, LEFT: [(t, 700 + 3 * t + 2, 301, 0.6) for t in range(20, 26)]}
+    # frames 20-25: the right hand found twice, both labelled right (as on the real video), the copy put in the left
+    # slot by the per-frame rule with score 1 - P(right) = 0.1: one detection stays, in the right slot
+    moves = {RIGHT: right, LEFT: [(t, 700 + 3 * t + 2, 301, 0.1) for t in range(20, 26)]}
     uv, valid, score = _frames(T, moves)
     u2, v2, _ = consistent_identities(uv, valid, score)
     assert v2[:, RIGHT].all() and not v2[:, LEFT].any()
@@ -274,6 +275,16 @@ def test_consistent_identities_follow_tracks_not_per_frame_labels():
     u2, v2, s2 = consistent_identities(uv, valid, score)
     assert v2.all() and np.allclose(u2[:, RIGHT, 0].mean(-1), uv[:, RIGHT, 0].mean(-1))
     np.testing.assert_allclose(s2[:, LEFT], 0.4, rtol=1e-6)
+
+    # the hands cross (right hand moving left, left hand moving right, both labelled correctly), fast enough that
+    # just after they meet each is nearer the other's last position: the links are ambiguous there, so the tracks
+    # break and each side keeps its own hand (linking by distance alone would swap them for the rest of the clip)
+    moves = {RIGHT: [(t, 700 - 40 * t, 300, 0.95) for t in range(T)],
+             LEFT: [(t, 120 + 40 * t, 320, 0.95) for t in range(T)]}
+    uv, valid, score = _frames(T, moves)
+    u2, v2, _ = consistent_identities(uv, valid, score)
+    np.testing.assert_array_equal(v2, valid)
+    np.testing.assert_array_equal(u2, uv)
 
     # a hand lost for longer than TRACK_GAP starts a new track, with its own vote
     gap = TRACK_GAP + 2

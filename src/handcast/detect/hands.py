@@ -423,11 +423,14 @@ def _frames_source(path_or_frames, fps, max_frames):
     raise HandcastError(f"detect_video needs a video path or frames, got {type(path_or_frames).__name__}")
 
 
-#: Two detections of one video frame closer than this (mean keypoint distance, hand box diagonals) are one hand
-#: found twice (:func:`consistent_identities`).
+#: Two detections of one video frame with the same label and closer than this (mean keypoint distance, hand box
+#: diagonals) are one hand found twice (:func:`consistent_identities`).
 DUPLICATE_FRACTION = 0.25
 #: A hand lost for more frames than this starts a new track (:func:`consistent_identities`).
 TRACK_GAP = 10
+#: A detection starts a new track when another track (or another detection) is within this factor of the distance
+#: that links it to its track: where hands meet or cross, which is which is left to the labels of the new tracks.
+AMBIGUOUS_RATIO = 2.0
 
 
 def _log_odds(p: float) -> float:
@@ -442,10 +445,12 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
     can be found twice in one frame, once with each label (measured on rendered synthetic videos,
     ``scripts/bench_lift_rendered.py``). A hand cannot change sides within a track, so:
 
-    1. of two detections of a frame closer than :data:`DUPLICATE_FRACTION` (one hand found twice), the more decided
-       one stays;
+    1. of two detections of a frame that mediapipe gave the same label and that lie closer than
+       :data:`DUPLICATE_FRACTION` (one hand found twice), the more decided one stays;
     2. detections are linked into tracks frame by frame: each joins the track whose last detection (at most
-       :data:`TRACK_GAP` frames back) is nearest, below :data:`SAME_HAND_FRACTION`, one detection per track;
+       :data:`TRACK_GAP` frames back) is nearest, below :data:`SAME_HAND_FRACTION`, one detection per track,
+       unless the link is ambiguous (another track or detection within :data:`AMBIGUOUS_RATIO` of that distance,
+       as where hands meet or cross), when it starts a new track;
     3. each track takes the side that the sum of its frames' handedness log-odds favours; the most decided
        tracks choose first, and a track whose side is taken in any of its frames takes the other side if that
        is free throughout, else keeps its side where free and loses the rest.
@@ -463,14 +468,19 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
                  for h in (RIGHT, LEFT) if valid[t, h] and np.isfinite(uv[t, h]).all()]
         if len(found) == 2:
             d = float(np.linalg.norm(found[0][0] - found[1][0], axis=-1).mean())
-            if d < DUPLICATE_FRACTION * max(_box_diagonal(found[0][0]), _box_diagonal(found[1][0]), 1.0):
+            same_label = (found[0][1] >= 0.5) == (found[1][1] >= 0.5)
+            if same_label and d < DUPLICATE_FRACTION * max(_box_diagonal(found[0][0]), _box_diagonal(found[1][0]), 1.0):
                 found = [max(found, key=lambda f: abs(f[1] - 0.5))]
         dets.append(found)
     tracks: list[dict] = []  # frames, items, last uv, last frame
     for t, found in enumerate(dets):
         live = [k for k, tr in enumerate(tracks) if t - tr["last"] <= TRACK_GAP]
         cost = _same_hand_cost([f[0] for f in found], [tracks[k]["uv"] for k in live])
-        for f, g in zip(found, _best_assignment(cost) if live else [None] * len(found)):
+        for i, (f, g) in enumerate(zip(found, _best_assignment(cost) if live else [None] * len(found))):
+            if g is not None:  # ambiguous (hands meeting or crossing): another track or detection nearly as close
+                others = np.concatenate([np.delete(cost[i], g), np.delete(cost[:, g], i)])
+                if (others < AMBIGUOUS_RATIO * cost[i, g]).any():
+                    g = None
             if g is None:
                 tracks.append({"items": [], "last": t, "uv": f[0]})
                 tr = tracks[-1]
