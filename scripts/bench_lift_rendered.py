@@ -108,8 +108,7 @@ def main() -> None:
     from handcast.hand import HandModel
     from handcast.infer.lift import LiftInput, RefineSchedule, shipped_lift_checkpoint, video_input
     from handcast.models.lifting import load_lift
-    from handcast.render.video import write_video
-    from handcast.synth import generate_video_clip
+    from _rendered import rendered_videos
 
     its = RefineSchedule.iterations if args.refine_iterations is None else args.refine_iterations
     hands = HandModel("auto")
@@ -118,59 +117,53 @@ def main() -> None:
     acc: dict = {}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_lift_rendered_") as tmp:
-        for dom in args.domains:
-            for i in range(args.clips):
-                seed = 1000 + i
-                t0 = time.perf_counter()
-                c, frames = generate_video_clip(seed, dom, n_frames=args.frames, image_size=tuple(args.size))
-                W, K = c.world_to_cam.astype(np.float64), c.K.astype(np.float64)
-                gt_cam = cam_t(c.joints3d.astype(np.float64), W)
-                uv_gt, z = project(gt_cam, K)
-                w, h = c.image_size
-                vis = (z > 0) & (uv_gt[..., 0] >= 0) & (uv_gt[..., 0] <= w - 1) & (uv_gt[..., 1] >= 0) \
-                    & (uv_gt[..., 1] <= h - 1)
-                in_view = c.valid & (vis.sum(-1) >= 4)
-                conf = vis.astype(np.float32) * in_view[..., None]
-                uv_in = np.where(conf[..., None] > 0, uv_gt, np.nan).astype(np.float32)
-                video = Path(tmp) / f"{dom}_{seed}.mp4"
-                write_video(video, frames, c.fps)
-                t_render = time.perf_counter() - t0
-                kj = Path(tmp) / "K.json"
-                kj.write_text("[" + ",".join("[" + ",".join(f"{v:.9g}" for v in row) + "]" for row in K) + "]")
-                inputs = {
-                    ways[0]: LiftInput(uv=uv_in, conf=conf, hand_valid=in_view, K=K.astype(np.float32),
-                                       world_to_cam=W.astype(np.float32), fps=c.fps, image_size=(w, h)),
-                    ways[1]: LiftInput(uv=uv_in, conf=conf, hand_valid=in_view, K=K.astype(np.float32),
-                                       world_to_cam=None, fps=c.fps, image_size=(w, h)),
-                    ways[2]: video_input(video, intrinsics=str(kj), progress=False),
-                }
-                if args.per_frame_labels:  # video_input's LiftInput with detect_video's per-frame labels
-                    tr = detect_video(video, progress=False, consistent=False)
-                    inputs[ways[2]] = replace(inputs[ways[2]], uv=tr.uv, hand_valid=tr.hand_valid,
-                                              conf=np.where(tr.hand_valid[..., None], tr.confidence, 0.0)
-                                              .astype(np.float32))
-                det = inputs[ways[2]]
-                for way, inp in inputs.items():
-                    alone, refined = lift(inp, hands, model, its)
-                    if inp.world_to_cam is not None:  # outputs in the frame-0 camera
-                        alone, refined = cam_t(alone, W), cam_t(refined, W)
-                    ok = in_view & inp.observed
-                    a = acc.setdefault((dom, way), {"alone": [], "refined": [], "n": 0, "of": 0})
-                    a["n"] += int(ok.sum())
-                    a["of"] += int(in_view.sum())
-                    if ok.any():
-                        a["alone"].append((int(ok.sum()), errors(alone, gt_cam, uv_gt, vis, ok, K)))
-                        a["refined"].append((int(ok.sum()), errors(refined, gt_cam, uv_gt, vis, ok, K)))
-                found = in_view & det.observed
-                dd = np.linalg.norm(det.uv.astype(np.float64) - uv_gt, axis=-1)
-                m = found[..., None] & vis & (det.conf > 0)
-                a = acc.setdefault((dom, "detector"), {"px": [], "found": 0, "of": 0})
-                a["px"].append(dd[m])
-                a["found"] += int(found.sum())
+        t0 = time.perf_counter()
+        for dom, seed, c, frames, video, kj in rendered_videos(tmp, args.domains, args.clips, args.frames, args.size):
+            t_render = time.perf_counter() - t0
+            W, K = c.world_to_cam.astype(np.float64), c.K.astype(np.float64)
+            gt_cam = cam_t(c.joints3d.astype(np.float64), W)
+            uv_gt, z = project(gt_cam, K)
+            w, h = c.image_size
+            vis = (z > 0) & (uv_gt[..., 0] >= 0) & (uv_gt[..., 0] <= w - 1) & (uv_gt[..., 1] >= 0) \
+                & (uv_gt[..., 1] <= h - 1)
+            in_view = c.valid & (vis.sum(-1) >= 4)
+            conf = vis.astype(np.float32) * in_view[..., None]
+            uv_in = np.where(conf[..., None] > 0, uv_gt, np.nan).astype(np.float32)
+            inputs = {
+                ways[0]: LiftInput(uv=uv_in, conf=conf, hand_valid=in_view, K=K.astype(np.float32),
+                                   world_to_cam=W.astype(np.float32), fps=c.fps, image_size=(w, h)),
+                ways[1]: LiftInput(uv=uv_in, conf=conf, hand_valid=in_view, K=K.astype(np.float32),
+                                   world_to_cam=None, fps=c.fps, image_size=(w, h)),
+                ways[2]: video_input(video, intrinsics=str(kj), progress=False),
+            }
+            if args.per_frame_labels:  # video_input's LiftInput with detect_video's per-frame labels
+                tr = detect_video(video, progress=False, consistent=False)
+                inputs[ways[2]] = replace(inputs[ways[2]], uv=tr.uv, hand_valid=tr.hand_valid,
+                                          conf=np.where(tr.hand_valid[..., None], tr.confidence, 0.0)
+                                          .astype(np.float32))
+            det = inputs[ways[2]]
+            for way, inp in inputs.items():
+                alone, refined = lift(inp, hands, model, its)
+                if inp.world_to_cam is not None:  # outputs in the frame-0 camera
+                    alone, refined = cam_t(alone, W), cam_t(refined, W)
+                ok = in_view & inp.observed
+                a = acc.setdefault((dom, way), {"alone": [], "refined": [], "n": 0, "of": 0})
+                a["n"] += int(ok.sum())
                 a["of"] += int(in_view.sum())
-                print(f"{dom} seed {seed}: rendered {args.frames} frames in {t_render:.1f} s; hand-frames in view "
-                      f"{int(in_view.sum())}, found by mediapipe {int(found.sum())}; "
-                      f"{time.perf_counter() - t0:.1f} s", flush=True)
+                if ok.any():
+                    a["alone"].append((int(ok.sum()), errors(alone, gt_cam, uv_gt, vis, ok, K)))
+                    a["refined"].append((int(ok.sum()), errors(refined, gt_cam, uv_gt, vis, ok, K)))
+            found = in_view & det.observed
+            dd = np.linalg.norm(det.uv.astype(np.float64) - uv_gt, axis=-1)
+            m = found[..., None] & vis & (det.conf > 0)
+            a = acc.setdefault((dom, "detector"), {"px": [], "found": 0, "of": 0})
+            a["px"].append(dd[m])
+            a["found"] += int(found.sum())
+            a["of"] += int(in_view.sum())
+            print(f"{dom} seed {seed}: rendered {args.frames} frames in {t_render:.1f} s; hand-frames in view "
+                  f"{int(in_view.sum())}, found by mediapipe {int(found.sum())}; "
+                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+            t0 = time.perf_counter()
 
     def wmean(rows, key):
         n = sum(k for k, _ in rows)
