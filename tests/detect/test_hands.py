@@ -286,6 +286,13 @@ def test_consistent_identities_follow_tracks_not_per_frame_labels():
     np.testing.assert_array_equal(v2, valid)
     np.testing.assert_array_equal(u2, uv)
 
+    # a hand with missing keypoints (NaN) is matched by the ones it has, and keeps its NaNs
+    uv, valid, score = _frames(T, {RIGHT: right[:15], LEFT: [(t, 700 + 3 * t, 300, 0.7) for t in range(15, T)]})
+    uv[15:, LEFT, 10:] = np.nan
+    u2, v2, _ = consistent_identities(uv, valid, score)
+    assert v2[:, RIGHT].all() and not v2[:, LEFT].any()
+    assert np.isnan(u2[15:, RIGHT, 10:]).all() and np.isfinite(u2[15:, RIGHT, :10]).all()
+
     # a hand lost for longer than TRACK_GAP starts a new track, with its own vote
     gap = TRACK_GAP + 2
     moves = {RIGHT: [(t, 700, 300, 0.9) for t in range(5)],

@@ -456,16 +456,19 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
        is free throughout, else keeps its side where free and loses the rest.
 
     uv (T, 2, 21, 2) px, valid (T, 2) bool, score (T, 2) the probability that each detection is its slot's hand
-    (0 where absent). Returns (uv, valid, score) of the same shapes; a detection that changes slot keeps its
-    keypoints, and its score becomes its track's mean probability of the new side."""
+    (0 where absent); a valid hand may lack some keypoints (NaN). Returns (uv, valid, score) of the same shapes; a
+    detection that changes slot keeps its keypoints, and its score becomes its track's mean probability of the new
+    side."""
     uv = np.asarray(uv, np.float32)
     valid = np.asarray(valid, bool)
     score = np.asarray(score, np.float32)
     T = uv.shape[0]
     dets: list[list[tuple[np.ndarray, float]]] = []  # per frame: (keypoints, P(right))
     for t in range(T):
-        found = [(uv[t, h], float(score[t, h]) if h == RIGHT else 1.0 - float(score[t, h]))
-                 for h in (RIGHT, LEFT) if valid[t, h] and np.isfinite(uv[t, h]).all()]
+        # (keypoints to match by: a missing keypoint stands at the hand's mean; P(right); the keypoints as given)
+        found = [(np.where(fin[h, :, None], uv[t, h], np.nanmean(uv[t, h], 0)),
+                  float(score[t, h]) if h == RIGHT else 1.0 - float(score[t, h]), uv[t, h])
+                 for fin in [np.isfinite(uv[t]).all(-1)] for h in (RIGHT, LEFT) if valid[t, h] and fin[h].any()]
         if len(found) == 2:
             d = float(np.linalg.norm(found[0][0] - found[1][0], axis=-1).mean())
             same_label = (found[0][1] >= 0.5) == (found[1][1] >= 0.5)
@@ -486,7 +489,7 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
                 tr = tracks[-1]
             else:
                 tr = tracks[live[g]]
-            tr["items"].append((t, f[0], f[1]))
+            tr["items"].append((t, f[2], f[1]))
             tr["last"], tr["uv"] = t, f[0]
     for tr in tracks:
         tr["odds"] = sum(_log_odds(p) for _, _, p in tr["items"])
