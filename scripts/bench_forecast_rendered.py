@@ -12,7 +12,8 @@ are taken over the frames after the longest context (t >= max N, the same frames
 ``[frames >= 16]`` rows of ``results/forecast_prefix_tiny.md``), where the hands are labelled in the clip. The head
 moves a little during a clip while the forecast assumes a still camera; the truth is in the frame-0 camera.
 
-About 7 minutes on 2 cores with the defaults. Writes the table to ``--out`` (the command line at its top) and prints it.
+About 3 minutes on 2 cores with the defaults. Writes the table to ``--out`` (the command line at its top) and
+prints it.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ exact keypoints and the share of hand-frames it found. Truth and output use the 
 (mean shape in the output, the clip's shape in the truth). The objects are drawn where they start, so a hand
 that moves an object moves it in 3D only.
 
-About 10 minutes on 2 cores with the defaults (rendering about 0.1 s a frame). Writes the table to ``--out`` (the
+About 4-5 minutes on 2 cores with the defaults (rendering about 0.07 s a frame). Writes the table to ``--out`` (the
 command line at its top) and prints it.
 """
 

@@ -340,7 +340,7 @@ def generate_video_clip(seed, domain: str | DomainSpec = "lab", *, n_frames: int
     frame t seen by camera t (``clip.world_to_cam[t]``), so ``clip.kp2d`` (of a domain without simulated detector
     noise) are the exact 2D keypoints of the hands in each frame. For measuring video paths (detection, lifting)
     against 3D truth. The objects are drawn where they start: a moved object stays put in the pictures. Needs EGL;
-    about 0.1 s per 640 x 480 frame on a CPU. ``draw_hands=False`` renders the same frames without the hands and
+    about 0.07 s per 640 x 480 frame on a CPU. ``draw_hands=False`` renders the same frames without the hands and
     forearms (as :func:`generate_futures`)."""
     dom = get_domain(domain)
     T, (w, h) = _frames_and_size(n_frames, image_size)
