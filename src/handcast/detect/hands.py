@@ -466,9 +466,10 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
     dets: list[list[tuple[np.ndarray, float]]] = []  # per frame: (keypoints, P(right))
     for t in range(T):
         # (keypoints to match by: a missing keypoint stands at the hand's mean; P(right); the keypoints as given)
-        found = [(np.where(fin[h, :, None], uv[t, h], np.nanmean(uv[t, h], 0)),
+        fin = np.isfinite(uv[t]).all(-1)  # (2, 21)
+        found = [(uv[t, h] if fin[h].all() else np.where(fin[h, :, None], uv[t, h], uv[t, h][fin[h]].mean(0)),
                   float(score[t, h]) if h == RIGHT else 1.0 - float(score[t, h]), uv[t, h])
-                 for fin in [np.isfinite(uv[t]).all(-1)] for h in (RIGHT, LEFT) if valid[t, h] and fin[h].any()]
+                 for h in (RIGHT, LEFT) if valid[t, h] and fin[h].any()]
         if len(found) == 2:
             d = float(np.linalg.norm(found[0][0] - found[1][0], axis=-1).mean())
             same_label = (found[0][1] >= 0.5) == (found[1][1] >= 0.5)
@@ -476,9 +477,11 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
                 found = [max(found, key=lambda f: abs(f[1] - 0.5))]
         dets.append(found)
     tracks: list[dict] = []  # frames, items, last uv, last frame
+    live: list[int] = []  # tracks seen within TRACK_GAP frames
     for t, found in enumerate(dets):
-        live = [k for k, tr in enumerate(tracks) if t - tr["last"] <= TRACK_GAP]
+        live = [k for k in live if t - tracks[k]["last"] <= TRACK_GAP]
         cost = _same_hand_cost([f[0] for f in found], [tracks[k]["uv"] for k in live])
+        new_tracks: list[int] = []
         for i, (f, g) in enumerate(zip(found, _best_assignment(cost) if live else [None] * len(found))):
             if g is not None:  # ambiguous (hands meeting or crossing): another track or detection nearly as close
                 others = np.concatenate([np.delete(cost[i], g), np.delete(cost[:, g], i)])
@@ -487,10 +490,12 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
             if g is None:
                 tracks.append({"items": [], "last": t, "uv": f[0]})
                 tr = tracks[-1]
+                new_tracks.append(len(tracks) - 1)
             else:
                 tr = tracks[live[g]]
             tr["items"].append((t, f[2], f[1]))
             tr["last"], tr["uv"] = t, f[0]
+        live += new_tracks
     for tr in tracks:
         tr["odds"] = sum(_log_odds(p) for _, _, p in tr["items"])
     out_uv = np.full_like(uv, np.nan)
