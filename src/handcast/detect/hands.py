@@ -442,7 +442,7 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
     """Hands of a video kept in their (right, left) slots by their tracks, not by each frame's label.
 
     mediapipe labels each frame's hands afresh; in a video its label can flip for a few frames, or the same hand
-    can be found twice in one frame, once with each label (measured on rendered synthetic videos,
+    can be found twice in one frame, the less confident copy then put in the other slot (rendered synthetic videos,
     ``scripts/bench_lift_rendered.py``). A hand cannot change sides within a track, so:
 
     1. of two detections of a frame that mediapipe gave the same label and that lie closer than
