@@ -35,7 +35,6 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +43,16 @@ import torch
 
 def cam_t(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     """(T, 2, P, 3) points of the frame-0 camera -> camera t (W (T, 4, 4))."""
-    return np.einsum("tij,thpj->thpi", W[:, :3, :3], x) + W[:, None, None, :3, 3]
+    from handcast.geometry import transform_points
+
+    return transform_points(W[:, None, None], x)
 
 
 def project(x: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(..., 3) camera points -> (uv (..., 2) px, depth (...))."""
-    z = x[..., 2]
-    uvw = x @ K.T
-    return uvw[..., :2] / np.maximum(uvw[..., 2:], 1e-6), z
+    """(..., 3) camera points -> (uv (..., 2) px, depth (...)); points behind the camera get huge, finite uv."""
+    from handcast.geometry import project as project_points
+
+    return project_points(x, K, behind="clamp"), x[..., 2]
 
 
 def lift(inp, hands, model, iterations: int):
@@ -74,6 +75,18 @@ def lift(inp, hands, model, iterations: int):
     return out
 
 
+def per_frame_input(video, K: np.ndarray):
+    """The video path's LiftInput (as :func:`handcast.infer.lift.video_input` makes it, with intrinsics ``K``) from
+    each frame's own handedness labels (``detect_video(consistent=False)``)."""
+    from handcast.detect import detect_video
+    from handcast.infer.lift import LiftInput
+
+    tr = detect_video(video, progress=False, consistent=False)
+    conf = np.where(tr.hand_valid[..., None], tr.confidence, 0.0).astype(np.float32)
+    return LiftInput(uv=tr.uv, conf=conf, hand_valid=tr.hand_valid, K=K.astype(np.float32), world_to_cam=None,
+                     fps=tr.fps, image_size=tr.image_size, video=Path(video))
+
+
 def errors(pred_cam: np.ndarray, gt_cam: np.ndarray, uv_gt: np.ndarray, vis: np.ndarray, ok: np.ndarray,
            K: np.ndarray) -> dict:
     """Means over the hand-frames ``ok`` (T, 2) of the camera-frame joints (T, 2, 21, 3), metres."""
@@ -85,7 +98,7 @@ def errors(pred_cam: np.ndarray, gt_cam: np.ndarray, uv_gt: np.ndarray, vis: np.
     pa = np.linalg.norm(procrustes_align(p, g) - g, axis=-1).mean()
     uv, _ = project(pred_cam, K)
     d = np.linalg.norm(uv - uv_gt, axis=-1)
-    px = d[ok & vis.any(-1)][vis[ok & vis.any(-1)]].mean()
+    px = d[ok[..., None] & vis].mean()
     return {"abs_cm": 100 * absolute, "rr_cm": 100 * rr, "pa_mm": 1000 * pa, "px": px}
 
 
@@ -104,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from handcast.detect import detect_video
+    from handcast.detect import detect_video  # noqa: F401  (fails early without the detect extra)
     from handcast.hand import HandModel
     from handcast.infer.lift import LiftInput, RefineSchedule, shipped_lift_checkpoint, video_input
     from handcast.models.lifting import load_lift
@@ -134,13 +147,9 @@ def main() -> None:
                                    world_to_cam=W.astype(np.float32), fps=c.fps, image_size=(w, h)),
                 ways[1]: LiftInput(uv=uv_in, conf=conf, hand_valid=in_view, K=K.astype(np.float32),
                                    world_to_cam=None, fps=c.fps, image_size=(w, h)),
-                ways[2]: video_input(video, intrinsics=str(kj), progress=False),
+                ways[2]: per_frame_input(video, K) if args.per_frame_labels
+                else video_input(video, intrinsics=str(kj), progress=False),
             }
-            if args.per_frame_labels:  # video_input's LiftInput with detect_video's per-frame labels
-                tr = detect_video(video, progress=False, consistent=False)
-                inputs[ways[2]] = replace(inputs[ways[2]], uv=tr.uv, hand_valid=tr.hand_valid,
-                                          conf=np.where(tr.hand_valid[..., None], tr.confidence, 0.0)
-                                          .astype(np.float32))
             det = inputs[ways[2]]
             for way, inp in inputs.items():
                 alone, refined = lift(inp, hands, model, its)

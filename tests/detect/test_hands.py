@@ -235,7 +235,7 @@ def test_consistent_identities_follow_tracks_not_per_frame_labels():
     from handcast.detect.hands import TRACK_GAP, consistent_identities
 
     T = 30
-    # a right hand walking right, a left hand walking left; both labelled right throughout
+    # a right hand walking right, a left hand walking left, each labelled its own side throughout
     right = [(t, 700 + 3 * t, 300, 0.95) for t in range(T)]
     left = [(t, 300 - 3 * t, 300, 0.9) for t in range(T)]
     uv, valid, score = _frames(T, {RIGHT: right, LEFT: left})
@@ -601,14 +601,12 @@ def test_rendered_video_hands_found_in_their_slots():
     hands in nearly every frame, each in its own slot and near its exact projection (needs no shared data)."""
     _mediapipe()
     from handcast.detect import detect_video
+    from handcast.geometry import project_frames
     from handcast.synth import generate_video_clip
 
     c, video = generate_video_clip(1000, "lab", n_frames=32)
     tracks = detect_video(video, progress=False, fps=c.fps)
-    W, K = c.world_to_cam.astype(np.float64), c.K.astype(np.float64)
-    cam = np.einsum("tij,thpj->thpi", W[:, :3, :3], c.joints3d.astype(np.float64)) + W[:, None, None, :3, 3]
-    uvw = cam @ K.T
-    uv = uvw[..., :2] / uvw[..., 2:]
+    uv = project_frames(c.K.astype(np.float64), c.world_to_cam.astype(np.float64), c.joints3d.astype(np.float64))
     size = np.linalg.norm(uv.max(2) - uv.min(2), axis=-1)  # (T, 2) box diagonal, px
     assert c.valid.all()  # both hands in view throughout this clip
     found = tracks.hand_valid

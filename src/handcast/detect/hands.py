@@ -463,9 +463,10 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
     valid = np.asarray(valid, bool)
     score = np.asarray(score, np.float32)
     T = uv.shape[0]
-    dets: list[list[tuple[np.ndarray, float]]] = []  # per frame: (keypoints, P(right))
+    # per frame: (keypoints to match by, a missing keypoint standing at the hand's mean; P(right); the keypoints
+    # as given)
+    dets: list[list[tuple[np.ndarray, float, np.ndarray]]] = []
     for t in range(T):
-        # (keypoints to match by: a missing keypoint stands at the hand's mean; P(right); the keypoints as given)
         fin = np.isfinite(uv[t]).all(-1)  # (2, 21)
         found = [(uv[t, h] if fin[h].all() else np.where(fin[h, :, None], uv[t, h], uv[t, h][fin[h]].mean(0)),
                   float(score[t, h]) if h == RIGHT else 1.0 - float(score[t, h]), uv[t, h])
@@ -476,13 +477,13 @@ def consistent_identities(uv: np.ndarray, valid: np.ndarray, score: np.ndarray) 
             if same_label and d < DUPLICATE_FRACTION * max(_box_diagonal(found[0][0]), _box_diagonal(found[1][0]), 1.0):
                 found = [max(found, key=lambda f: abs(f[1] - 0.5))]
         dets.append(found)
-    tracks: list[dict] = []  # frames, items, last uv, last frame
+    tracks: list[dict] = []  # "items" [(frame, keypoints, P(right))], "last" frame, its keypoints "uv", "odds"
     live: list[int] = []  # tracks seen within TRACK_GAP frames
     for t, found in enumerate(dets):
         live = [k for k in live if t - tracks[k]["last"] <= TRACK_GAP]
         cost = _same_hand_cost([f[0] for f in found], [tracks[k]["uv"] for k in live])
         new_tracks: list[int] = []
-        for i, (f, g) in enumerate(zip(found, _best_assignment(cost) if live else [None] * len(found))):
+        for i, (f, g) in enumerate(zip(found, _best_assignment(cost))):
             if g is not None:  # ambiguous (hands meeting or crossing): another track or detection nearly as close
                 others = np.concatenate([np.delete(cost[i], g), np.delete(cost[:, g], i)])
                 if (others < AMBIGUOUS_RATIO * cost[i, g]).any():

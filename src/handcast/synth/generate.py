@@ -193,8 +193,8 @@ def generate_futures(
 
 def _generate(ent, dom, n, T, image_size, render, hand_model, clip_id, fps, draw_hands, tremor,
               video: np.ndarray | None = None) -> list:
-    """The clips of :func:`generate_futures`; ``render == "video"`` renders every frame of the first future
-    into ``video`` (T, height, width, 3) uint8."""
+    """The clips of :func:`generate_futures`; with ``video`` (T, height, width, 3) uint8 (and ``render``), every
+    frame of the first future is rendered into it."""
     from scipy.spatial.transform import Rotation
 
     w, h = image_size
@@ -278,7 +278,7 @@ def _generate(ent, dom, n, T, image_size, render, hand_model, clip_id, fps, draw
 
                 # frame t: camera C_t = W_t C_0 (world -> camera t), the hands moved into camera t; the same
                 # random stream per frame, so textures and shading stay put
-                for t in range(T if render == "video" else 1):
+                for t in range(1 if video is None else T):
                     verts = kit.mesh(pose[t], transl[t]) @ Wf[t, :3, :3].T + Wf[t, :3, 3]
                     img_t = render_first_frame(
                         scene, Wf[t] @ C0, rig.K, (w, h), verts, kit.faces(), pos[t], frames[t][:, :, 0], present,
@@ -348,7 +348,7 @@ def generate_video_clip(seed, domain: str | DomainSpec = "lab", *, n_frames: int
     clip_id = f"synth-{dom.name}-" + "-".join(str(s) for s in ent)
     video = np.zeros((T, h, w, 3), np.uint8)
     with torch_single_thread():
-        clip = _generate(ent, dom, 1, T, (w, h), "video", hand_model, clip_id, float(fps), bool(draw_hands), tremor,
+        clip = _generate(ent, dom, 1, T, (w, h), True, hand_model, clip_id, float(fps), bool(draw_hands), tremor,
                          video)[0]
     return clip, video
 
