@@ -526,7 +526,7 @@ def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = Tru
     path_or_frames: a video file (decoded with PyAV), a uint8 (T, H, W, 3) RGB array, or an
     iterable of (H, W, 3) uint8 RGB frames of one size. Frames are processed in order by
     mediapipe's video graph (tracking between frames). Identity is by handedness (corrected for
-    ``mirrored``, see the module docstring); frames where a hand is not found have
+    ``mirrored``, see the module docstring), voted over each hand's track (``consistent``); frames where a hand is not found have
     ``hand_valid`` false, NaN ``uv`` and 0 ``confidence``. fps: frames per second (default: the
     video's, or 30 for frames). max_frames: only the first frames. progress: a tqdm bar on stderr.
     consistent: keep each hand in its slot along its track (:func:`consistent_identities`; False: each frame's
