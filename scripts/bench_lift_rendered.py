@@ -1,6 +1,6 @@
 """``handcast lift`` on rendered synthetic videos, against their 3D truth:
 ``python scripts/bench_lift_rendered.py [--domains lab diverse wild] [--clips 8] [--frames 64] [--size 640 480]
-[--per-frame-labels] [--threads 1] [--out results/lift_rendered.md]``.
+[--per-frame-labels] [--scale] [--threads 1] [--out results/lift_rendered.md]``.
 
 The real video of ``../shared/data/real`` has no 3D truth, so ``scripts/bench_lift_video.py`` can only report
 its reprojection error. Here each clip of the synthetic benchmark's generator is rendered frame by frame
@@ -22,7 +22,8 @@ similarity-aligned) and the reprojection's distance to the exact 2D keypoints (p
 (+ its per-frame translation solve) and after refinement; for the video, also mediapipe's own distance to the
 exact keypoints and the share of hand-frames it found. Truth and output use the hand model's keypoints
 (mean shape in the output, the clip's shape in the truth). The objects are drawn where they start, so a hand
-that moves an object moves it in 3D only.
+that moves an object moves it in 3D only. ``--scale`` also prints, per clip, the lifted wrist depth and palm
+length over the truth's (the exact 2D keypoints, static camera).
 
 About 4-5 minutes on 2 cores with the defaults (rendering about 0.07 s a frame). Writes the table to ``--out`` (the
 command line at its top) and prints it.
@@ -87,6 +88,16 @@ def per_frame_input(video, K: np.ndarray):
                      fps=tr.fps, image_size=tr.image_size, video=Path(video))
 
 
+def scale_line(alone: np.ndarray, refined: np.ndarray, gt_cam: np.ndarray, ok: np.ndarray) -> str:
+    """Medians over the hand-frames ``ok`` of the lifted wrist depth and palm length (wrist to middle knuckle) over
+    the truth's: absolute depth from one view follows the hand's size, and the output uses the mean shape."""
+    palm = lambda x: np.linalg.norm(x[:, 9] - x[:, 0], axis=-1)
+    g = gt_cam[ok]
+    depth = [np.median(x[ok][:, 0, 2] / g[:, 0, 2]) for x in (alone, refined)]
+    return (f"wrist depth / truth: L alone {depth[0]:.3f}, refined {depth[1]:.3f}; palm length / truth "
+            f"{np.median(palm(refined[ok]) / palm(g)):.3f}")
+
+
 def errors(pred_cam: np.ndarray, gt_cam: np.ndarray, uv_gt: np.ndarray, vis: np.ndarray, ok: np.ndarray,
            K: np.ndarray) -> dict:
     """Means over the hand-frames ``ok`` (T, 2) of the camera-frame joints (T, 2, 21, 3), metres."""
@@ -109,6 +120,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
     ap.add_argument("--refine-iterations", type=int, default=None)
+    ap.add_argument("--scale", action="store_true",
+                    help="also print, per clip, the lifted wrist depth and wrist-to-middle-knuckle length over the "
+                         "truth's (exact 2D, static camera; median over hand-frames)")
     ap.add_argument("--per-frame-labels", action="store_true",
                     help="the video path with each frame's own handedness labels (detect_video consistent=False), "
                          "as before the track-level identities")
@@ -156,6 +170,8 @@ def main() -> None:
                 if inp.world_to_cam is not None:  # outputs in the frame-0 camera
                     alone, refined = cam_t(alone, W), cam_t(refined, W)
                 ok = in_view & inp.observed
+                if args.scale and way == ways[1] and ok.any():
+                    print(f"{dom} seed {seed}, {way}: " + scale_line(alone, refined, gt_cam, ok), flush=True)
                 a = acc.setdefault((dom, way), {"alone": [], "refined": [], "n": 0, "of": 0})
                 a["n"] += int(ok.sum())
                 a["of"] += int(in_view.sum())

@@ -336,8 +336,8 @@ def test_video_of_a_right_hand(tmp_path):
 
 
 def test_whole_real_video_has_one_right_hand_and_no_phantom_left_one():
-    """The real video shows one right hand. With each frame's own labels mediapipe finds it twice in 6 frames
-    (555-566), the copy going to the left slot; the track-level identities keep one right hand."""
+    """The real video shows one right hand. With each frame's own labels mediapipe finds it twice in some
+    frames (6 when measured), the copy going to the left slot; the track-level identities keep one right hand."""
     _mediapipe()
     from handcast.detect import detect_video
 
