@@ -13,7 +13,8 @@ towards the network's (the 2D keypoints cannot say which way a finger bends in d
   and the fitted keypoints' distance to the true projections (px in the 256 x 192 crop, mean over visible
   keypoints, mean over crops); with ``--noise F`` also from the exact projections plus Gaussian noise whose mean
   distance is F hand sizes (the diagonal of the true keypoints' box; mediapipe is 0.08 from the annotations of the
-  real photos, ``results/real.md``), one fixed draw;
+  real photos, ``results/real.md``), one fixed draw; with ``--sources mediapipe`` from mediapipe's keypoints on
+  the crop images (``handcast.detect.detect_image``; the rows are over the crops where it finds the hand);
 * **the real sample photos** (as ``handcast bench real``): the fit from the annotations and from mediapipe's
   keypoints (``handcast.detect.detect_image``'s default), the fitted keypoints' distance to the annotations (px,
   median and mean over hands). There is no 3D truth here.
@@ -62,8 +63,11 @@ def synthetic(crops: str, weights, max_items: int | None, noise: float | None = 
             sigma = noise * (hi - lo).norm(dim=-1) / np.sqrt(np.pi / 2)  # E|N(0, s^2 I_2)| = s sqrt(pi / 2)
             g = torch.Generator().manual_seed(1)
             kp = torch.where(m[..., None], kp + torch.randn(kp.shape, generator=g) * sigma[:, None, None], kp)
+        elif source == "mediapipe":
+            kp, c = _mediapipe(cs, idx, true_kp, vis)
         else:
             kp, c = data.keypoints(idx, None, source)
+        keep = c.sum(-1) > 0  # mediapipe: the crops where it found the hand
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             est = model.estimate_crops(data.images(idx), kp, c, Kc, 5, "ddim", 1, aggregations=("median",),
@@ -72,14 +76,33 @@ def synthetic(crops: str, weights, max_items: int | None, noise: float | None = 
         m = vis > 0
         given = m & (c > 0)  # the input's distance over the keypoints it gives (a detector drops some)
         d_in = ((kp - true_kp).norm(dim=-1) * given).sum(-1) / given.sum(-1).clamp_min(1)
-        print(f"| {source} | (the input keypoints, where given: {int(given.sum())} of {int(m.sum())}) | | | | "
-              f"{d_in.mean():.2f} |")
+        print(f"| {source} | (the input keypoints, where given: {int(given.sum())} of {int(m.sum())}; "
+              f"{int(keep.sum())} of {n} crops) | | | | {d_in[keep].mean():.2f} |")
         for w in weights:
             kf = fit_keypoints(model.hands, joints, kp, c, Kc, KeypointFitConfig(w_prior=float(w)))
             uv = project(kf["joints"] + kf["root"][:, None], Kc[:, None], behind="clamp")
             d = ((uv - true_kp).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
-            print(f"| {source} | {w:g} | {mpjpe(kf['joints'], gj).mean():.2f} | {pa_mpjpe(kf['joints'], gj).mean():.2f} "
-                  f"| {pa_mpvpe(kf['vertices'], gv).mean():.2f} | {d.mean():.2f} |", flush=True)
+            print(f"| {source} | {w:g} | {mpjpe(kf['joints'], gj)[keep].mean():.2f} "
+                  f"| {pa_mpjpe(kf['joints'], gj)[keep].mean():.2f} | {pa_mpvpe(kf['vertices'], gv)[keep].mean():.2f} "
+                  f"| {d[keep].mean():.2f} |", flush=True)
+
+
+def _mediapipe(cs, idx, true_kp: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mediapipe's keypoints on each crop image (``handcast.detect.detect_image`` as ``handcast pose`` runs it),
+    the detection matched to the crop's hand; confidence 0 everywhere where it found none."""
+    from handcast.detect import detect_image
+    from handcast.infer.bench_real import hand_size, match_detection
+
+    images = cs.images(idx)
+    kp, c = torch.zeros_like(true_kp), torch.zeros(true_kp.shape[:2], dtype=true_kp.dtype)
+    for j in range(len(idx)):
+        gt, v = true_kp[j].double().numpy(), vis[j].numpy() > 0
+        d = detect_image(np.ascontiguousarray(images[j]))
+        s = match_detection(d.uv, d.present, gt, v, hand_size(gt[v]))
+        if s is not None:
+            kp[j] = torch.as_tensor(np.asarray(d.uv[s], np.float64), dtype=kp.dtype)
+            c[j] = torch.as_tensor(np.asarray(d.confidence[s], np.float64), dtype=c.dtype)
+    return kp, c
 
 
 def real(data_dir: Path, weights) -> None:
@@ -135,7 +158,7 @@ def main() -> None:
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-synthetic", action="store_true")
     ap.add_argument("--noise", type=float, default=None, help="also exact keypoints + Gaussian noise of F hand sizes")
-    ap.add_argument("--sources", nargs="*", choices=("det", "gt"), default=["det", "gt"],
+    ap.add_argument("--sources", nargs="*", choices=("det", "gt", "mediapipe"), default=["det", "gt"],
                     help="synthetic keypoint sources besides --noise")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
