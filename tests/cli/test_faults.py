@@ -91,9 +91,14 @@ def damaged(tmp_path_factory):
     (d / "kp_nan.json").write_text(json.dumps({"hands": [hand("right", float("nan"))]}))
     (d / "kp_inf.json").write_text(json.dumps({"hands": [hand("left", float("inf"))]}))
     (d / "kp_ok.json").write_text(json.dumps({"hands": [hand("right", 30.0)]}))
+    (d / "kp_elsewhere.json").write_text(json.dumps({"hands": [hand("right", 300.0)]}))  # all beyond the 64 x 48 image
+    far = hand("left", 30.0)
+    far["keypoints"] = [[30.0, 30.0]] * 20 + [[30.0, 200.0]]  # one keypoint 152 px below the image
+    (d / "kp_far.json").write_text(json.dumps({"hands": [far]}))
     ok = {"hand_valid": np.ones((2, 2), bool), "image_size": np.array([64, 48])}
     np.savez(d / "tracks.npz", uv=np.full((2, 2, 21, 2), 30.0, np.float32), **ok)
     np.savez(d / "tracks_huge.npz", uv=np.full((2, 2, 21, 2), 1e30, np.float32), **ok)
+    np.savez(d / "tracks_elsewhere.npz", uv=np.full((2, 2, 21, 2), 300.0, np.float32), **ok)
     np.savez(d / "tracks_K_nan.npz", uv=np.full((2, 2, 21, 2), 30.0, np.float32),
              K=np.array([[np.nan, 0, 31.5], [0, 50, 23.5], [0, 0, 1]]), **ok)
     (d / "corrupt.npz").write_bytes(b"not a zip file")
@@ -196,6 +201,10 @@ ROWS = [
     ("kp-nan", ["forecast", "{d}/img.png", "--keypoints", "{d}/kp_nan.json", "--out", "{o}", "--no-video"], None, "not finite"),
     ("kp-inf-pose", ["pose", "{d}/img.png", "--keypoints", "{d}/kp_inf.json", "--out", "{o}"], None, "not finite"),
     ("kp-1e300-pose", ["pose", "{d}/img.png", "--keypoints", "{d}/kp_huge.json", "--out", "{o}"], None, "keypoint 0"),
+    ("kp-elsewhere-pose", ["pose", "{d}/img.png", "--keypoints", "{d}/kp_elsewhere.json", "--out", "{o}"], None, "no keypoint of the right hand lies in the 64 x 48 image"),
+    ("kp-elsewhere", ["forecast", "{d}/img.png", "--keypoints", "{d}/kp_elsewhere.json", "--out", "{o}", "--no-video"], None, "no keypoint of the right hand"),
+    ("kp-far-pose", ["pose", "{d}/img.png", "--keypoints", "{d}/kp_far.json", "--out", "{o}"], None, "left hand keypoint 20"),
+    ("tracks-elsewhere", ["lift", "{d}/tracks_elsewhere.npz", "--out", "{o}"], None, "no keypoint of the tracks lies in the 64 x 48 image"),
     ("tracks-1e30", ["lift", "{d}/tracks_huge.npz", "--out", "{o}", "--no-video"], None, "uv of frame 0"),
     ("tracks-K-nan", ["lift", "{d}/tracks_K_nan.npz", "--out", "{o}", "--no-video"], None, "NaN"),
     ("store-nan-train-lift", ["train", "lift", "--store", "{d}/store_nan", "--out", "{o}", "train.num_workers=0"], None, "'joints3d'"),

@@ -295,3 +295,27 @@ def test_prefix_model_trains_with_random_prefixes(one_thread):
 
     assert grad(1.0) > 0
     assert grad(0.0) == 0
+
+
+def test_keypoints_against_the_image_they_are_for():
+    """A hand cut by the border is kept with a note; a hand wholly outside the image, or a keypoint further out
+    than the image's size, is a one-line error; missing keypoints and absent hands are not looked at."""
+    from handcast.data.keypoints import beyond_image, check_in_image
+
+    assert np.allclose(beyond_image(np.array([[-0.5, -0.5], [63.5, 47.5], [66.5, 51.5], [-10.5, 20.0]]), (64, 48)),
+                       [0.0, 0.0, 5.0, 10.0])
+    uv = np.full((2, 21, 2), np.nan, np.float32)
+    conf = np.zeros((2, 21), np.float32)
+    uv[0], conf[0] = np.linspace([10.0, 10.0], [90.0, 40.0], 21), 1.0  # right hand: x beyond 63.5 from keypoint 14 on
+    notes = check_in_image(uv, conf, (64, 48), "kp.json")
+    out = int((uv[0, :, 0] > 63.5).sum())
+    assert out > 0 and notes == [f"kp.json: {out} of the right hand's 21 keypoints lie outside the 64 x 48 image "
+                                 "(kept: a hand cut by the border)"]
+    conf[0, uv[0, :, 0] > 63.5] = 0  # those missing instead: nothing to say
+    assert check_in_image(uv, conf, (64, 48)) == []
+    with pytest.raises(HandcastError, match="no keypoint of the right hand lies in the 32 x 24 image"):
+        check_in_image(uv + 40, np.ones_like(conf) * (conf > 0), (32, 24))
+    uv[0, 3] = (30.0, 48.0 + 64.5)  # 65 px below: further than the image's longer side
+    conf[0, 3] = 1
+    with pytest.raises(HandcastError, match="right hand keypoint 3 .* 65 px outside"):
+        check_in_image(uv, conf, (64, 48))

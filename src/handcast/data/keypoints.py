@@ -69,6 +69,47 @@ def parse_keypoints(data, source: str = "keypoints") -> tuple[np.ndarray, np.nda
     return uv, conf
 
 
+def beyond_image(uv: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Pixels by which each keypoint uv (..., 2) lies outside the image (W, H): 0 inside (the OpenCV pixel
+    convention: the image spans -0.5 .. W - 0.5), NaN for a missing keypoint. -> (...)"""
+    uv = np.asarray(uv, np.float64)
+    w, h = float(image_size[0]), float(image_size[1])
+    du = np.maximum(np.maximum(-0.5 - uv[..., 0], uv[..., 0] - (w - 0.5)), 0.0)
+    dv = np.maximum(np.maximum(-0.5 - uv[..., 1], uv[..., 1] - (h - 0.5)), 0.0)
+    return np.hypot(du, dv)
+
+
+def check_in_image(uv: np.ndarray, conf: np.ndarray, image_size: tuple[int, int],
+                   source: str = "keypoints") -> list[str]:
+    """Keypoints uv (2, 21, 2) px, conf (2, 21) (hands right, left) against the image (W, H) they are for.
+
+    A hand may be cut by the image's border (a truncated hand: its keypoints outside are kept; the models
+    are trained with them). One-line HandcastError for what cannot be a truncated hand: a hand with no
+    keypoint inside the image (keypoints of another image, or of this one at another size), or a keypoint
+    further outside the image than the image's longer side. Returns notes, a line per hand with keypoints
+    outside the image."""
+    notes = []
+    w, h = int(image_size[0]), int(image_size[1])
+    for k, side in enumerate(HANDS):
+        given = (np.asarray(conf[k]) > 0) & np.isfinite(np.asarray(uv[k], np.float64)).all(-1)
+        if not given.any():
+            continue
+        d = beyond_image(uv[k], (w, h))
+        out = given & (d > 0)
+        if not (given & ~out).any():
+            raise HandcastError(f"{source}: no keypoint of the {side} hand lies in the {w} x {h} image "
+                                f"(keypoints of another image or image size?)")
+        far = given & (d > max(w, h))
+        if far.any():
+            j = int(np.argmax(np.where(far, d, -1.0)))
+            raise HandcastError(f"{source}: {side} hand keypoint {j} = ({uv[k, j, 0]:g}, {uv[k, j, 1]:g}) lies "
+                                f"{d[j]:.0f} px outside the {w} x {h} image, more than the image's size")
+        if out.any():
+            notes.append(f"{source}: {int(out.sum())} of the {side} hand's {int(given.sum())} keypoints lie outside "
+                         f"the {w} x {h} image (kept: a hand cut by the border)")
+    return notes
+
+
 def read_json_file(path: str | os.PathLike, what: str = "keypoints file"):
     """The parsed JSON of ``path``; a one-line HandcastError naming ``what`` if it is missing or not JSON."""
     p = Path(path)

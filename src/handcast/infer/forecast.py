@@ -37,6 +37,7 @@ import torch
 
 from handcast.conventions import MIN_HAND_KEYPOINTS, NUM_KEYPOINTS
 from handcast.data.images import load_image
+from handcast.data.keypoints import check_in_image
 from handcast.errors import HandcastError
 from handcast.geometry import (
     resolve_intrinsics,  # also importable from here, where it used to live
@@ -240,6 +241,8 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
             raise HandcastError(f"--at needs a video; {image} is an image")
         img = load_image(image)
         uv, conf, source = input_keypoints(img, keypoints, detect, detect_once)
+        if keypoints is not None:
+            messages += check_in_image(uv, conf, (img.shape[1], img.shape[0]), str(keypoints))
         ctx_uv, ctx_conf = uv[None], conf[None]
     h, w = img.shape[:2]
     K = resolve_intrinsics((w, h), fov=fov, K=intrinsics)

@@ -45,6 +45,7 @@ from handcast.conventions import (
     NUM_KEYPOINTS,
     NUM_MANO_JOINTS,
 )
+from handcast.data.keypoints import beyond_image
 from handcast.diffusion import SAMPLERS
 from handcast.errors import HandcastError
 from handcast.fit.align import align_to_tracks
@@ -226,6 +227,7 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
         size = (int(round(float(sz[0]))), int(round(float(sz[1]))))
     elif image is not None:
         size = (int(image.shape[1]), int(image.shape[0]))
+    size_given = size is not None
     if size is None and file_K is not None:
         size = _size_from_K(file_K)
     K, k_src = _intrinsics_for(size, fov, intrinsics, src, file_K)
@@ -242,6 +244,16 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
         raise HandcastError(f"{src}: uv of frame {t}, hand {h}, keypoint {j} is beyond 1e6 pixels ({uv[t, h, j]})")
     conf = np.where(finite & hv[..., None], conf, 0.0).astype(np.float32)
     uv = np.where(finite[..., None], uv, np.nan).astype(np.float32)
+    if size_given:  # the tracks against the image they are for (not a size guessed from K)
+        given, d = conf > 0, beyond_image(uv, size)
+        if given.any() and not (given & (d == 0)).any():
+            raise HandcastError(f"{src}: no keypoint of the tracks lies in the {size[0]} x {size[1]} image "
+                                f"(tracks of another image size?)")
+        far = given & (d > max(size))
+        if far.any():
+            t, h, j = (int(x) for x in np.argwhere(far)[0])
+            raise HandcastError(f"{src}: uv of frame {t}, hand {h}, keypoint {j} lies {d[t, h, j]:.0f} px outside the "
+                                f"{size[0]} x {size[1]} image, more than the image's size")
     return LiftInput(uv=uv, conf=conf, hand_valid=hv, K=np.asarray(K, np.float32), world_to_cam=w2c, fps=fps,
                      image_size=size, image=image, source=src, K_source=k_src)
 

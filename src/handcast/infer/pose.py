@@ -16,7 +16,7 @@ import numpy as np
 
 from handcast.conventions import NUM_KEYPOINTS
 from handcast.data.images import load_image
-from handcast.data.keypoints import keypoints_json, read_keypoints
+from handcast.data.keypoints import check_in_image, keypoints_json, read_keypoints
 from handcast.errors import HandcastError
 from handcast.fit.keypoint_fit import refine_pose
 from handcast.geometry import resolve_intrinsics
@@ -128,6 +128,9 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     img = load_image(image) if not isinstance(image, np.ndarray) else image
     resolve_intrinsics((img.shape[1], img.shape[0]), fov=fov, K=intrinsics, focal=focal)  # fails early if bad
     kps = read_keypoints(keypoints) if keypoints is not None else None
+    if kps is not None:
+        for note in check_in_image(*kps, (img.shape[1], img.shape[0]), str(keypoints)):
+            print(f"handcast pose: note: {note}", file=sys.stderr)
     model = load_cascade(resolve_pose_checkpoint(ckpt), device)
     if kps is None:
         kps = detect_keypoints(img, once=detect_once)
