@@ -1,6 +1,6 @@
 """How strongly the keypoint fit of ``handcast pose`` should hold the fingers to the network's estimate:
 ``python scripts/bench_keypoint_fit_prior.py [--crops out/pose_crops_tiny] [--data ../shared/data/real]
-[--weights 100 30 10 3] [--max-items N]``.
+[--weights 100 30 10 3] [--max-items N] [--ckpt CKPT] [--per-hand]``.
 
 ``handcast.fit.keypoint_fit.KeypointFitConfig.w_prior`` weighs a Geman-McClure pull of the 15 finger rotations
 towards the network's (the 2D keypoints cannot say which way a finger bends in depth). For each weight:
@@ -17,7 +17,9 @@ towards the network's (the 2D keypoints cannot say which way a finger bends in d
   the crop images (``handcast.detect.detect_image``; the rows are over the crops where it finds the hand);
 * **the real sample photos** (as ``handcast bench real``): the fit from the annotations and from mediapipe's
   keypoints (``handcast.detect.detect_image``'s default), the fitted keypoints' distance to the annotations (px,
-  median and mean over hands). There is no 3D truth here.
+  median and mean over hands; ``--per-hand``: each hand's too). There is no 3D truth here.
+
+``--ckpt``: another pose checkpoint (results/pose_camera_robust.md compares stage-1 fine-tunes with it).
 
 The cascade runs once per input; only the fit changes. Nothing is written. About 25 minutes on 2 cores (the
 synthetic part about 20: 147 crops, three starts, eight fits).
@@ -35,14 +37,14 @@ import torch
 
 
 def synthetic(crops: str, weights, max_items: int | None, noise: float | None = None,
-              sources=("det", "gt")) -> None:
+              sources=("det", "gt"), ckpt: str | None = None) -> None:
     from handcast.data.crops import CropBatches, CropSet
     from handcast.eval.metrics import mpjpe, pa_mpjpe, pa_mpvpe
     from handcast.fit.keypoint_fit import KeypointFitConfig, fit_keypoints
     from handcast.geometry import project
     from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 
-    model = load_cascade(resolve_pose_checkpoint(None), "cpu")
+    model = load_cascade(resolve_pose_checkpoint(ckpt), "cpu")
     cs = CropSet(crops, "test")
     data = CropBatches(cs, {}, "cpu")
     n = len(cs) if max_items is None else min(max_items, len(cs))
@@ -67,7 +69,7 @@ def synthetic(crops: str, weights, max_items: int | None, noise: float | None = 
             kp, c = _mediapipe(cs, idx, true_kp, vis)
         else:
             kp, c = data.keypoints(idx, None, source)
-        keep = c.sum(-1) > 0  # mediapipe: the crops where it found the hand
+        keep = c.sum(-1) > 0 if source == "mediapipe" else torch.ones(n, dtype=torch.bool)  # where mediapipe finds it
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             est = model.estimate_crops(data.images(idx), kp, c, Kc, 5, "ddim", 1, aggregations=("median",),
@@ -105,7 +107,7 @@ def _mediapipe(cs, idx, true_kp: torch.Tensor, vis: torch.Tensor) -> tuple[torch
     return kp, c
 
 
-def real(data_dir: Path, weights) -> None:
+def real(data_dir: Path, weights, ckpt: str | None = None, per_hand: bool = False) -> None:
     from handcast.data.coco_keypoints import read_coco_hand_keypoints
     from handcast.data.images import load_image
     from handcast.data.keypoints import keypoints_json, parse_keypoints
@@ -117,10 +119,11 @@ def real(data_dir: Path, weights) -> None:
     from handcast.models.cascade.estimate import estimate_pose
     from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 
-    model = load_cascade(resolve_pose_checkpoint(None), "cpu")
+    model = load_cascade(resolve_pose_checkpoint(ckpt), "cpu")
     hands = [(n, h) for n, js in photo_sets(data_dir) for h in read_coco_hand_keypoints(js)]
     dist: dict[tuple[str, float], list[float]] = {}
-    for name, h in hands:
+    rows: dict[int, dict] = {}
+    for i, (name, h) in enumerate(hands):
         img, size = load_image(h.image), hand_size(h.uv)
         d = detect_image(img)  # as handcast pose detects (handcast.infer.pose.detect_keypoints)
         slot_mp = match_detection(d.uv, d.present, h.uv, h.vis, size)
@@ -142,10 +145,17 @@ def real(data_dir: Path, weights) -> None:
                 r = refine_pose(res, model.hands, KeypointFitConfig(w_prior=float(w)))
                 j3 = r.joints[k].astype(np.float64) + r.root[k].astype(np.float64)
                 dist.setdefault((source, w), []).append(kp_distances(project_np(j3, r.K), h.uv, h.vis).mean())
+                rows.setdefault(i, {})[(source, w)] = dist[(source, w)][-1]
     print(f"\nreal photos: {len(hands)} annotated hands of {data_dir}; fitted keypoints to the annotations, px\n")
     print("| keypoints | w_prior | hands | median px | mean px |\n|---|---|---|---|---|")
     for (source, w), v in dist.items():
         print(f"| {source} | {w:g} | {len(v)} | {np.median(v):.2f} | {np.mean(v):.2f} |")
+    if per_hand:
+        print("\nper hand, px:\n\n| hand | " + " | ".join(f"{s} {w:g}" for s, w in dist) + " |\n"
+              + "|---" * (len(dist) + 1) + "|")
+        for i, (name, h) in enumerate(hands):
+            cells = [f"{rows[i][k]:.2f}" if k in rows.get(i, {}) else "-" for k in dist]
+            print(f"| {name}/{h.image.name} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -154,8 +164,10 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/real")
     ap.add_argument("--weights", type=float, nargs="+", default=[100.0, 30.0, 10.0, 3.0])
     ap.add_argument("--max-items", type=int, default=None)
+    ap.add_argument("--ckpt", default=None, help="pose checkpoint or run folder (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--per-hand", action="store_true", help="also each real hand's distance (every hand found)")
     ap.add_argument("--skip-synthetic", action="store_true")
     ap.add_argument("--noise", type=float, default=None, help="also exact keypoints + Gaussian noise of F hand sizes")
     ap.add_argument("--sources", nargs="*", choices=("det", "gt", "mediapipe"), default=["det", "gt"],
@@ -164,9 +176,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"command: python {shlex.join(sys.argv)}\n")
     if not args.skip_synthetic:
-        synthetic(args.crops, args.weights, args.max_items, args.noise, args.sources)
+        synthetic(args.crops, args.weights, args.max_items, args.noise, args.sources, args.ckpt)
     if not args.skip_real:
-        real(Path(args.data), args.weights)
+        real(Path(args.data), args.weights, args.ckpt, args.per_hand)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,33 @@ def test_the_tiny_config_keeps_todays_training():
 
     cfg = resolve_config("tiny")
     assert cfg["data"]["camera_aug"]["p"] == 0.0 and cfg["train"]["joint"]["p_keypoints_only"] == 0.0
+
+
+def test_camera_batch_pool_hands_replace_items_by_pool_hands_seen_anew(batches, hm):
+    """With pool_hands.p = 1 every item becomes a hand of the pool (its bone lengths, not the crop's), seen by a
+    new camera, its image hidden; the pool's hands are the hand model's (wrist at 0, bones of a hand's size)."""
+    from handcast.train.pose import _crop_batch, camera_batch, hand_pool
+
+    pool = hand_pool(hm, 3, seed=1)
+    assert pool.shape == (3, 21, 3) and np.abs(pool[:, 0]).max() < 1e-6
+    assert np.array_equal(pool, hand_pool(hm, 3, seed=1)) and not np.allclose(pool, hand_pool(hm, 3, seed=2))
+    palm = np.linalg.norm(pool[:, 9], axis=-1)  # wrist -> middle knuckle, m
+    assert ((palm > 0.06) & (palm < 0.13)).all(), palm
+
+    def bones(j):
+        return np.linalg.norm(j[:, 1:] - j[:, [0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19]],
+                              axis=-1)
+
+    rng = np.random.default_rng(0)
+    n = min(6, batches.n)
+    b = _crop_batch(batches, np.arange(n), rng, ("joints",))
+    cfg = {"camera_aug": {"p": 0.0}, "pool_hands": {"p": 1.0}, "kp_noise_px": 0.0, "p_drop_kp": 0.0}
+    out = camera_batch(b, rng, cfg, 0.0, pool)
+    assert out["image_mask"].tolist() == [0.0] * n
+    got, ref = bones(out["joints"].numpy()), bones(pool)
+    # each item has the bone lengths of one of the pool's hands (a rigid turn keeps them)
+    assert all(np.abs(ref - g).max(-1).min() < 1e-5 for g in got)
+    assert not any(np.abs(bones(b["joints"].numpy()) - g).max(-1).min() < 1e-5 for g in got)
+    # without a pool the option does nothing and draws nothing
+    state = rng.bit_generator.state
+    assert camera_batch(b, rng, cfg, 0.0, None) is b and rng.bit_generator.state == state

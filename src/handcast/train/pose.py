@@ -39,7 +39,7 @@ from handcast.errors import HandcastError
 from handcast.eval.metrics import pa_mpjpe, pa_mpvpe
 from handcast.geometry import aa_to_6d
 from handcast.io import atomic_path, load_npz, save_npz
-from handcast.models.cascade.handutil import finger_pose_pool, sample_meshes
+from handcast.models.cascade.handutil import finger_pose_pool, sample_hands, sample_meshes
 from handcast.models.cascade.model import (
     PoseCascade,
     RegressorModel,
@@ -337,26 +337,44 @@ def train_ae(model, cfg: dict, train_crops=None, test_crops=None, progress: bool
     return rec
 
 
+def hand_pool(hand_model, n: int, seed: int) -> np.ndarray:
+    """(n, 21, 3) root-relative right-hand keypoints (m; wrist = 0) of random hands, no image: the finger
+    poses of :func:`~handcast.models.cascade.handutil.finger_pose_pool`, random global orientations and shapes
+    (:func:`~handcast.models.cascade.handutil.sample_hands`). Deterministic given ``seed``."""
+    fingers = torch.as_tensor(finger_pose_pool(hand_model, max(n, 2000), seed), dtype=torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([sample_hands(hand_model, min(1000, n - i), g, fingers)[1]
+                      for i in range(0, n, 1000)]).cpu().numpy().astype(np.float32)
+
+
 def camera_batch(b: dict, rng: np.random.Generator, data_cfg: dict,
-                 p_keypoints_only: float = 0.0) -> dict:
+                 p_keypoints_only: float = 0.0, pool: np.ndarray | None = None) -> dict:
     """Stage-1 training batch ``b`` (:func:`_crop_batch` with joints) with the camera augmentation of
     ``data_cfg["camera_aug"]`` (keys of :data:`~handcast.data.crops.CAMERA_AUG_DEFAULTS`) and keypoints-only
     items: each item is re-viewed with probability ``camera_aug.p`` by a random camera of real photos
     (:func:`~handcast.data.crops.camera_views`: joints, K and keypoints replaced, the keypoints the exact
     projections of the turned joints, then jittered and dropped as the training keypoints are) and then hides
     its image (which no longer shows it); any other item hides its image with probability
-    ``p_keypoints_only``. Adds ``image_mask`` (B,) (1 image used, 0 hidden). Draws nothing from ``rng`` when both
-    probabilities are 0 (then ``b`` is returned unchanged)."""
+    ``p_keypoints_only``. pool: (P, 21, 3) root-relative hands without images (:func:`hand_pool`); with
+    probability ``data_cfg["pool_hands"]["p"]`` an item becomes one of them, re-viewed as above (more
+    articulations than the crop set has, for the keypoints-only estimate). Adds ``image_mask`` (B,) (1 image
+    used, 0 hidden). Draws nothing from ``rng`` when all probabilities are 0 (then ``b`` is returned unchanged)."""
     aug = dict(CAMERA_AUG_DEFAULTS, **(data_cfg.get("camera_aug") or {}))
     p_aug, p_kp = float(aug["p"]), float(p_keypoints_only)
-    if p_aug <= 0 and p_kp <= 0:
+    p_pool = float((data_cfg.get("pool_hands") or {}).get("p", 0.0)) if pool is not None and len(pool) else 0.0
+    if p_aug <= 0 and p_kp <= 0 and p_pool <= 0:
         return b
     n = len(b["idx"])
     keep = rng.random(n) >= p_kp
-    sel = np.flatnonzero(rng.random(n) < p_aug) if p_aug > 0 else np.zeros(0, np.int64)
+    viewed = rng.random(n) < p_aug if p_aug > 0 else np.zeros(n, bool)
+    pooled = rng.random(n) < p_pool if p_pool > 0 else np.zeros(n, bool)
+    sel = np.flatnonzero(viewed | pooled)
     if len(sel):
         dev = b["kp"].device
-        v = camera_views(b["joints"][sel].cpu().numpy(), rng, aug)
+        joints = b["joints"][sel].cpu().numpy()
+        if pooled[sel].any():
+            joints[pooled[sel]] = pool[rng.integers(0, len(pool), int(pooled[sel].sum()))]
+        v = camera_views(joints, rng, aug)
         sigma = rng.uniform(0, float(data_cfg.get("kp_noise_px", 0.0)), (len(sel), 1, 1))
         kp = v["kp2d"] + rng.standard_normal((len(sel), 21, 2)) * sigma
         c = (rng.random((len(sel), 21)) >= float(data_cfg.get("p_drop_kp", 0.0))).astype(np.float32)
@@ -377,10 +395,14 @@ def train_joint(model, cfg: dict, batches: CropBatches, test: CropBatches | None
     :func:`camera_batch` (``data.camera_aug``, ``train.joint.p_keypoints_only``). fit_kw as for :func:`train_ae`."""
     t = cfg["train"]["joint"]
     bs, p_kp = int(t["batch_size"]), float(t.get("p_keypoints_only", 0.0))
+    pc = cfg["data"].get("pool_hands") or {}
+    pool = None
+    if float(pc.get("p", 0.0)) > 0:
+        pool = hand_pool(model.hands, int(pc.get("size", 20000)), int(cfg["train"]["seed"]) + 3)
 
     def draw(rng):
         b = _crop_batch(batches, rng.integers(0, batches.n, bs), rng, ("joints",))
-        return camera_batch(b, rng, cfg["data"], p_kp)
+        return camera_batch(b, rng, cfg["data"], p_kp, pool)
 
     return _fit_stage(_stage_modules()["joint"](model, cfg), draw, _val_batches(test), progress, **fit_kw)
 

@@ -87,11 +87,17 @@ def sample_meshes(hand_model, n: int, generator: torch.Generator, fingers: torch
     """(n, V, 3) root-relative right-hand meshes (m) with uniform random global orientation, finger poses
     drawn from ``fingers`` (P, 15, 3) axis-angle and shapes betas ~ N(0, betas_std) (a fraction
     ``betas_wide`` of them uniform in [-3.2, 3.2]). Deterministic given ``generator``."""
+    return sample_hands(hand_model, n, generator, fingers, betas_std, betas_wide)[0]
+
+
+def sample_hands(hand_model, n: int, generator: torch.Generator, fingers: torch.Tensor,
+                 betas_std: float = 1.0, betas_wide: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hands of :func:`sample_meshes`: (vertices (n, V, 3), keypoints (n, 21, 3) common order), m,
+    root-relative (wrist = 0)."""
     idx = torch.randint(0, fingers.shape[0], (n,), generator=generator)
     R = torch.cat([random_rotations(n, generator).unsqueeze(1), aa_to_rotmat(fingers[idx].to(torch.float32))], dim=1)
     b = torch.randn(n, 10, generator=generator) * betas_std
     wide = torch.rand(n, 1, generator=generator) < betas_wide
     b = torch.where(wide, torch.rand(n, 10, generator=generator) * 6.4 - 3.2, b)
     with torch.no_grad():
-        v, _ = right_hand(hand_model, R.to(hand_model.hands_mean.dtype), b.to(hand_model.hands_mean.dtype))
-    return v
+        return right_hand(hand_model, R.to(hand_model.hands_mean.dtype), b.to(hand_model.hands_mean.dtype))
