@@ -112,7 +112,7 @@ def test_a_fixed_seed_gives_the_same_run(crops, tmp_path):
 
 def test_init_fine_tunes_stage_one_only_with_the_camera_augmentation(crops, tmp_path, hm):
     """--init with --stages joint: a complete cascade whose autoencoder and stage 2 are the init's, stage 1
-    changed; the camera augmentation and keypoints-only items run."""
+    changed; the camera augmentation, pool hands and keypoints-only items run."""
     import torch
     from safetensors.torch import load_file
 
@@ -121,7 +121,8 @@ def test_init_fine_tunes_stage_one_only_with_the_camera_augmentation(crops, tmp_
     from handcast.train.pose import train_pose
 
     init = save_cascade(tmp_path / "init.safetensors", small_cascade(hm, seed=4))
-    ov = SMALL + ["data.camera_aug.p=0.5", "train.joint.p_keypoints_only=0.5"]
+    ov = SMALL + ["data.camera_aug.p=0.5", "train.joint.p_keypoints_only=0.5", "data.pool_hands.p=0.5",
+                  "data.pool_hands.size=40"]
     paths = train_pose("tiny", ov, crops=str(crops), out=str(tmp_path / "ft"), stages=["joint"], init=str(init),
                        progress=False)
     assert set(load_cascade(paths["pose"]).trained_stages) == {"ae", "joint", "mesh"}

@@ -371,9 +371,9 @@ def camera_batch(b: dict, rng: np.random.Generator, data_cfg: dict,
     sel = np.flatnonzero(viewed | pooled)
     if len(sel):
         dev = b["kp"].device
-        joints = b["joints"][sel].cpu().numpy()
-        if pooled[sel].any():
-            joints[pooled[sel]] = pool[rng.integers(0, len(pool), int(pooled[sel].sum()))]
+        joints, from_pool = b["joints"][sel].cpu().numpy(), pooled[sel]
+        if from_pool.any():
+            joints[from_pool] = pool[rng.integers(0, len(pool), int(from_pool.sum()))]
         v = camera_views(joints, rng, aug)
         sigma = rng.uniform(0, float(data_cfg.get("kp_noise_px", 0.0)), (len(sel), 1, 1))
         kp = v["kp2d"] + rng.standard_normal((len(sel), 21, 2)) * sigma
