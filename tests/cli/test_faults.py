@@ -154,6 +154,8 @@ ROWS = [
     ("lift-guidance-0", ["lift", "{d}/tracks.npz", "--out", "{o}", "--guidance", "0"], None, "--guidance"),
     ("fov-nan", ["forecast", "{d}/img.png", "--out", "{o}", "--fov", "nan"], None, "--fov"),
     ("focal-neg", ["pose", "{d}/img.png", "--out", "{o}", "--focal", "-5"], None, "--focal"),
+    ("fit-prior-neg", ["pose", "{d}/img.png", "--out", "{o}", "--fit-prior", "-1"], None, "--fit-prior"),
+    ("fit-prior-nan", ["pose", "{d}/img.png", "--out", "{o}", "--fit-prior", "nan"], None, "--fit-prior"),
     ("horizon-neg", ["baseline", "static", "--store", "{S}", "--split", "lab_test", "--out", "{o}", "--horizon", "-5"], None, "--horizon"),
     ("max-items-0", ["bench", "pose", "--ckpt", "{ck}/pose_tiny.safetensors", "--max-items", "0", "--out", "{o}"], None, "--max-items"),
     ("tau-inf", ["bench", "pose", "--ckpt", "{ck}/pose_tiny.safetensors", "--tau", "inf", "--out", "{o}"], None, "--tau"),

@@ -111,3 +111,31 @@ def test_default_prior_still_lands_near_the_keypoints(hands):
     out = fit_keypoints(hands, j @ _roll(120.0).T, kp, torch.ones(3, 21), K)
     assert float(out["reproj_px"].max()) < 2.0
     assert float((out["root"] - root).norm(dim=-1).max()) < 0.03
+
+
+def test_the_prior_weight_trades_keypoint_fidelity_for_the_networks_fingers(hands):
+    """``handcast pose --fit-prior W``: from a start whose fingers are another hand's, a weak pull follows the
+    keypoints closer than the default, and a strong one keeps the start's fingers closer."""
+    from handcast.geometry import rotmat_to_aa, sixd_to_aa
+    from handcast.models.cascade.fitting import fit_mesh_to_joints
+
+    _, _, _, kp, K = _scene(hands)
+    jw, _, _, _, _ = _scene(hands, seed=7)  # the "network" got the fingers of other hands
+    start = jw - jw[:, :1]
+    outs = {w: fit_keypoints(hands, start, kp, torch.ones(3, 21), K, KeypointFitConfig(w_prior=w))
+            for w in (0.0, 100.0, 10000.0)}
+    reproj = {w: float(o["reproj_px"].mean()) for w, o in outs.items()}
+    assert reproj[0.0] < reproj[100.0] < reproj[10000.0]
+    assert reproj[0.0] < 1.0
+    start_fingers = sixd_to_aa(fit_mesh_to_joints(hands, start, iterations=100)["rot6d"])[:, 1:]
+    dev = {w: float((rotmat_to_aa(o["rotmats"][:, 1:]) - start_fingers).norm(dim=-1).mean()) for w, o in outs.items()}
+    assert dev[10000.0] < dev[100.0] < dev[0.0]
+
+
+@pytest.mark.parametrize("field", ["w_prior", "w_limits", "w_betas", "w_depth", "prior_scale"])
+def test_fit_config_refuses_negative_or_non_finite_weights(field):
+    from handcast.errors import HandcastError
+
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(HandcastError, match=field):
+            KeypointFitConfig(**{field: bad})

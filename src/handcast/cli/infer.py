@@ -32,7 +32,7 @@ def _pose(args: argparse.Namespace) -> None:
                    sampler=args.sampler, steps=args.steps, aggregation=args.aggregation, focal=args.focal,
                    fov=args.fov, intrinsics=args.intrinsics, seed=args.seed, overwrite=args.overwrite,
                    device=args.device, mesh_format=args.mesh_format, refine=args.refine,
-                   keypoints_only=args.keypoints_only, detect_once=args.detect_once)
+                   keypoints_only=args.keypoints_only, detect_once=args.detect_once, fit_prior=args.fit_prior)
     print(f"wrote {out}")
 
 
@@ -113,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mesh-format", choices=["ply", "obj"], default="ply")
     s.add_argument("--no-refine", dest="refine", action="store_false",
                    help="skip the keypoint fit: the cascade's own estimate, placed by a least-squares root (docs/pose.md)")
+    s.add_argument("--fit-prior", type=float_range(0, None), default=None, metavar="W",
+                   help="the keypoint fit's pull of the fingers towards the network's estimate (default 100); lower "
+                   "follows the keypoints more closely in 2D, at a cost in 3D (docs/pose.md)")
     add_image_use(s)
     add_device(s)
     s.set_defaults(func=_pose)

@@ -26,6 +26,7 @@ keypoints are a few pixels off).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -60,6 +61,11 @@ class KeypointFitConfig:
             raise HandcastError("keypoint fit iterations must be >= 0")
         if not (self.lr > 0 and self.charbonnier > 0 and self.min_depth > 0 and self.max_betas > 0):
             raise HandcastError("keypoint fit lr, charbonnier, max_betas and min_depth must be positive")
+        weights = {"w_prior": self.w_prior, "w_limits": self.w_limits, "w_betas": self.w_betas, "w_depth": self.w_depth,
+                   "prior_scale": self.prior_scale}
+        for name, v in weights.items():
+            if not (math.isfinite(float(v)) and float(v) >= 0):
+                raise HandcastError(f"keypoint fit {name} must be a finite number >= 0, got {v!r}")
 
 
 def _rays(kp2d: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

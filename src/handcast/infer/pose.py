@@ -18,7 +18,7 @@ from handcast.conventions import NUM_KEYPOINTS
 from handcast.data.images import load_image
 from handcast.data.keypoints import check_in_image, keypoints_json, read_keypoints
 from handcast.errors import HandcastError
-from handcast.fit.keypoint_fit import refine_pose
+from handcast.fit.keypoint_fit import KeypointFitConfig, refine_pose
 from handcast.geometry import resolve_intrinsics
 from handcast.io import atomic_dir, check_output_dir, save_npz
 from handcast.models.cascade.estimate import PoseResult, estimate_pose, pose_arrays
@@ -105,7 +105,8 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
              aggregation: str = "median", focal: float | None = None, seed: int = 0, overwrite: bool = False,
              device: str = "cpu", mesh_format: str = "ply", fov: float | None = None,
              intrinsics: str | os.PathLike | None = None, refine: bool = True,
-             keypoints_only: bool | None = None, detect_once: bool = False) -> Path:
+             keypoints_only: bool | None = None, detect_once: bool = False,
+             fit_prior: float | None = None) -> Path:
     """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
     (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
     and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
@@ -115,7 +116,9 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     cascade (:func:`handcast.fit.keypoint_fit.refine_pose`; the cascade's own estimate stays in pose.npz as
     ``*_network``). ``keypoints_only``: the cascade ignores the image and estimates from the keypoints alone
     (None: :data:`DEFAULT_KEYPOINTS_ONLY`). ``detect_once``: without ``keypoints``, the detector on the photo
-    as is instead of the average over its test-time variants (:func:`detect_keypoints`). Returns ``out_dir``."""
+    as is instead of the average over its test-time variants (:func:`detect_keypoints`). ``fit_prior``: the keypoint
+    fit's pull of the fingers towards the network's (:attr:`KeypointFitConfig.w_prior`, default 100; lower follows
+    the keypoints more closely in 2D at a cost in 3D, docs/pose.md). Returns ``out_dir``."""
 
     if mesh_format not in ("ply", "obj"):
         raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
@@ -127,6 +130,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     check_output_dir(out_dir, overwrite, replaceable=POSE_OUTPUTS)  # a user's files are never replaced
     img = load_image(image) if not isinstance(image, np.ndarray) else image
     resolve_intrinsics((img.shape[1], img.shape[0]), fov=fov, K=intrinsics, focal=focal)  # fails early if bad
+    fit_config = KeypointFitConfig() if fit_prior is None else KeypointFitConfig(w_prior=float(fit_prior))
     kps = read_keypoints(keypoints) if keypoints is not None else None
     if kps is not None:
         for note in check_in_image(*kps, (img.shape[1], img.shape[0]), str(keypoints)):
@@ -138,11 +142,12 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     res = estimate_pose(img, model, kps, intrinsics, num_samples, sampler, steps, aggregation, seed, focal=focal,
                         fov=fov, keypoints_only=kp_only)
     if refine:
-        res = refine_pose(res, model.hands)
+        res = refine_pose(res, model.hands, fit_config)
     overlay = overlay_image(img, res)
     spread = spread_image(res)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        save_npz(tmp / "pose.npz", **pose_arrays(res))
+        extra = {"fit_prior": np.float32(fit_config.w_prior)} if refine else {}
+        save_npz(tmp / "pose.npz", **pose_arrays(res), **extra)
         write_mesh(tmp / f"mesh.{mesh_format}", res)
         save_png(tmp / "overlay.png", overlay)
         save_png(tmp / "spread.png", spread)
