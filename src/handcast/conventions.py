@@ -86,7 +86,8 @@ HAND_COLORS: tuple[tuple[int, int, int], tuple[int, int, int]] = ((40, 110, 235)
 PROVENANCES: tuple[str, ...] = ("gt", "imputed", "2d-only")
 
 # The camera assumed for an image that comes without intrinsics (handcast forecast, pose and lift): square
-# pixels, principal point at the image centre and this horizontal field of view in degrees.
+# pixels, principal point at the image centre and this field of view in degrees across the image's longer side
+# (the horizontal one of a landscape image; a portrait photo of the same camera gets the same focal length).
 DEFAULT_FOV_DEG = 60.0
 
 # A hand counts as detected in a frame (an input to lifting, forecasting and fitting) when at least this many

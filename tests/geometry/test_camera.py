@@ -109,6 +109,9 @@ def test_resolve_intrinsics_known_answers(tmp_path):
     assert DEFAULT_FOV_DEG == 60.0
     np.testing.assert_allclose(K, [[f60, 0, 319.5], [0, f60, 239.5], [0, 0, 1]], rtol=1e-12)
     np.testing.assert_allclose(resolve_intrinsics((640, 480), fov=90.0)[0, 0], 320.0)
+    # the field of view is across the longer side: a portrait image of the same camera has the same focal length
+    np.testing.assert_allclose(resolve_intrinsics((480, 640)), [[f60, 0, 239.5], [0, f60, 319.5], [0, 0, 1]], rtol=1e-12)
+    np.testing.assert_allclose(resolve_intrinsics((480, 640), fov=90.0)[0, 0], 320.0)
     np.testing.assert_allclose(resolve_intrinsics((640, 480), focal=500.0)[:2, :2], np.diag([500.0, 500.0]))
     given = np.array([[500.0, 0, 300], [0, 510, 200], [0, 0, 1]])
     np.testing.assert_array_equal(resolve_intrinsics(None, K=given), given)

@@ -211,7 +211,8 @@ def add_camera(p: argparse.ArgumentParser, fov_default: str = f"{DEFAULT_FOV_DEG
     """``--fov DEG`` and ``--intrinsics K.json`` (give one: handcast.geometry.resolve_intrinsics);
     ``fov_default`` describes the camera used without either."""
     p.add_argument("--fov", type=float_range(), default=None, metavar="DEG",  # range: resolve_intrinsics
-                   help=f"horizontal field of view in degrees (default: {fov_default})")
+                   help=f"field of view in degrees across the image's longer side (the horizontal one of a landscape "
+                   f"image; default: {fov_default})")
     p.add_argument("--intrinsics", default=None, metavar="K.json", help="3x3 intrinsics matrix as JSON (pixels)")
 
 

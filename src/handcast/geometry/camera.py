@@ -249,8 +249,10 @@ def resolve_intrinsics(image_size: tuple[int, int] | None, fov: float | None = N
     """The camera of one image: K (3, 3) float64, pixels, OpenCV convention.
 
     Give at most one of: ``K`` (3, 3) intrinsics, or the path of a K.json file (:func:`read_intrinsics`),
-    validated with :func:`check_intrinsics` and returned as they are; ``fov`` a horizontal field of view
-    in degrees within :data:`FOV_RANGE_DEG`; ``focal`` a focal length in pixels. With ``fov``, ``focal``
+    validated with :func:`check_intrinsics` and returned as they are; ``fov`` the field of view across the
+    image's longer side in degrees within :data:`FOV_RANGE_DEG` (the horizontal one of a landscape image; a
+    camera's focal length in pixels does not change when it is turned to portrait, so a portrait photo of the
+    same camera gets the same K, transposed); ``focal`` a focal length in pixels. With ``fov``, ``focal``
     or none of them (the default field of view :data:`~handcast.conventions.DEFAULT_FOV_DEG`) the pixels
     are square and the principal point is the centre ``((W - 1) / 2, (H - 1) / 2)`` of ``image_size``
     (W, H) pixels (not needed with ``K``). Raises HandcastError (one line, naming the command-line options
@@ -269,9 +271,9 @@ def resolve_intrinsics(image_size: tuple[int, int] | None, fov: float | None = N
     if focal is None:
         fov = DEFAULT_FOV_DEG if fov is None else float(fov)
         if not FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1]:
-            raise HandcastError(f"--fov must be a horizontal field of view in degrees within "
+            raise HandcastError(f"--fov must be a field of view in degrees (across the image's longer side) within "
                                 f"[{FOV_RANGE_DEG[0]:g}, {FOV_RANGE_DEG[1]:g}], got {fov}")
-        focal = focal_from_fov(fov, image_size[0])
+        focal = focal_from_fov(fov, max(image_size[0], image_size[1]))
     elif not (np.isfinite(float(focal)) and float(focal) > 0):
         raise HandcastError(f"focal length must be a positive number of pixels, got {focal}")
     w, h = image_size

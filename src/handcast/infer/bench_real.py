@@ -8,8 +8,8 @@ Data (``../shared/data/real/`` by default; third-party, read-only):
   mediapipe detector's handedness when it finds that hand, else right.
 * the real hand video ``dex_retargeting/human_hand_video.mp4`` (a right hand, no ground truth).
 
-The photos have no intrinsics: every path uses the default camera (horizontal field of view
-:data:`~handcast.conventions.DEFAULT_FOV_DEG`, :func:`handcast.geometry.resolve_intrinsics`).
+The photos have no intrinsics: every path uses the default camera (field of view
+:data:`~handcast.conventions.DEFAULT_FOV_DEG` across the longer side, :func:`handcast.geometry.resolve_intrinsics`).
 
 Paths, each with two keypoint sources: ``gt`` (the annotated keypoints, handed over as a keypoints file, the
 ``--keypoints`` route a user has) and ``mediapipe`` (the detector, as the commands run it without
@@ -432,7 +432,7 @@ def bench_real(data_dir: str | os.PathLike = "../shared/data/real", *, small: bo
         "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
                    f"{platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} torch threads)",
         "data_dir": str(data_dir), "small": bool(small), "photos_per_set": photos_per_set, "max_frames": max_frames,
-        "camera": f"default: {DEFAULT_FOV_DEG:g} degree horizontal field of view, principal point at the centre",
+        "camera": f"default: {DEFAULT_FOV_DEG:g} degree field of view across the longer side, principal point at the centre",
         "detector": _detector_settings() if detect is not None else f"unavailable ({why})",
         "checkpoints": {"pose": str(ckpt_pose or "shipped"), "forecast": str(ckpt_forecast or "shipped"),
                         "lift": str(ckpt_lift or "shipped")},

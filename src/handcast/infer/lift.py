@@ -152,7 +152,7 @@ def _intrinsics_for(image_size: tuple[int, int] | None, fov: float | None, intri
     K = resolve_intrinsics(image_size, fov=fov, K=intrinsics).astype(np.float32)
     if intrinsics is not None:
         return K, f"intrinsics file {intrinsics}"
-    return K, f"{DEFAULT_FOV_DEG if fov is None else float(fov):g} deg horizontal field of view"
+    return K, f"{DEFAULT_FOV_DEG if fov is None else float(fov):g} deg field of view across the longer side"
 
 
 def _size_from_K(K: np.ndarray) -> tuple[int, int]:
@@ -169,7 +169,7 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
     rigid; if frame 0 is not the identity the cameras are re-expressed relative to frame 0), ``fps``
     (default 30), ``image_size`` (W, H) (default from K's principal point), ``image`` uint8 (H, W, 3).
     Intrinsics: ``intrinsics`` (a K.json) or ``fov`` override the file's ``K``; without any of them the
-    default is a 60 deg horizontal field of view. Raises HandcastError (one line) for anything malformed.
+    default is a 60 deg field of view across the longer side. Raises HandcastError (one line) for anything malformed.
     """
     path = Path(path)
     src = str(path)
@@ -274,7 +274,7 @@ def video_input(path: str | os.PathLike, *, fov: float | None = None, intrinsics
                 first_frame: tuple[np.ndarray, float] | None = None) -> LiftInput:
     """Detect both hands through a video (mediapipe, :func:`handcast.detect.detect_video`) -> LiftInput.
 
-    Static camera (world_to_cam None); K from ``intrinsics`` / ``fov`` (default 60 deg horizontal)."""
+    Static camera (world_to_cam None); K from ``intrinsics`` / ``fov`` (default 60 deg across the longer side)."""
     from handcast.detect import detect_video
 
     path = Path(path)

@@ -106,7 +106,7 @@ def estimate_pose(image: np.ndarray, model, keypoints, K=None, num_samples: int 
     :func:`~handcast.models.cascade.model.load_cascade`); it runs on its own device.
     keypoints: (uv (2, 21, 2) pixels NaN where missing, conf (2, 21) or None), hands (right, left), common
     order (:func:`handcast.infer.pose.detect_keypoints` finds them with the detector). K: (3, 3) intrinsics (or a K.json path), or None for the assumed camera of a
-    horizontal field of view ``fov`` degrees or of focal length ``focal`` px (at most one of K, fov, focal;
+    field of view ``fov`` degrees across the longer side or of focal length ``focal`` px (at most one of K, fov, focal;
     default: the default field of view; :func:`handcast.geometry.resolve_intrinsics`).
     num_samples S, sampler ("ddim", "ddpm", "dpm") and steps: of both diffusion stages (one-step DDIM by
     default). aggregation: "single", "mean", "median" or "reproj" (tau: its temperature in crop pixels).
