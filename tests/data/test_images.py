@@ -88,6 +88,47 @@ def test_exif_orientation_is_applied(tmp_path):
     np.testing.assert_array_equal(out[0, 0], [0, 0, 0])
 
 
+def _photo_with_focal(path, f35, size=(400, 300), orientation=None):
+    img = Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8))
+    exif = Image.Exif()
+    if f35 is not None:
+        exif.get_ifd(0x8769)[0xA405] = f35  # FocalLengthIn35mmFilm
+    if orientation is not None:
+        exif[0x0112] = orientation
+    img.save(path, exif=exif)
+    return path
+
+
+def test_exif_focal_known_answer_and_invariants(tmp_path):
+    """A 35 mm-equivalent focal length gives f = f35 x image diagonal / 43.27 mm: 26 mm on a 400 x 300 photo is
+    300.5 px (67 degrees across the 400 px); turned by its EXIF orientation or halved in size, the same camera."""
+    from handcast.data.images import exif_focal_px
+
+    f, f35 = exif_focal_px(_photo_with_focal(tmp_path / "a.jpg", 26))
+    assert f35 == 26.0 and f == pytest.approx(26 * 500 / np.hypot(36, 24))
+    assert exif_focal_px(_photo_with_focal(tmp_path / "b.jpg", 26, orientation=6))[0] == pytest.approx(f)
+    assert exif_focal_px(_photo_with_focal(tmp_path / "c.jpg", 26, size=(200, 150)))[0] == pytest.approx(f / 2)
+    # absent, zero, or a field of view no camera has: no EXIF camera
+    assert exif_focal_px(_photo_with_focal(tmp_path / "d.jpg", None)) is None
+    assert exif_focal_px(_photo_with_focal(tmp_path / "e.jpg", 0)) is None
+    assert exif_focal_px(_photo_with_focal(tmp_path / "f.jpg", 1)) is None  # 170+ degrees
+    Image.fromarray(_rgb()).save(tmp_path / "g.png")
+    assert exif_focal_px(tmp_path / "g.png") is None
+
+
+def test_photo_camera_prefers_the_options_then_exif_then_the_default(tmp_path):
+    from handcast.data.images import photo_camera
+
+    p = _photo_with_focal(tmp_path / "a.jpg", 26)
+    f, what = photo_camera(p)
+    assert f == pytest.approx(26 * 500 / np.hypot(36, 24)) and "EXIF" in what and "26 mm" in what
+    assert photo_camera(p, fov=50.0) == (None, "50 degrees across the longer side (--fov)")
+    assert photo_camera(p, focal=700.0)[0] == 700.0
+    assert photo_camera(p, K=np.eye(3))[0] is None
+    assert photo_camera(None) == (None, "default: 60 degrees across the longer side")
+    assert photo_camera(_photo_with_focal(tmp_path / "b.jpg", None))[0] is None
+
+
 def test_bad_files_raise_one_line_errors(tmp_path):
     cases = {}
     (tmp_path / "t.png").write_text("this is not an image\n")

@@ -119,10 +119,10 @@ def test_the_prior_weight_trades_keypoint_fidelity_for_the_networks_fingers(hand
     from handcast.geometry import rotmat_to_aa, sixd_to_aa
     from handcast.models.cascade.fitting import fit_mesh_to_joints
 
-    _, _, _, kp, K = _scene(hands)
-    jw, _, _, _, _ = _scene(hands, seed=7)  # the "network" got the fingers of other hands
+    _, _, _, kp, K = _scene(hands, n=2)
+    jw, _, _, _, _ = _scene(hands, n=2, seed=7)  # the "network" got the fingers of other hands
     start = jw - jw[:, :1]
-    outs = {w: fit_keypoints(hands, start, kp, torch.ones(3, 21), K, KeypointFitConfig(w_prior=w))
+    outs = {w: fit_keypoints(hands, start, kp, torch.ones(2, 21), K, KeypointFitConfig(w_prior=w, iterations=150))
             for w in (0.0, 100.0, 10000.0)}
     reproj = {w: float(o["reproj_px"].mean()) for w, o in outs.items()}
     assert reproj[0.0] < reproj[100.0] < reproj[10000.0]

@@ -245,3 +245,26 @@ def test_run_pose_fit_prior_is_passed_to_the_fit_and_recorded(ckpt, tmp_path):
     assert float(d["fit_prior"]) == 100.0 and float(f["fit_prior"]) == 0.0
     assert "fit_prior" not in load_npz(tmp_path / "raw" / "pose.npz")
     assert float(f["reproj_px"].mean()) < float(d["reproj_px"].mean())
+
+
+def test_run_pose_takes_the_camera_from_the_photos_exif(ckpt, tmp_path):
+    """Without --fov / --intrinsics / --focal, a photo's EXIF 35 mm-equivalent focal length sets K (and pose.npz
+    says so); --fov overrides it."""
+    from PIL import Image
+
+    from handcast.infer.pose import run_pose
+    from handcast.io import load_npz
+
+    img, kp = _write_inputs(tmp_path)
+    im = Image.open(img)
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 28  # FocalLengthIn35mmFilm
+    im.save(tmp_path / "exif.jpg", exif=exif, quality=95)
+    d = load_npz(run_pose(tmp_path / "exif.jpg", tmp_path / "a", keypoints=kp, ckpt=ckpt, num_samples=2,
+                          refine=False) / "pose.npz")
+    np.testing.assert_allclose(d["K"][0, 0], 28 * np.hypot(W, H) / np.hypot(36, 24), rtol=1e-6)
+    assert "EXIF" in str(d["camera"]) and bool(d["focal_assumed"])
+    d = load_npz(run_pose(tmp_path / "exif.jpg", tmp_path / "b", keypoints=kp, ckpt=ckpt, num_samples=2,
+                          refine=False, fov=90.0) / "pose.npz")
+    np.testing.assert_allclose(d["K"][0, 0], W / 2, rtol=1e-6)
+    assert "--fov" in str(d["camera"])

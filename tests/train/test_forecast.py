@@ -120,6 +120,16 @@ def test_forecast_command(ckpt, tmp_path):
     assert main(["forecast", str(img), "--ckpt", str(ckpt), "--out", str(tmp_path / "o2"), "--samples", "1",
                  "--frames", "4", "--steps", "2", "--keypoints", str(kp), "--no-video"]) == 0
     assert load_npz(tmp_path / "o2" / "forecast.npz")["hand_valid"][0].tolist() == [False, True]
+    assert "default" in str(res["camera"])
+    # a photo whose EXIF records its lens: K from the 35 mm-equivalent focal length
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 24
+    Image.open(img).save(tmp_path / "ex.jpg", exif=exif)
+    assert main(["forecast", str(tmp_path / "ex.jpg"), "--ckpt", str(ckpt), "--out", str(tmp_path / "o3"), "--samples",
+                 "1", "--frames", "4", "--steps", "2", "--no-detect", "--no-video"]) == 0
+    r3 = load_npz(tmp_path / "o3" / "forecast.npz")
+    np.testing.assert_allclose(r3["K"][0, 0], 24 * 200 / np.hypot(36, 24), rtol=1e-5)
+    assert "EXIF" in str(r3["camera"])
 
 
 def test_forecast_command_bad_input(tmp_path, capsys):

@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_samples(s, "hypotheses per hand")
     add_sampler(s, steps=1, steps_help="sampler steps (default 1: one-step DDIM)")
     s.add_argument("--aggregation", choices=["single", "mean", "median", "reproj"], default="median")
-    add_camera(s)
+    add_camera(s, f"the photo's EXIF focal length where it records one, else {DEFAULT_FOV_DEG:g}")
     s.add_argument("--focal", type=float_range(0, None, lo_open=True), default=None, metavar="PX",
                    help="focal length in pixels: an alias kept from older versions, the camera by its focal length "
                    "instead of --fov")
@@ -132,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="2D keypoints of the image's hands from any detector (format: docs/forecasting.md)")
     s.add_argument("--no-detect", action="store_true", help="do not run the mediapipe detector")
     add_detect_once(s)
-    add_camera(s)
+    add_camera(s, f"the photo's EXIF focal length where it records one, else {DEFAULT_FOV_DEG:g}")
     add_sampler(s)
     add_seed(s)
     s.add_argument("--no-video", action="store_true", help="write only the PNG and the npz")

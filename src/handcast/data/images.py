@@ -5,6 +5,8 @@ Pixel coordinates follow docs/conventions.md: (u, v) = (column, row), the centre
 
 * :func:`load_image` decodes any Pillow-readable file into RGB uint8 (H, W, 3), applying the EXIF
   orientation; it refuses non-images, corrupt files, tiny and huge images with a one-line HandcastError.
+* :func:`exif_focal_px` reads a photo's camera from its EXIF (the 35 mm equivalent focal length that phones and
+  most cameras record), for the commands that otherwise assume a field of view.
 * :func:`crop_to_input` expands a box to the network's aspect (192 : 256, W : H) around its centre, resamples
   it to (3, 256, 192) with an antialiasing filter and normalises with ImageNet mean/std as HaMeR does.
   Where the box leaves the image the input is black (0, as HaMeR pads), i.e. -mean/std after
@@ -97,6 +99,65 @@ def load_image(path: str | Path) -> np.ndarray:
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise HandcastError(f"cannot decode image {path}: {msg}") from None
+
+
+#: The diagonal of the 36 x 24 mm frame that "35 mm equivalent" focal lengths refer to, millimetres.
+FULL_FRAME_DIAGONAL_MM = float(np.hypot(36.0, 24.0))
+#: EXIF tags (Exif IFD 0x8769): FocalLengthIn35mmFilm (mm, an integer).
+_EXIF_IFD, _FOCAL_35MM = 0x8769, 0xA405
+
+
+def exif_focal_px(path: str | Path) -> tuple[float, float] | None:
+    """The focal length in pixels of a photo's camera from its EXIF, or None where the file records none.
+
+    Phones and most cameras record the lens as a 35 mm equivalent focal length (EXIF FocalLengthIn35mmFilm):
+    the focal length that gives a full-frame camera the same diagonal field of view. So the focal length in
+    pixels is f35 x (the image's diagonal in pixels) / 43.27 mm; it does not depend on the EXIF orientation
+    or on a uniform resize of the photo (a crop changes it: a cropped photo keeps its original's EXIF, and then
+    the focal length is too short). Returns (focal px, f35 mm), or None when the tag is absent, zero or
+    unreadable, or implies a field of view across the longer side outside 5-170 degrees."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            f35 = img.getexif().get_ifd(_EXIF_IFD).get(_FOCAL_35MM)
+    except Exception:  # noqa: BLE001 -- an unreadable EXIF is a photo without a camera, not an error
+        return None
+    try:
+        f35 = float(f35)
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite(f35) and f35 > 0):
+        return None
+    f = f35 * float(np.hypot(w, h)) / FULL_FRAME_DIAGONAL_MM
+    fov = float(np.degrees(2.0 * np.arctan(0.5 * max(w, h) / f)))
+    if not 5.0 <= fov <= 170.0:
+        return None
+    return f, f35
+
+
+def photo_camera(path: str | Path | None, fov: float | None = None, K=None,
+                 focal: float | None = None) -> tuple[float | None, str]:
+    """Which camera a photo gets: (focal px or None, what it is, one line).
+
+    The options as :func:`handcast.geometry.resolve_intrinsics` takes them (``K`` a matrix or a K.json path,
+    ``fov`` degrees across the longer side, ``focal`` px; at most one, which it checks). With none of them
+    the photo's EXIF focal length (:func:`exif_focal_px`; ``path`` None: none) becomes ``focal``; else the
+    focal stays None, the default field of view. Pass the returned focal with the other two options on."""
+    from handcast.conventions import DEFAULT_FOV_DEG
+
+    if K is not None:
+        return focal, f"intrinsics {K}" if isinstance(K, (str, Path)) else "the given intrinsics"
+    if fov is not None:
+        return focal, f"{fov:g} degrees across the longer side (--fov)"
+    if focal is not None:
+        return focal, f"focal length {focal:g} px"
+    exif = exif_focal_px(path) if path is not None else None
+    if exif is not None:
+        f, f35 = exif
+        return f, f"the photo's EXIF: {f35:g} mm 35 mm-equivalent focal length, f = {f:.0f} px"
+    return None, f"default: {DEFAULT_FOV_DEG:g} degrees across the longer side"
 
 
 def _check_size(path: Path, w: int, h: int) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from handcast.conventions import MIN_HAND_KEYPOINTS, NUM_KEYPOINTS
-from handcast.data.images import load_image
+from handcast.data.images import load_image, photo_camera
 from handcast.data.keypoints import check_in_image
 from handcast.errors import HandcastError
 from handcast.geometry import (
@@ -245,7 +245,9 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
             messages += check_in_image(uv, conf, (img.shape[1], img.shape[0]), str(keypoints))
         ctx_uv, ctx_conf = uv[None], conf[None]
     h, w = img.shape[:2]
-    K = resolve_intrinsics((w, h), fov=fov, K=intrinsics)
+    focal, camera = photo_camera(None if is_video(image) else image, fov, intrinsics)
+    K = resolve_intrinsics((w, h), fov=fov, K=intrinsics, focal=focal)
+    messages.append(f"camera: {camera}")
     present = (conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS
     ctx_present = ((ctx_conf > 0).sum(-1) >= MIN_HAND_KEYPOINTS).any(0)
     if ckpt is None:
@@ -274,6 +276,7 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
     res = forecast_image(model, img, K, uv, conf, frames, samples, sampler, steps, seed, anchor=anc,
                          clamp_limits=clamp_limits)
     res["model"] = np.asarray(str(ckpt))
+    res["camera"] = np.asarray(camera)
     res.update(video_info)
     out = Path(out)
     npz, png, mp4 = out / "forecast.npz", out / "forecast.png", out / "forecast.mp4"

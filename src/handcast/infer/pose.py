@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from handcast.conventions import NUM_KEYPOINTS
-from handcast.data.images import load_image
+from handcast.data.images import load_image, photo_camera
 from handcast.data.keypoints import check_in_image, keypoints_json, read_keypoints
 from handcast.errors import HandcastError
 from handcast.fit.keypoint_fit import KeypointFitConfig, refine_pose
@@ -130,6 +130,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     check_output_dir(out_dir, overwrite, replaceable=POSE_OUTPUTS)  # a user's files are never replaced
     img = load_image(image) if not isinstance(image, np.ndarray) else image
     resolve_intrinsics((img.shape[1], img.shape[0]), fov=fov, K=intrinsics, focal=focal)  # fails early if bad
+    focal, camera = photo_camera(None if isinstance(image, np.ndarray) else image, fov, intrinsics, focal)
     fit_config = KeypointFitConfig() if fit_prior is None else KeypointFitConfig(w_prior=float(fit_prior))
     kps = read_keypoints(keypoints) if keypoints is not None else None
     if kps is not None:
@@ -143,10 +144,12 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
                         fov=fov, keypoints_only=kp_only)
     if refine:
         res = refine_pose(res, model.hands, fit_config)
+    print(f"handcast pose: camera: {camera}", file=sys.stderr)
     overlay = overlay_image(img, res)
     spread = spread_image(res)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         extra = {"fit_prior": np.float32(fit_config.w_prior)} if refine else {}
+        extra["camera"] = np.str_(camera)
         save_npz(tmp / "pose.npz", **pose_arrays(res), **extra)
         write_mesh(tmp / f"mesh.{mesh_format}", res)
         save_png(tmp / "overlay.png", overlay)

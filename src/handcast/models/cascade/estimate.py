@@ -7,7 +7,7 @@ with at least :data:`MIN_KEYPOINTS` keypoints is cropped (left hands mirrored in
 frame), run through the cascade, aggregated, placed by :func:`~handcast.models.cascade.aggregate.fit_root`
 and mirrored back. Without intrinsics the camera is assumed to have its principal point at the image centre
 and the focal length of a field of view (``fov``, default :data:`~handcast.conventions.DEFAULT_FOV_DEG`
-degrees across the width) or ``focal`` pixels (:func:`handcast.geometry.resolve_intrinsics`); only the
+degrees across the longer side) or ``focal`` pixels (:func:`handcast.geometry.resolve_intrinsics`); only the
 absolute root position depends on that guess, not the root-relative joints and mesh.
 """
 
