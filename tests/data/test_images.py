@@ -129,6 +129,17 @@ def test_photo_camera_prefers_the_options_then_exif_then_the_default(tmp_path):
     assert photo_camera(_photo_with_focal(tmp_path / "b.jpg", None))[0] is None
 
 
+def test_a_heic_photo_gets_a_message_that_says_what_to_do(tmp_path):
+    p = tmp_path / "IMG_0001.HEIC"
+    p.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    with pytest.raises(HandcastError, match="HEIC/HEIF photo.*convert it to JPEG or PNG"):
+        load_image(p)
+    q = tmp_path / "not.heic"
+    q.write_bytes(b"just text, not a photo at all")
+    with pytest.raises(HandcastError, match="unrecognised format"):
+        load_image(q)
+
+
 def test_bad_files_raise_one_line_errors(tmp_path):
     cases = {}
     (tmp_path / "t.png").write_text("this is not an image\n")

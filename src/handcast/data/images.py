@@ -91,6 +91,10 @@ def load_image(path: str | Path) -> np.ndarray:
     except HandcastError:
         raise
     except UnidentifiedImageError:
+        if _is_heif(path):
+            raise HandcastError(f"{path}: a HEIC/HEIF photo (an iPhone's default format), which this install cannot "
+                                "decode; convert it to JPEG or PNG (e.g. heif-convert, or the phone's 'Most "
+                                "Compatible' camera format)") from None
         raise HandcastError(f"not an image file (unrecognised format): {path}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise HandcastError(f"image too large: {path} (at most {MAX_PIXELS // 1_000_000} megapixels)") from None
@@ -158,6 +162,17 @@ def photo_camera(path: str | Path | None, fov: float | None = None, K=None,
         f, f35 = exif
         return f, f"the photo's EXIF: {f35:g} mm 35 mm-equivalent focal length, f = {f:.0f} px"
     return None, f"default: {DEFAULT_FOV_DEG:g} degrees across the longer side"
+
+
+def _is_heif(path: Path) -> bool:
+    """The file starts as an ISO-BMFF HEIF/AVIF image does (an 'ftyp' box of an image brand)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1",
+                                                    b"msf1", b"avif")
 
 
 def _check_size(path: Path, w: int, h: int) -> None:
