@@ -162,12 +162,14 @@ def test_mirrored_flag_swaps_handedness(freihand):
     # a flipped photo of a right hand looks like a left hand...
     d = detect_image(flipped)
     assert d.present.tolist() == [False, True]
-    # ...unless we say it is a mirrored image of a right hand
+    # ...unless we say it is a mirrored (selfie) image: it is un-mirrored, the right hand it shows is found as
+    # a right hand, where it is in the un-mirrored photo
     m = detect_image(flipped, mirrored=True)
     assert m.present.tolist() == [True, False]
-    mirrored_back = np.stack([W - 1 - m.uv[0, :, 0], m.uv[0, :, 1]], -1)
     size = float(np.linalg.norm(kp.max(0) - kp.min(0)))
-    assert np.linalg.norm(mirrored_back - base.uv[0], axis=-1).mean() < 0.08 * size
+    assert np.linalg.norm(m.uv[0] - base.uv[0], axis=-1).mean() < 0.08 * size
+    as_given = np.stack([W - 1 - m.uv[0, :, 0], m.uv[0, :, 1]], -1)
+    assert np.linalg.norm(as_given - d.uv[1], axis=-1).mean() < 0.08 * size
 
 
 def test_native_log_lines_never_reach_stderr(freihand, capfd):
@@ -423,9 +425,11 @@ def test_variants_map_back_to_the_photo_and_keep_handedness():
         np.testing.assert_allclose(d.score, 0.9, atol=1e-6)
     sizes = det.calls[-4:]
     assert sizes == [(90, 120), (90, 120), (180, 240), (90 + 48, 120 + 48)]  # pad: 0.2 x the longer side
-    # a selfie: the labels are the other way round
+    # a selfie: un-mirrored first, so the hand painted as a right one is its owner's left, at its mirror position
     d = det.detect_variants(img, PHOTO_VARIANTS, mirrored=True)
-    np.testing.assert_allclose(d.uv[LEFT], right, atol=1e-5)
+    flip = lambda uv: np.stack([119 - uv[:, 0], uv[:, 1]], -1)  # noqa: E731
+    np.testing.assert_allclose(d.uv[LEFT], flip(right), atol=1e-5)
+    np.testing.assert_allclose(d.uv[RIGHT], flip(left), atol=1e-5)
     # a quarter turn either way: the keypoints map back onto the photo (the stand-in's handedness rule is not
     # turn-invariant, mediapipe's is; so only which keypoints, not which slot)
     for name in ("turned_cw", "turned_ccw"):

@@ -146,3 +146,32 @@ def test_forecast_samples_are_clamped_to_the_joint_limits():
     np.testing.assert_allclose(out["pose"][..., 1:, :], np.broadcast_to(lim[..., 1].numpy(), (2, 4, 2, 15, 3)), atol=1e-4)
     raw = forecast_image(PastTheLimits(), image, K, uv, conf, frames=4, samples=2, clamp_limits=False)
     assert (raw["pose"][..., 1:, :] > lim[..., 1].numpy() + 0.4).all()
+
+
+def test_video_context_of_a_selfie_video_is_unmirrored(tmp_path, monkeypatch):
+    """``forecast VIDEO --mirrored``: the frames the hands are found in, and the frames returned (frame 0 is what
+    F sees and what the picture shows), are the un-mirrored ones."""
+    import handcast.detect
+    from handcast.detect.types import Tracks
+    from handcast.infer.forecast import video_context
+    from handcast.render.video import write_video
+
+    ramp = np.tile(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], (64, 1, 3))  # dark left, bright right
+    write_video(tmp_path / "v.mp4", [ramp] * 4, fps=10.0)
+    seen = []
+
+    def fake_detect_video(frames, mirrored=False, progress=False, fps=None, **kw):
+        frames = np.asarray(frames)
+        seen.append((frames, mirrored))
+        T = len(frames)
+        return Tracks(uv=np.full((T, 2, 21, 2), np.nan, np.float32), hand_valid=np.zeros((T, 2), bool),
+                      confidence=np.zeros((T, 2, 21), np.float32), score=np.zeros((T, 2), np.float32),
+                      fps=float(fps or 10.0), image_size=(96, 64))
+
+    monkeypatch.setattr(handcast.detect, "detect_video", fake_detect_video)
+    for mirrored in (False, True):
+        clip, *_ = video_context(tmp_path / "v.mp4", 2, mirrored=mirrored)
+        frames, flag = seen[-1]
+        assert not flag  # the detector gets the un-mirrored frames as an ordinary video
+        bright_left = frames[0, :, :10].mean() > frames[0, :, -10:].mean()
+        assert bright_left == mirrored and (clip[0, :, :10].mean() > clip[0, :, -10:].mean()) == mirrored

@@ -148,7 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "first N frames of the forecast (default 1)")
     s.add_argument("--at", type=float_range(0.0), default=None, metavar="SECONDS",
                    help="a video: the time of the last context frame (default: (N - 1) / fps, the first N frames)")
-    s.add_argument("--mirrored", action="store_true", help="a video: it is a selfie (mirrored) view")
+    s.add_argument("--mirrored", action="store_true", help="a video: it is a selfie (mirrored) view; it is un-mirrored first, so each hand has its owner's "
+                   "handedness and shape (outputs are of the un-mirrored video)")
     s.set_defaults(func=_forecast)
 
     s = sub.add_parser("lift", help="3D motion of both hands from a video or a 2D tracks file (npz + overlay MP4)")
@@ -164,7 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--overlap", type=int_range(0, 1023), default=16, help="frames shared by consecutive windows (default 16)")
     s.add_argument("--refine-iterations", type=int_range(0, 10**6), default=500, help="refinement iterations (default 500; 0 = L only)")
     s.add_argument("--smooth", type=float_range(0, 1e6), default=3.0, help="weight of the joint-acceleration term (default 3)")
-    s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view)")
+    s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view); it is un-mirrored first, so each hand has its owner's "
+                   "handedness and shape (outputs are of the un-mirrored video)")
     add_sampler(s)
     s.add_argument("--guidance", type=float_range(0, 20, lo_open=True), default=1.0,
                    help="classifier-free guidance scale of L (default 1: none)")
@@ -182,7 +184,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("video", help="input video")
     s.add_argument("--out", required=True, help="output tracks .npz (the handcast lift tracks format)")
     add_overwrite(s, "--out")
-    s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view)")
+    s.add_argument("--mirrored", action="store_true", help="the video is mirrored (selfie view); it is un-mirrored first, so each hand has its owner's "
+                   "handedness and shape (outputs are of the un-mirrored video)")
     s.add_argument("--max-frames", type=int_range(1), default=None, help="detect at most this many frames")
     add_quiet(s)
     s.set_defaults(func=_detect)

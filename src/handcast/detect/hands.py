@@ -1,8 +1,12 @@
 """mediapipe hands (the legacy ``solutions.hands`` graph of mediapipe 0.10.14) behind a numpy API.
 
 Handedness. mediapipe's handedness classifier assumes a mirrored (selfie) image: on an ordinary
-photo its label "Left" belongs to a right hand. With ``mirrored=False`` (the default, ordinary
-photos and videos) handcast swaps the labels; with ``mirrored=True`` it keeps them.
+photo its label "Left" belongs to a right hand, and handcast swaps the labels. ``mirrored=True`` says
+that the image or video is a selfie view (flipped left to right, as front cameras show it): it is
+un-mirrored before detection, so the keypoints are those of the un-mirrored image (u -> W - 1 - u of the
+given one) and each hand gets its owner's handedness and its owner's shape. (Until 2026-12-08 the keypoints
+stayed in the given image with the owner's label: a right hand model was then fitted to a hand that
+looks like a left one, which 2D allows only with the hand turned over in depth.)
 
 Two detections with the same label. mediapipe reports for each hand the probability ``p`` of its
 label. handcast gives the two detections of a frame the one-to-one assignment to (right, left)
@@ -275,12 +279,13 @@ class HandDetector:
     def detect(self, image: np.ndarray, mirrored: bool | None = None) -> HandDetections:
         """Detect up to two hands in an (H, W, 3) uint8 RGB image -> :class:`HandDetections`.
 
-        mirrored: override the detector's setting for this image (see the module docstring).
-        In video mode, call it on consecutive frames of one video.
+        mirrored: override the detector's setting for this image (a selfie view: the keypoints are those of
+        the un-mirrored image; see the module docstring). In video mode, call it on consecutive frames of one video.
         """
         image = _check_image(image)
-        mirrored = self.mirrored if mirrored is None else bool(mirrored)
-        return self._detections(self._found(image, mirrored), (image.shape[1], image.shape[0]))
+        if self.mirrored if mirrored is None else bool(mirrored):
+            image = np.ascontiguousarray(image[:, ::-1])
+        return self._detections(self._found(image, False), (image.shape[1], image.shape[0]))
 
     def detect_variants(self, image: np.ndarray, variants: tuple[str, ...] = PHOTO_VARIANTS,
                         mirrored: bool | None = None) -> HandDetections:
@@ -301,7 +306,9 @@ class HandDetector:
         if self.video:
             raise HandcastError("detect_variants is for photos; this HandDetector tracks a video")
         image = _check_image(image)
-        mirrored = self.mirrored if mirrored is None else bool(mirrored)
+        if self.mirrored if mirrored is None else bool(mirrored):  # a selfie view: detect on the un-mirrored one
+            image = np.ascontiguousarray(image[:, ::-1])
+        mirrored = False
         unknown = [v for v in variants if v not in DETECTOR_VARIANTS]
         if unknown or not variants:
             raise HandcastError(f"detector variants must be a non-empty subset of {', '.join(DETECTOR_VARIANTS)}; "
@@ -371,7 +378,8 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     """Detect up to two hands in one image.
 
     image: uint8 (H, W, 3) RGB. mirrored: False for ordinary photos (handedness as seen by the
-    camera), True for selfie-style flipped images. min_confidence: palm detection threshold (default
+    camera), True for selfie-style flipped images (the keypoints are then those of the un-mirrored image, with
+    their owners' handedness; see the module docstring). min_confidence: palm detection threshold (default
     :data:`PHOTO_MIN_CONFIDENCE`).
     variants: the test-time variants of the photo whose detections are averaged
     (:meth:`HandDetector.detect_variants`; default all of :data:`PHOTO_VARIANTS`, each detected and re-tracked);

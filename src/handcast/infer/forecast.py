@@ -169,7 +169,8 @@ def video_context(video: str | os.PathLike, context: int, at: float | None = Non
     context being the first frames) and their hands (mediapipe, tracked over those frames).
 
     Returns (frames uint8 (N, H, W, 3), uv (N, 2, 21, 2) px, conf (N, 2, 21), fps, index of the first
-    context frame in the video). HandcastError when the video is shorter than the context, ``at`` is before
+    context frame in the video). ``mirrored``: a selfie video, un-mirrored first (frames and keypoints are those
+    of the un-mirrored video, each hand with its owner's handedness). HandcastError when the video is shorter than the context, ``at`` is before
     the end of the first ``context`` frames or after the end of the video."""
     from collections import deque
 
@@ -199,7 +200,9 @@ def video_context(video: str | os.PathLike, context: int, at: float | None = Non
     if seen <= end:
         raise HandcastError(f"--at {at} s is after the end of {video} ({seen} frames at {fps:g} fps = {seen / fps:.2f} s)")
     clip = np.stack(list(buf))
-    tr = detect_video(clip, mirrored=mirrored, progress=False, fps=fps)
+    if mirrored:  # a selfie video: the hands, and the frames returned, are those of the un-mirrored video
+        clip = np.ascontiguousarray(clip[:, :, ::-1])
+    tr = detect_video(clip, progress=False, fps=fps)
     hv = np.asarray(tr.hand_valid, bool)
     uv = np.asarray(tr.uv, np.float32)
     conf = np.where(np.isfinite(uv).all(-1) & hv[..., None], np.asarray(tr.confidence, np.float32), 0.0)

@@ -110,7 +110,8 @@ class LiftInput:
     hand_valid: bool (T, 2) the input's own flag (detector / file).
     K: float32 (3, 3) intrinsics, pixels. world_to_cam: float32 (T, 4, 4) frame-0 camera -> camera t, or
     None (static camera). fps: frames per second. image_size: (W, H) pixels. image: uint8 (H, W, 3) first
-    frame or None. source: the input path; video: the video to draw the overlay on (None for tracks).
+    frame or None. source: the input path; video: the video to draw the overlay on (None for tracks);
+    unmirror: the video is a selfie view whose tracks are of its un-mirrored frames (flip them to draw on).
     """
 
     uv: np.ndarray
@@ -124,6 +125,7 @@ class LiftInput:
     source: str = ""
     video: Path | None = None
     K_source: str = ""
+    unmirror: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -274,7 +276,8 @@ def video_input(path: str | os.PathLike, *, fov: float | None = None, intrinsics
                 first_frame: tuple[np.ndarray, float] | None = None) -> LiftInput:
     """Detect both hands through a video (mediapipe, :func:`handcast.detect.detect_video`) -> LiftInput.
 
-    Static camera (world_to_cam None); K from ``intrinsics`` / ``fov`` (default 60 deg across the longer side)."""
+    Static camera (world_to_cam None); K from ``intrinsics`` / ``fov`` (default 60 deg across the longer side).
+    mirrored: a selfie video; the tracks (and ``image``) are of its un-mirrored frames (the detector's rule)."""
     from handcast.detect import detect_video
 
     path = Path(path)
@@ -286,9 +289,11 @@ def video_input(path: str | os.PathLike, *, fov: float | None = None, intrinsics
     uv = np.asarray(tr.uv, np.float32)
     finite = np.isfinite(uv).all(-1)
     conf = np.where(finite & hv[..., None], np.asarray(tr.confidence, np.float32), 0.0).astype(np.float32)
+    if mirrored:
+        first = np.ascontiguousarray(first[:, ::-1])
     return LiftInput(uv=np.where(finite[..., None], uv, np.nan).astype(np.float32), conf=conf, hand_valid=hv,
                      K=K, world_to_cam=None, fps=float(tr.fps), image_size=tuple(int(s) for s in tr.image_size),
-                     image=first, source=str(path), video=path, K_source=k_src)
+                     image=first, source=str(path), video=path, K_source=k_src, unmirror=bool(mirrored))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -581,6 +586,8 @@ def _overlay_frames(inp: LiftInput, joints: np.ndarray, valid: np.ndarray, repro
         from handcast.detect import read_video
 
         frames, _, _, _ = read_video(inp.video, max_frames=T)
+        if inp.unmirror:
+            frames = (np.ascontiguousarray(f[:, ::-1]) for f in frames)
     else:
         bg = np.full((H0, W0, 3), 96, np.uint8)
         frames = (inp.image if (t == 0 and inp.image is not None) else bg for t in range(T))
@@ -654,11 +661,13 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
 
     source: a video (any format PyAV decodes; hands detected with mediapipe, extra ``detect``) or a tracks
     ``.npz`` (docs/lift_video.md). out_dir: output folder (lift.npz, lift.mp4, tracks.npz; see the module
-    docstring). ckpt: lifting checkpoint (default: the shipped tiny one). fov / intrinsics: horizontal
-    field of view in degrees / a K.json 3x3 matrix (default: the tracks file's K, else 60 deg). window /
+    docstring). ckpt: lifting checkpoint (default: the shipped tiny one). fov / intrinsics: field of view in
+    degrees across the longer side / a K.json 3x3 matrix (default: the tracks file's K, else 60 deg). window /
     overlap: lifting window and overlap in frames (default 64 / 16). refine_iterations: Adam iterations of
     the refinement (0 = L only). smooth: weight of the joint-acceleration term. max_frames: only the first
-    frames. mirrored: the video is a selfie (mirrored) view. sampler / steps / seed: L's sampler; guidance:
+    frames. mirrored: the video is a selfie (mirrored) view: it is un-mirrored first, so each hand has its
+    owner's handedness and shape, and every output (tracks, 3D in the un-mirrored camera, overlay) is of the
+    un-mirrored video. sampler / steps / seed: L's sampler; guidance:
     its classifier-free guidance scale (1 = none; results/lift_views.md section 5 measures 1-3); samples: L's
     samples drawn per window, keep: how many of them are averaged, the most consistent with the 2D keypoints
     (all when ``keep`` >= ``samples``; :func:`lift_windows`).
