@@ -175,3 +175,28 @@ def test_video_context_of_a_selfie_video_is_unmirrored(tmp_path, monkeypatch):
         assert not flag  # the detector gets the un-mirrored frames as an ordinary video
         bright_left = frames[0, :, :10].mean() > frames[0, :, -10:].mean()
         assert bright_left == mirrored and (clip[0, :, :10].mean() > clip[0, :, -10:].mean()) == mirrored
+
+
+def test_a_selfie_photo_is_forecast_as_its_unmirrored_self(tmp_path):
+    """``forecast PHOTO --mirrored``: the demo photo flipped left to right, with its keypoints flipped and still
+    called the right hand's (a selfie file names each hand's owner), gives the forecast of the photo itself."""
+    import json
+
+    from PIL import Image
+
+    img = Image.open(EX / "real_hand.jpg")
+    W = img.size[0]
+    img.transpose(Image.FLIP_LEFT_RIGHT).save(tmp_path / "selfie.png")
+    kp = json.loads((EX / "real_hand.keypoints.json").read_text())
+    for h in kp["hands"]:
+        h["keypoints"] = [None if p is None else [W - 1 - p[0], p[1]] for p in h["keypoints"]]
+    (tmp_path / "selfie.json").write_text(json.dumps(kp))
+    common = ["--samples", "2", "--frames", "8", "--no-video", "--seed", "3"]
+    img.save(tmp_path / "photo.png")  # both lossless
+    assert main(["forecast", str(tmp_path / "photo.png"), "--keypoints", str(EX / "real_hand.keypoints.json"),
+                 "--out", str(tmp_path / "a"), *common]) == 0
+    assert main(["forecast", str(tmp_path / "selfie.png"), "--keypoints", str(tmp_path / "selfie.json"),
+                 "--mirrored", "--out", str(tmp_path / "b"), *common]) == 0
+    a, b = load_npz(tmp_path / "a" / "forecast.npz"), load_npz(tmp_path / "b" / "forecast.npz")
+    assert b["hand_valid"][0].tolist() == [True, False]
+    np.testing.assert_allclose(b["joints"], a["joints"], atol=1e-4)

@@ -32,7 +32,8 @@ def _pose(args: argparse.Namespace) -> None:
                    sampler=args.sampler, steps=args.steps, aggregation=args.aggregation, focal=args.focal,
                    fov=args.fov, intrinsics=args.intrinsics, seed=args.seed, overwrite=args.overwrite,
                    device=args.device, mesh_format=args.mesh_format, refine=args.refine,
-                   keypoints_only=args.keypoints_only, detect_once=args.detect_once, fit_prior=args.fit_prior)
+                   keypoints_only=args.keypoints_only, detect_once=args.detect_once, fit_prior=args.fit_prior,
+                   mirrored=args.mirrored)
     print(f"wrote {out}")
 
 
@@ -113,6 +114,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mesh-format", choices=["ply", "obj"], default="ply")
     s.add_argument("--no-refine", dest="refine", action="store_false",
                    help="skip the keypoint fit: the cascade's own estimate, placed by a least-squares root (docs/pose.md)")
+    s.add_argument("--mirrored", action="store_true",
+                   help="the photo is a selfie (mirrored) view; it is un-mirrored first, so each hand has its owner's "
+                   "handedness and shape (outputs are of the un-mirrored photo; a --keypoints file names each hand's "
+                   "owner)")
     s.add_argument("--fit-prior", type=float_range(0, None), default=None, metavar="W",
                    help="the keypoint fit's pull of the fingers towards the network's estimate (default 100); lower "
                    "follows the keypoints more closely in 2D, at a cost in 3D (docs/pose.md)")
@@ -148,8 +153,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "first N frames of the forecast (default 1)")
     s.add_argument("--at", type=float_range(0.0), default=None, metavar="SECONDS",
                    help="a video: the time of the last context frame (default: (N - 1) / fps, the first N frames)")
-    s.add_argument("--mirrored", action="store_true", help="a video: it is a selfie (mirrored) view; it is un-mirrored first, so each hand has its owner's "
-                   "handedness and shape (outputs are of the un-mirrored video)")
+    s.add_argument("--mirrored", action="store_true", help="the photo or video is a selfie (mirrored) view; it is un-mirrored first, so each hand has its "
+                   "owner's handedness and shape (outputs are of the un-mirrored input; a --keypoints file names "
+                   "each hand's owner)")
     s.set_defaults(func=_forecast)
 
     s = sub.add_parser("lift", help="3D motion of both hands from a video or a 2D tracks file (npz + overlay MP4)")

@@ -164,6 +164,26 @@ def photo_camera(path: str | Path | None, fov: float | None = None, K=None,
     return None, f"default: {DEFAULT_FOV_DEG:g} degrees across the longer side"
 
 
+def unmirror_photo(img: np.ndarray, kps=None, intrinsics=None):
+    """A selfie (mirrored) photo as its un-mirrored self: (image flipped left to right, keypoints (uv, conf) or
+    None with u -> W - 1 - u and their stated handedness kept (a keypoints file of a selfie names each hand's
+    owner, as the detector does with ``mirrored``), intrinsics or None with cx -> W - 1 - cx (a K.json becomes its
+    matrix))."""
+    W = img.shape[1]
+    img = np.ascontiguousarray(img[:, ::-1])
+    if kps is not None:
+        uv = np.array(kps[0], np.float64, copy=True)
+        uv[..., 0] = (W - 1) - uv[..., 0]
+        kps = (uv, kps[1])
+    if intrinsics is not None:
+        from handcast.geometry import resolve_intrinsics
+
+        K = resolve_intrinsics((W, img.shape[0]), K=intrinsics).copy()
+        K[0, 2] = (W - 1) - K[0, 2]
+        intrinsics = K
+    return img, kps, intrinsics
+
+
 def _is_heif(path: Path) -> bool:
     """The file starts as an ISO-BMFF HEIF/AVIF image does (an 'ftyp' box of an image brand)."""
     try:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from handcast.conventions import MIN_HAND_KEYPOINTS, NUM_KEYPOINTS
-from handcast.data.images import load_image, photo_camera
+from handcast.data.images import load_image, photo_camera, unmirror_photo
 from handcast.data.keypoints import check_in_image
 from handcast.errors import HandcastError
 from handcast.geometry import (
@@ -170,7 +170,8 @@ def video_context(video: str | os.PathLike, context: int, at: float | None = Non
 
     Returns (frames uint8 (N, H, W, 3), uv (N, 2, 21, 2) px, conf (N, 2, 21), fps, index of the first
     context frame in the video). ``mirrored``: a selfie video, un-mirrored first (frames and keypoints are those
-    of the un-mirrored video, each hand with its owner's handedness). HandcastError when the video is shorter than the context, ``at`` is before
+    of the un-mirrored video, each hand with its owner's handedness). HandcastError when the video is shorter
+    than the context, ``at`` is before
     the end of the first ``context`` frames or after the end of the video."""
     from collections import deque
 
@@ -243,9 +244,17 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
         if at is not None:
             raise HandcastError(f"--at needs a video; {image} is an image")
         img = load_image(image)
-        uv, conf, source = input_keypoints(img, keypoints, detect, detect_once)
         if keypoints is not None:
+            uv, conf, source = input_keypoints(img, keypoints, detect, detect_once)
             messages += check_in_image(uv, conf, (img.shape[1], img.shape[0]), str(keypoints))
+        if mirrored:  # a selfie photo: its un-mirrored self (the video path does the same in video_context)
+            img, kps, intrinsics = unmirror_photo(img, (uv, conf) if keypoints is not None else None, intrinsics)
+            if keypoints is not None:
+                uv = kps[0].astype(np.float32)
+            messages.append("mirrored: the photo is un-mirrored (each hand its owner's; outputs of the un-mirrored "
+                            "photo)")
+        if keypoints is None:
+            uv, conf, source = input_keypoints(img, None, detect, detect_once)
         ctx_uv, ctx_conf = uv[None], conf[None]
     h, w = img.shape[:2]
     focal, camera = photo_camera(None if is_video(image) else image, fov, intrinsics)

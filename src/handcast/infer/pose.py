@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from handcast.conventions import NUM_KEYPOINTS
-from handcast.data.images import load_image, photo_camera
+from handcast.data.images import load_image, photo_camera, unmirror_photo
 from handcast.data.keypoints import check_in_image, keypoints_json, read_keypoints
 from handcast.errors import HandcastError
 from handcast.fit.keypoint_fit import KeypointFitConfig, refine_pose
@@ -106,7 +106,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
              device: str = "cpu", mesh_format: str = "ply", fov: float | None = None,
              intrinsics: str | os.PathLike | None = None, refine: bool = True,
              keypoints_only: bool | None = None, detect_once: bool = False,
-             fit_prior: float | None = None) -> Path:
+             fit_prior: float | None = None, mirrored: bool = False) -> Path:
     """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
     (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
     and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
@@ -118,7 +118,9 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     (None: :data:`DEFAULT_KEYPOINTS_ONLY`). ``detect_once``: without ``keypoints``, the detector on the photo
     as is instead of the average over its test-time variants (:func:`detect_keypoints`). ``fit_prior``: the keypoint
     fit's pull of the fingers towards the network's (:attr:`KeypointFitConfig.w_prior`, default 100; lower follows
-    the keypoints more closely in 2D at a cost in 3D, docs/pose.md). Returns ``out_dir``."""
+    the keypoints more closely in 2D at a cost in 3D, docs/pose.md). ``mirrored``: the photo is a selfie view
+    (flipped left to right); it is un-mirrored first (:func:`handcast.data.images.unmirror_photo`), so each hand gets its owner's
+    handedness and shape and every output is of the un-mirrored photo. Returns ``out_dir``."""
 
     if mesh_format not in ("ply", "obj"):
         raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
@@ -136,6 +138,9 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     if kps is not None:
         for note in check_in_image(*kps, (img.shape[1], img.shape[0]), str(keypoints)):
             print(f"handcast pose: note: {note}", file=sys.stderr)
+    if mirrored:
+        img, kps, intrinsics = unmirror_photo(img, kps, intrinsics)
+        camera += " (the photo un-mirrored)"
     model = load_cascade(resolve_pose_checkpoint(ckpt), device)
     if kps is None:
         kps = detect_keypoints(img, once=detect_once)
@@ -150,6 +155,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         extra = {"fit_prior": np.float32(fit_config.w_prior)} if refine else {}
         extra["camera"] = np.str_(camera)
+        extra["mirrored"] = np.bool_(mirrored)
         save_npz(tmp / "pose.npz", **pose_arrays(res), **extra)
         write_mesh(tmp / f"mesh.{mesh_format}", res)
         save_png(tmp / "overlay.png", overlay)
