@@ -324,6 +324,27 @@ def test_one_hand_missing_and_frames_without_hands(clip, tmp_path):
     assert rr < 0.025, rr
 
 
+def test_mirrored_tracks_from_before_the_unmirroring_are_refused(clip, tmp_path):
+    """Tracks of a selfie video written before 2026-12-08 kept the mirrored frames' keypoints under the owners'
+    labels; lifting them gives hands turned over in depth, so they are refused with what to do. Mirrored tracks
+    of today (keypoints of the un-mirrored frames, ``unmirrored``) and ordinary ones lift."""
+    from handcast.detect.types import Tracks
+
+    src = _tracks_moving(clip, tmp_path / "t.npz")
+    z = dict(np.load(src))
+    save_npz(tmp_path / "old.npz", **{**z, "mirrored": np.bool_(True)})
+    with pytest.raises(HandcastError, match="written before 2026-12-08.*detect the video again"):
+        _run(tmp_path / "old.npz", tmp_path / "o1", max_frames=5, refine_iterations=5)
+    assert not (tmp_path / "o1").exists()
+    T = len(z["uv"])
+    Tracks(uv=z["uv"], hand_valid=z["hand_valid"], confidence=np.ones((T, 2, 21), np.float32),
+           score=np.ones((T, 2), np.float32), fps=30.0, image_size=tuple(int(v) for v in z["image_size"]),
+           mirrored=True).save(tmp_path / "new.npz")
+    assert bool(np.load(tmp_path / "new.npz")["unmirrored"])
+    res = _run(tmp_path / "new.npz", tmp_path / "o2", max_frames=5, refine_iterations=5)
+    assert res["frames"] == 5
+
+
 def test_short_sequence_and_max_frames(clip, tmp_path):
     src = _tracks_moving(clip, tmp_path / "tracks.npz")
     res = _run(src, tmp_path / "out", max_frames=5, refine_iterations=50)
@@ -487,7 +508,8 @@ def test_a_selfie_video_is_lifted_as_its_unmirrored_self(tmp_path):
     _run(tmp_path / "selfie.mp4", tmp_path / "b", mirrored=True, **kw)
     a, b = np.load(tmp_path / "a" / "lift.npz"), np.load(tmp_path / "b" / "lift.npz")
     assert b["hand_valid"][:, 0].mean() > 0.95 and not b["hand_valid"][:, 1].any()
-    assert bool(np.load(tmp_path / "b" / "tracks.npz")["mirrored"])
+    tb = np.load(tmp_path / "b" / "tracks.npz")
+    assert bool(tb["mirrored"]) and bool(tb["unmirrored"])
     assert np.abs(b["image"].astype(int) - a["image"].astype(int)).mean() < 3
     ok = a["hand_valid"][:, 0] & b["hand_valid"][:, 0]
     ja, jb = a["joints"][ok, 0], b["joints"][ok, 0]

@@ -68,7 +68,9 @@ class Tracks:
     def save(self, path: str | os.PathLike) -> None:
         """Write the tracks file (``.npz``, atomically): ``uv``, ``hand_valid``, ``confidence``,
         ``score``, ``fps`` (float64 scalar), ``image_size`` (int64 (2,) = (W, H)), ``mirrored``
-        (bool scalar). Absent hands keep NaN in ``uv``."""
+        (bool scalar) and, for mirrored tracks, ``unmirrored`` (True: the keypoints are of the un-mirrored frames,
+        as since 2026-12-08; ``handcast lift`` refuses mirrored tracks without it). Absent hands keep NaN in
+        ``uv``."""
         from handcast.io import save_npz
 
         if self.uv.ndim != 4 or self.uv.shape[1:] != (2, NUM_KEYPOINTS, 2):
@@ -76,4 +78,4 @@ class Tracks:
         save_npz(path, uv=self.uv.astype(np.float32), hand_valid=self.hand_valid.astype(bool),
                  confidence=self.confidence.astype(np.float32), score=self.score.astype(np.float32),
                  fps=np.float64(self.fps), image_size=np.asarray(self.image_size, np.int64),
-                 mirrored=np.bool_(self.mirrored))
+                 mirrored=np.bool_(self.mirrored), **({"unmirrored": np.bool_(True)} if self.mirrored else {}))

@@ -176,6 +176,11 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
     path = Path(path)
     src = str(path)
     data = load_npz(path, required=("uv", "hand_valid"))
+    if "mirrored" in data and np.asarray(data["mirrored"]).size == 1 and bool(np.asarray(data["mirrored"]).item()) \
+            and "unmirrored" not in data:
+        raise HandcastError(f"{src}: tracks of a mirrored (selfie) video written before 2026-12-08, whose keypoints "
+                            "are in the mirrored frames; detect the video again (handcast detect --mirrored, or "
+                            "handcast lift VIDEO --mirrored)")
     uv = numeric_field(data, "uv", src).astype(np.float32)
     if uv.ndim != 4 or uv.shape[1:] != (2, NUM_KEYPOINTS, 2) or uv.shape[0] < 1:
         raise HandcastError(f"{src}: uv must be (T, 2, {NUM_KEYPOINTS}, 2) pixels with T >= 1, got {uv.shape}")
@@ -770,6 +775,7 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
         if not is_tracks:
             save_npz(tmp["tracks.npz"], uv=inp.uv, hand_valid=inp.hand_valid, confidence=inp.conf, fps=np.float64(inp.fps),
                      image_size=np.asarray(inp.image_size, np.int64), mirrored=np.bool_(mirrored), K=inp.K,
+                     **({"unmirrored": np.bool_(True)} if mirrored else {}),
                      image=inp.image)
         save_npz(tmp["lift.npz"], **res)
     secs["write"] = time.perf_counter() - t0
