@@ -380,7 +380,7 @@ def _marker_detector():
     det = HandDetector.__new__(HandDetector)
     det.video, det.mirrored, det._prev, det.calls = False, False, None, []
 
-    def found(image, mirrored):
+    def found(image):
         det.calls.append(image.shape[:2])
         out = []
         for m in range(2):
@@ -392,7 +392,7 @@ def _marker_detector():
                 uv.append([us.mean(), vs.mean()])
             if len(uv) == 21:
                 uv = np.asarray(uv)
-                out.append((uv, 0.9 if (uv[4, 0] < uv[20, 0]) != mirrored else 0.1))
+                out.append((uv, 0.9 if uv[4, 0] < uv[20, 0] else 0.1))
         return out
 
     det._found = found
@@ -450,7 +450,7 @@ def test_variants_are_averaged_and_grouped_by_hand():
     near = base + [8.0, 0.0]  # close, but found by the same variant as base
     shift = {"as_is": 1.0, "mirrored": -3.0, "upscaled": 4.0, "padded": 2.0}
 
-    def variant_found(self, image, name, mirrored):
+    def variant_found(self, image, name):
         out = [(base + shift[name], 0.8), (near + shift[name], 0.3)]
         if name == "padded":
             out.append((other, 0.9))
@@ -538,16 +538,16 @@ def test_retracking_keeps_the_first_pass_hands_and_takes_their_last_landmarks():
 
     det = HandDetector.__new__(HandDetector)
     det.video, det.mirrored, det._prev, det._graph = False, False, None, Graph()
-    det._parse = lambda res, shape, mirrored: res
+    det._parse = lambda res, shape: res
     img = np.zeros((300, 600, 3), np.uint8)
     for retrack, want in ((1, a + 2.0), (2, a + 2.0)):
         det.retrack = retrack
-        found = det._found(img, False)
+        found = det._found(img)
         assert len(found) == 1 and np.allclose(found[0][0], want), retrack
     assert det._graph.resets == 2
     det.retrack = 0
     det._graph.queue = [[(b, 0.8)]]
-    assert np.allclose(det._found(img, False)[0][0], b) and det._graph.resets == 2  # one pass, no reset
+    assert np.allclose(det._found(img)[0][0], b) and det._graph.resets == 2  # one pass, no reset
 
 
 def test_retrack_argument_errors():

@@ -226,27 +226,28 @@ class HandDetector:
             with _native_stderr_silenced():
                 return self._graph.process(image)
 
-    def _found(self, image: np.ndarray, mirrored: bool) -> list[tuple[np.ndarray, float]]:
+    def _found(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """mediapipe on one image -> [(uv (21, 2) px, probability that it is a RIGHT hand)]; a photo is re-tracked
         :attr:`retrack` times."""
         if self.video or not self.retrack:
-            return self._parse(self._run(image), image.shape, mirrored)
+            return self._parse(self._run(image), image.shape)
         # the restarted graph's calculators log as they open, from its own threads: silence it until the first
         # result is back, by when every calculator has opened
         with _native_stderr_silenced():
             self._graph.reset()  # forget the previous photo's hands
-            found = self._parse(self._run(image), image.shape, mirrored)
+            found = self._parse(self._run(image), image.shape)
         for _ in range(self.retrack):
             if not found:
                 break
-            later = self._parse(self._run(image), image.shape, mirrored)
+            later = self._parse(self._run(image), image.shape)
             cost = _same_hand_cost([uv for uv, _ in later], [uv for uv, _ in found]).T  # (found, later)
             found = [f if j is None else later[j] for f, j in zip(found, _best_assignment(cost))]
         return found
 
     @staticmethod
-    def _parse(res, shape, mirrored: bool) -> list[tuple[np.ndarray, float]]:
-        """One graph result -> [(uv (21, 2) px, probability that it is a RIGHT hand)]."""
+    def _parse(res, shape) -> list[tuple[np.ndarray, float]]:
+        """One graph result of an ordinary (un-mirrored) image -> [(uv (21, 2) px, probability that it is a RIGHT
+        hand)]."""
         H, W = shape[:2]
         found = []
         for lms, handed in zip(res.multi_hand_landmarks or (), res.multi_handedness or ()):
@@ -255,9 +256,8 @@ class HandDetector:
                 continue
             c = handed.classification[0]
             p = float(np.clip(c.score, 0.0, 1.0))
-            # mediapipe labels as if the image were mirrored
-            says_right = (c.label == "Right") if mirrored else (c.label == "Left")
-            found.append((uv, p if says_right else 1.0 - p))
+            # mediapipe labels as if the image were mirrored: its "Left" is a right hand here
+            found.append((uv, p if c.label == "Left" else 1.0 - p))
         return found
 
     def _detections(self, found: list[tuple[np.ndarray, float]], size: tuple[int, int]) -> HandDetections:
@@ -282,10 +282,14 @@ class HandDetector:
         mirrored: override the detector's setting for this image (a selfie view: the keypoints are those of
         the un-mirrored image; see the module docstring). In video mode, call it on consecutive frames of one video.
         """
-        image = _check_image(image)
+        image = self._unmirrored(_check_image(image), mirrored)
+        return self._detections(self._found(image), (image.shape[1], image.shape[0]))
+
+    def _unmirrored(self, image: np.ndarray, mirrored: bool | None) -> np.ndarray:
+        """The image to detect on: a selfie view (``mirrored``, else the detector's setting) flipped left to right."""
         if self.mirrored if mirrored is None else bool(mirrored):
-            image = np.ascontiguousarray(image[:, ::-1])
-        return self._detections(self._found(image, False), (image.shape[1], image.shape[0]))
+            return np.ascontiguousarray(image[:, ::-1])
+        return image
 
     def detect_variants(self, image: np.ndarray, variants: tuple[str, ...] = PHOTO_VARIANTS,
                         mirrored: bool | None = None) -> HandDetections:
@@ -305,10 +309,7 @@ class HandDetector:
         """
         if self.video:
             raise HandcastError("detect_variants is for photos; this HandDetector tracks a video")
-        image = _check_image(image)
-        if self.mirrored if mirrored is None else bool(mirrored):  # a selfie view: detect on the un-mirrored one
-            image = np.ascontiguousarray(image[:, ::-1])
-        mirrored = False
+        image = self._unmirrored(_check_image(image), mirrored)
         unknown = [v for v in variants if v not in DETECTOR_VARIANTS]
         if unknown or not variants:
             raise HandcastError(f"detector variants must be a non-empty subset of {', '.join(DETECTOR_VARIANTS)}; "
@@ -316,7 +317,7 @@ class HandDetector:
         H, W = image.shape[:2]
         groups: list[list[tuple[str, np.ndarray, float]]] = []
         for name in dict.fromkeys(variants):
-            found = self._variant_found(image, name, mirrored)
+            found = self._variant_found(image, name)
             cost = _same_hand_cost([uv for uv, _ in found], [np.mean([m[1] for m in g], 0) for g in groups])
             for (uv, pr), g in zip(found, _best_assignment(cost)):
                 if g is None:
@@ -327,32 +328,32 @@ class HandDetector:
         found = [(np.mean([m[1] for m in g], 0), float(np.mean([m[2] for m in g]))) for g in groups[:2]]
         return self._detections(found, (W, H))
 
-    def _variant_found(self, image: np.ndarray, name: str, mirrored: bool) -> list[tuple[np.ndarray, float]]:
+    def _variant_found(self, image: np.ndarray, name: str) -> list[tuple[np.ndarray, float]]:
         """The detector on one variant of the photo, keypoints in the photo's pixels, P(right) of the photo's hand."""
         H, W = image.shape[:2]
         if name == "as_is":
-            return self._found(image, mirrored)
+            return self._found(image)
         if name == "mirrored":
             out = []
-            for uv, pr in self._found(np.ascontiguousarray(image[:, ::-1]), mirrored):
+            for uv, pr in self._found(np.ascontiguousarray(image[:, ::-1])):
                 uv = uv.copy()
                 uv[:, 0] = W - 1 - uv[:, 0]
                 out.append((uv, 1.0 - pr))  # a mirrored right hand is a left hand
             return out
         if name == "turned_cw":  # np.rot90(k=-1): photo (x, y) -> (H - 1 - y, x)
             return [(np.stack([uv[:, 1], H - 1 - uv[:, 0]], -1), pr)
-                    for uv, pr in self._found(np.ascontiguousarray(np.rot90(image, -1)), mirrored)]
+                    for uv, pr in self._found(np.ascontiguousarray(np.rot90(image, -1)))]
         if name == "turned_ccw":  # np.rot90(k=1): photo (x, y) -> (y, W - 1 - x)
             return [(np.stack([W - 1 - uv[:, 1], uv[:, 0]], -1), pr)
-                    for uv, pr in self._found(np.ascontiguousarray(np.rot90(image, 1)), mirrored)]
+                    for uv, pr in self._found(np.ascontiguousarray(np.rot90(image, 1)))]
         if name == "upscaled":
             if max(H, W) > MAX_UPSCALED_SIDE:
                 return []
             big = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
-            return [((uv + 0.5) / 2.0 - 0.5, pr) for uv, pr in self._found(big, mirrored)]
+            return [((uv + 0.5) / 2.0 - 0.5, pr) for uv, pr in self._found(big)]
         pad = max(1, round(PAD_FRACTION * max(H, W)))
         padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-        return [(uv - pad, pr) for uv, pr in self._found(padded, mirrored)]
+        return [(uv - pad, pr) for uv, pr in self._found(padded)]
 
     def _assign(self, found) -> list[int]:
         if not found:
