@@ -10,7 +10,20 @@ import numpy as np
 from handcast.conventions import NUM_KEYPOINTS
 from handcast.errors import HandcastError
 
-__all__ = ["HandDetections", "Tracks"]
+__all__ = ["HandDetections", "Tracks", "mirror_fields", "old_mirrored_tracks"]
+
+
+def mirror_fields(mirrored: bool) -> dict:
+    """The tracks-file keys that say how a video was read: ``mirrored`` (bool scalar) and, for a selfie view,
+    ``unmirrored`` (True: the keypoints are of the un-mirrored frames, as since 2026-12-08)."""
+    return {"mirrored": np.bool_(mirrored), **({"unmirrored": np.bool_(True)} if mirrored else {})}
+
+
+def old_mirrored_tracks(data) -> bool:
+    """A tracks file (a mapping of its arrays) of a selfie video written before 2026-12-08: ``mirrored`` without
+    ``unmirrored``, its keypoints in the mirrored frames under their owners' labels."""
+    m = np.asarray(data["mirrored"]) if "mirrored" in data else None
+    return m is not None and m.size == 1 and bool(m.item()) and "unmirrored" not in data
 
 
 @dataclass
@@ -67,10 +80,8 @@ class Tracks:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tracks file (``.npz``, atomically): ``uv``, ``hand_valid``, ``confidence``,
-        ``score``, ``fps`` (float64 scalar), ``image_size`` (int64 (2,) = (W, H)), ``mirrored``
-        (bool scalar) and, for mirrored tracks, ``unmirrored`` (True: the keypoints are of the un-mirrored frames,
-        as since 2026-12-08; ``handcast lift`` refuses mirrored tracks without it). Absent hands keep NaN in
-        ``uv``."""
+        ``score``, ``fps`` (float64 scalar), ``image_size`` (int64 (2,) = (W, H)) and :func:`mirror_fields`
+        (``handcast lift`` refuses :func:`old_mirrored_tracks`). Absent hands keep NaN in ``uv``."""
         from handcast.io import save_npz
 
         if self.uv.ndim != 4 or self.uv.shape[1:] != (2, NUM_KEYPOINTS, 2):
@@ -78,4 +89,4 @@ class Tracks:
         save_npz(path, uv=self.uv.astype(np.float32), hand_valid=self.hand_valid.astype(bool),
                  confidence=self.confidence.astype(np.float32), score=self.score.astype(np.float32),
                  fps=np.float64(self.fps), image_size=np.asarray(self.image_size, np.int64),
-                 mirrored=np.bool_(self.mirrored), **({"unmirrored": np.bool_(True)} if self.mirrored else {}))
+                 **mirror_fields(self.mirrored))

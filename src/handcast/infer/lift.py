@@ -46,6 +46,7 @@ from handcast.conventions import (
     NUM_MANO_JOINTS,
 )
 from handcast.data.keypoints import beyond_image
+from handcast.detect.types import mirror_fields, old_mirrored_tracks
 from handcast.diffusion import SAMPLERS
 from handcast.errors import HandcastError
 from handcast.fit.align import align_to_tracks
@@ -176,8 +177,7 @@ def read_tracks(path: str | os.PathLike, *, fov: float | None = None, intrinsics
     path = Path(path)
     src = str(path)
     data = load_npz(path, required=("uv", "hand_valid"))
-    if "mirrored" in data and np.asarray(data["mirrored"]).size == 1 and bool(np.asarray(data["mirrored"]).item()) \
-            and "unmirrored" not in data:
+    if old_mirrored_tracks(data):
         raise HandcastError(f"{src}: tracks of a mirrored (selfie) video written before 2026-12-08, whose keypoints "
                             "are in the mirrored frames; detect the video again (handcast detect --mirrored, or "
                             "handcast lift VIDEO --mirrored)")
@@ -774,9 +774,8 @@ def run_lift(source: str | os.PathLike, out_dir: str | os.PathLike, *, ckpt: str
             write_video(tmp["lift.mp4"], _overlay_frames(inp, joints, obs, reproj, progress=progress), inp.fps)
         if not is_tracks:
             save_npz(tmp["tracks.npz"], uv=inp.uv, hand_valid=inp.hand_valid, confidence=inp.conf, fps=np.float64(inp.fps),
-                     image_size=np.asarray(inp.image_size, np.int64), mirrored=np.bool_(mirrored), K=inp.K,
-                     **({"unmirrored": np.bool_(True)} if mirrored else {}),
-                     image=inp.image)
+                     image_size=np.asarray(inp.image_size, np.int64), K=inp.K, image=inp.image,
+                     **mirror_fields(mirrored))
         save_npz(tmp["lift.npz"], **res)
     secs["write"] = time.perf_counter() - t0
     secs["total"] = time.perf_counter() - t_start
