@@ -244,17 +244,19 @@ def run_forecast(image: str | os.PathLike, out: str | os.PathLike, ckpt: str | o
         if at is not None:
             raise HandcastError(f"--at needs a video; {image} is an image")
         img = load_image(image)
+        given = None  # a keypoints file's (uv, conf), checked against the photo as given
         if keypoints is not None:
             uv, conf, source = input_keypoints(img, keypoints, detect, detect_once)
             messages += check_in_image(uv, conf, (img.shape[1], img.shape[0]), str(keypoints))
+            given = (uv, conf)
         if mirrored:  # a selfie photo: its un-mirrored self (the video path does the same in video_context)
-            img, kps, intrinsics = unmirror_photo(img, (uv, conf) if keypoints is not None else None, intrinsics)
-            if keypoints is not None:
-                uv = kps[0].astype(np.float32)
+            img, given, intrinsics = unmirror_photo(img, given, intrinsics)
             messages.append("mirrored: the photo is un-mirrored (each hand its owner's; outputs of the un-mirrored "
                             "photo)")
-        if keypoints is None:
+        if given is None:
             uv, conf, source = input_keypoints(img, None, detect, detect_once)
+        else:
+            uv, conf = np.asarray(given[0], np.float32), given[1]
         ctx_uv, ctx_conf = uv[None], conf[None]
     h, w = img.shape[:2]
     focal, camera = photo_camera(None if is_video(image) else image, fov, intrinsics)
