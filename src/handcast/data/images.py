@@ -146,7 +146,8 @@ def photo_camera(path: str | Path | None, fov: float | None = None, K=None,
     """Which camera a photo gets: (focal px or None, what it is, one line).
 
     The options as :func:`handcast.geometry.resolve_intrinsics` takes them (``K`` a matrix or a K.json path,
-    ``fov`` degrees across the longer side, ``focal`` px; at most one, which it checks). With none of them
+    ``fov`` degrees across the longer side, ``focal`` px; at most one: ``resolve_intrinsics`` checks them, this
+    does not). With none of them
     the photo's EXIF focal length (:func:`exif_focal_px`; ``path`` None: none) becomes ``focal``; else the
     focal stays None, the default field of view. Pass the returned focal with the other two options on."""
     from handcast.conventions import DEFAULT_FOV_DEG

@@ -44,8 +44,6 @@ diagonal of the box of the annotated keypoints (of mediapipe's keypoints for the
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import platform
@@ -285,9 +283,8 @@ def _photo(h: CocoHand, set_name: str, detect, work: Path, ckpts: dict, ranges, 
         if slot is None:
             continue
         kp = kp_file if source == "gt" else None
-        with contextlib.redirect_stderr(io.StringIO()):  # its notes (the camera used) are the header's
-            out = run_pose(h.image, work / f"{num:03d}_pose_{source}", keypoints=kp, ckpt=ckpts.get("pose"),
-                           overwrite=True)
+        out = run_pose(h.image, work / f"{num:03d}_pose_{source}", keypoints=kp, ckpt=ckpts.get("pose"),
+                       overwrite=True, verbose=False)  # the camera used is the header's
         row["pose"][source] = _pose_row(out / "pose.npz", slot, h.uv, h.vis, size, ranges)
         fdir = work / f"{num:03d}_forecast_{source}"
         run_forecast(h.image, fdir, ckpt=ckpts.get("forecast"), keypoints=kp, detect=source == "mediapipe",

@@ -106,7 +106,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
              device: str = "cpu", mesh_format: str = "ply", fov: float | None = None,
              intrinsics: str | os.PathLike | None = None, refine: bool = True,
              keypoints_only: bool | None = None, detect_once: bool = False,
-             fit_prior: float | None = None, mirrored: bool = False) -> Path:
+             fit_prior: float | None = None, mirrored: bool = False, verbose: bool = True) -> Path:
     """``handcast pose IMAGE [--out DIR] [--keypoints KP.json] [--ckpt ...]``: writes into ``out_dir``
     (atomically: complete or not at all) ``pose.npz``, ``mesh.<ply|obj>``, ``overlay.png``, ``spread.png``
     and ``keypoints.json`` (the 2D keypoints used). ``out_dir`` defaults to ``<image stem>_pose`` in the
@@ -120,7 +120,8 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     fit's pull of the fingers towards the network's (:attr:`KeypointFitConfig.w_prior`, default 100; lower follows
     the keypoints more closely in 2D at a cost in 3D, docs/pose.md). ``mirrored``: the photo is a selfie view
     (flipped left to right); it is un-mirrored first (:func:`handcast.data.images.unmirror_photo`), so each hand gets its owner's
-    handedness and shape and every output is of the un-mirrored photo. Returns ``out_dir``."""
+    handedness and shape and every output is of the un-mirrored photo. ``verbose``: print the notes on the keypoints
+    and the camera used (stderr). Returns ``out_dir``."""
 
     if mesh_format not in ("ply", "obj"):
         raise HandcastError(f"mesh format must be 'ply' or 'obj', got {mesh_format!r}")
@@ -135,9 +136,7 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
     focal, camera = photo_camera(None if isinstance(image, np.ndarray) else image, fov, intrinsics, focal)
     fit_config = KeypointFitConfig() if fit_prior is None else KeypointFitConfig(w_prior=float(fit_prior))
     kps = read_keypoints(keypoints) if keypoints is not None else None
-    if kps is not None:
-        for note in check_in_image(*kps, (img.shape[1], img.shape[0]), str(keypoints)):
-            print(f"handcast pose: note: {note}", file=sys.stderr)
+    notes = check_in_image(*kps, (img.shape[1], img.shape[0]), str(keypoints)) if kps is not None else []
     if mirrored:
         img, kps, intrinsics = unmirror_photo(img, kps, intrinsics)
         camera += " (the photo un-mirrored)"
@@ -149,7 +148,10 @@ def run_pose(image: str | os.PathLike | np.ndarray, out_dir: str | os.PathLike |
                         fov=fov, keypoints_only=kp_only)
     if refine:
         res = refine_pose(res, model.hands, fit_config)
-    print(f"handcast pose: camera: {camera}", file=sys.stderr)
+    if verbose:
+        for note in notes:
+            print(f"handcast pose: note: {note}", file=sys.stderr)
+        print(f"handcast pose: camera: {camera}", file=sys.stderr)
     overlay = overlay_image(img, res)
     spread = spread_image(res)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
