@@ -1,6 +1,6 @@
 """How strongly the keypoint fit of ``handcast pose`` should hold the fingers to the network's estimate:
 ``python scripts/bench_keypoint_fit_prior.py [--crops out/pose_crops_tiny] [--data ../shared/data/real]
-[--weights 100 30 10 3] [--max-items N] [--ckpt CKPT] [--per-hand]``.
+[--weights 100 30 10 3] [--wrist 1 3] [--max-items N] [--ckpt CKPT] [--per-hand] [--per-keypoint]``.
 
 ``handcast.fit.keypoint_fit.KeypointFitConfig.w_prior`` weighs a Geman-McClure pull of the 15 finger rotations
 towards the network's (the 2D keypoints cannot say which way a finger bends in depth). For each weight:
@@ -18,6 +18,10 @@ towards the network's (the 2D keypoints cannot say which way a finger bends in d
 * **the real sample photos** (as ``handcast bench real``): the fit from the annotations and from mediapipe's
   keypoints (``handcast.detect.detect_image``'s default), the fitted keypoints' distance to the annotations (px,
   median and mean over hands; ``--per-hand``: each hand's too). There is no 3D truth here.
+
+``--wrist``: values of ``KeypointFitConfig.w_wrist`` (the wrist keypoint's weight in the fit; default: the
+config's), each with each ``--weights``. ``--per-keypoint``: on the real photos, each keypoint's mean distance to
+the annotations (mediapipe's own too).
 
 ``--ckpt``: another pose checkpoint (results/pose_camera_robust.md compares stage-1 fine-tunes with it).
 
@@ -37,10 +41,10 @@ import torch
 
 
 def synthetic(crops: str, weights, max_items: int | None, noise: float | None = None,
-              sources=("det", "gt"), ckpt: str | None = None) -> None:
+              sources=("det", "gt"), ckpt: str | None = None, wrists=(None,)) -> None:
     from handcast.data.crops import CropBatches, CropSet
     from handcast.eval.metrics import mpjpe, pa_mpjpe, pa_mpvpe
-    from handcast.fit.keypoint_fit import KeypointFitConfig, fit_keypoints
+    from handcast.fit.keypoint_fit import fit_keypoints
     from handcast.geometry import project
     from handcast.models.cascade.model import load_cascade, resolve_pose_checkpoint
 
@@ -52,8 +56,8 @@ def synthetic(crops: str, weights, max_items: int | None, noise: float | None = 
     gj, gv, Kc = data.tensor("joints", idx), data.tensor("vertices", idx), data.tensor("K_crop", idx)
     true_kp, vis = data.keypoints(idx, None, "gt")
     print(f"synthetic: {n} test crops of {crops}; px in the crop\n")
-    print("| keypoints | w_prior | MPJPE mm | PA-MPJPE mm | PA-MPVPE mm | fitted keypoints to the truth, px |\n"
-          "|---|---|---|---|---|---|")
+    print("| keypoints | w_prior | w_wrist | MPJPE mm | PA-MPJPE mm | PA-MPVPE mm | fitted keypoints to the truth, px |\n"
+          "|---|---|---|---|---|---|---|")
     if noise is not None:
         sources = tuple(sources) + ("noisy",)
     for source in sources:
@@ -79,14 +83,22 @@ def synthetic(crops: str, weights, max_items: int | None, noise: float | None = 
         given = m & (c > 0)  # the input's distance over the keypoints it gives (a detector drops some)
         d_in = ((kp - true_kp).norm(dim=-1) * given).sum(-1) / given.sum(-1).clamp_min(1)
         print(f"| {source} | (the input keypoints, where given: {int(given.sum())} of {int(m.sum())}; "
-              f"{int(keep.sum())} of {n} crops) | | | | {d_in[keep].mean():.2f} |")
-        for w in weights:
-            kf = fit_keypoints(model.hands, joints, kp, c, Kc, KeypointFitConfig(w_prior=float(w)))
+              f"{int(keep.sum())} of {n} crops) | | | | | {d_in[keep].mean():.2f} |")
+        for w, a in [(w, a) for w in weights for a in wrists]:
+            cfg = _config(w, a)
+            kf = fit_keypoints(model.hands, joints, kp, c, Kc, cfg)
             uv = project(kf["joints"] + kf["root"][:, None], Kc[:, None], behind="clamp")
             d = ((uv - true_kp).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
-            print(f"| {source} | {w:g} | {mpjpe(kf['joints'], gj)[keep].mean():.2f} "
+            print(f"| {source} | {w:g} | {cfg.w_wrist:g} | {mpjpe(kf['joints'], gj)[keep].mean():.2f} "
                   f"| {pa_mpjpe(kf['joints'], gj)[keep].mean():.2f} | {pa_mpvpe(kf['vertices'], gv)[keep].mean():.2f} "
                   f"| {d[keep].mean():.2f} |", flush=True)
+
+
+def _config(w_prior: float, w_wrist: float | None):
+    from handcast.fit.keypoint_fit import KeypointFitConfig
+
+    return KeypointFitConfig(w_prior=float(w_prior)) if w_wrist is None else \
+        KeypointFitConfig(w_prior=float(w_prior), w_wrist=float(w_wrist))
 
 
 def _mediapipe(cs, idx, true_kp: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,12 +119,13 @@ def _mediapipe(cs, idx, true_kp: torch.Tensor, vis: torch.Tensor) -> tuple[torch
     return kp, c
 
 
-def real(data_dir: Path, weights, ckpt: str | None = None, per_hand: bool = False) -> None:
+def real(data_dir: Path, weights, ckpt: str | None = None, per_hand: bool = False, wrists=(None,),
+         per_keypoint: bool = False) -> None:
     from handcast.data.coco_keypoints import read_coco_hand_keypoints
     from handcast.data.images import load_image
     from handcast.data.keypoints import keypoints_json, parse_keypoints
     from handcast.detect import detect_image
-    from handcast.fit.keypoint_fit import KeypointFitConfig, refine_pose
+    from handcast.fit.keypoint_fit import refine_pose
     from handcast.infer.bench_real import (hand_size, kp_distances, known_handedness, match_detection, photo_sets,
                                            project_np)
     from handcast.infer.pose import DEFAULT_KEYPOINTS_ONLY
@@ -121,8 +134,13 @@ def real(data_dir: Path, weights, ckpt: str | None = None, per_hand: bool = Fals
 
     model = load_cascade(resolve_pose_checkpoint(ckpt), "cpu")
     hands = [(n, h) for n, js in photo_sets(data_dir) for h in read_coco_hand_keypoints(js)]
-    dist: dict[tuple[str, float], list[float]] = {}
+    dist: dict[tuple[str, float, float], list[float]] = {}
     rows: dict[int, dict] = {}
+    per_kp: dict[tuple, list[np.ndarray]] = {}  # (21,) px to the annotation per hand, NaN where not annotated
+
+    def keypoint_px(uv21):
+        return np.where(h.vis, np.linalg.norm(np.asarray(uv21, np.float64) - h.uv, axis=-1), np.nan)
+
     for i, (name, h) in enumerate(hands):
         img, size = load_image(h.image), hand_size(h.uv)
         d = detect_image(img)  # as handcast pose detects (handcast.infer.pose.detect_keypoints)
@@ -135,27 +153,41 @@ def real(data_dir: Path, weights, ckpt: str | None = None, per_hand: bool = Fals
         uv[slot_gt], cf[slot_gt] = h.uv, h.vis.astype(np.float64)
         gt = parse_keypoints(keypoints_json(uv, cf))  # as a --keypoints file reads (unannotated keypoints missing)
         mp = (np.asarray(d.uv, np.float64), np.asarray(d.confidence, np.float64) * d.present[:, None])
+        if slot_mp is not None:
+            per_kp.setdefault(("mediapipe itself", "", ""), []).append(keypoint_px(d.uv[slot_mp]))
         for source, slot, kps in (("annotations", slot_gt, gt), ("mediapipe", slot_mp, mp)):
             if slot is None:
                 continue
             # handcast pose's estimate before its keypoint fit (run_pose's defaults)
             res = estimate_pose(img, model, kps, keypoints_only=DEFAULT_KEYPOINTS_ONLY)
             k = [q for q, hh in enumerate(res.hand) if int(hh) == slot][0]
-            for w in weights:
-                r = refine_pose(res, model.hands, KeypointFitConfig(w_prior=float(w)))
+            for w, a in [(w, a) for w in weights for a in wrists]:
+                cfg = _config(w, a)
+                r = refine_pose(res, model.hands, cfg)
                 j3 = r.joints[k].astype(np.float64) + r.root[k].astype(np.float64)
-                dist.setdefault((source, w), []).append(kp_distances(project_np(j3, r.K), h.uv, h.vis).mean())
-                rows.setdefault(i, {})[(source, w)] = dist[(source, w)][-1]
+                key = (source, w, cfg.w_wrist)
+                dist.setdefault(key, []).append(kp_distances(project_np(j3, r.K), h.uv, h.vis).mean())
+                rows.setdefault(i, {})[key] = dist[key][-1]
+                per_kp.setdefault(key, []).append(keypoint_px(project_np(j3, r.K)))
     print(f"\nreal photos: {len(hands)} annotated hands of {data_dir}; fitted keypoints to the annotations, px\n")
-    print("| keypoints | w_prior | hands | median px | mean px |\n|---|---|---|---|---|")
-    for (source, w), v in dist.items():
-        print(f"| {source} | {w:g} | {len(v)} | {np.median(v):.2f} | {np.mean(v):.2f} |")
+    print("| keypoints | w_prior | w_wrist | hands | median px | mean px |\n|---|---|---|---|---|---|")
+    for (source, w, a), v in dist.items():
+        print(f"| {source} | {w:g} | {a:g} | {len(v)} | {np.median(v):.2f} | {np.mean(v):.2f} |")
     if per_hand:
-        print("\nper hand, px:\n\n| hand | " + " | ".join(f"{s} {w:g}" for s, w in dist) + " |\n"
+        print("\nper hand, px:\n\n| hand | " + " | ".join(f"{s} {w:g}/{a:g}" for s, w, a in dist) + " |\n"
               + "|---" * (len(dist) + 1) + "|")
         for i, (name, h) in enumerate(hands):
             cells = [f"{rows[i][k]:.2f}" if k in rows.get(i, {}) else "-" for k in dist]
             print(f"| {name}/{h.image.name} | " + " | ".join(cells) + " |")
+    if per_keypoint:
+        names = ["wrist"] + [f"{f} {p}" for f in ("thumb", "index", "middle", "ring", "pinky")
+                             for p in ("base", "2", "3", "tip")]
+        cols = list(per_kp)
+        print("\nper keypoint, px to the annotations (mean over the hands where it is annotated):\n\n| keypoint | "
+              + " | ".join(" ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in c).strip() for c in cols)
+              + " |\n" + "|---" * (len(cols) + 1) + "|")
+        for j, nm in enumerate(names):
+            print(f"| {nm} | " + " | ".join(f"{np.nanmean(np.stack(per_kp[c])[:, j]):.2f}" for c in cols) + " |")
 
 
 def main() -> None:
@@ -164,10 +196,14 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/real")
     ap.add_argument("--weights", type=float, nargs="+", default=[100.0, 30.0, 10.0, 3.0])
     ap.add_argument("--max-items", type=int, default=None)
+    ap.add_argument("--wrist", type=float, nargs="+", default=[None],
+                    help="w_wrist values to compare (default: KeypointFitConfig's)")
     ap.add_argument("--ckpt", default=None, help="pose checkpoint or run folder (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--per-hand", action="store_true", help="also each real hand's distance (every hand found)")
+    ap.add_argument("--per-keypoint", action="store_true",
+                    help="also each keypoint's mean distance on the real photos (and mediapipe's own)")
     ap.add_argument("--skip-synthetic", action="store_true")
     ap.add_argument("--noise", type=float, default=None, help="also exact keypoints + Gaussian noise of F hand sizes")
     ap.add_argument("--sources", nargs="*", choices=("det", "gt", "mediapipe"), default=["det", "gt"],
@@ -176,9 +212,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"command: python {shlex.join(sys.argv)}\n")
     if not args.skip_synthetic:
-        synthetic(args.crops, args.weights, args.max_items, args.noise, args.sources, args.ckpt)
+        synthetic(args.crops, args.weights, args.max_items, args.noise, args.sources, args.ckpt, args.wrist)
     if not args.skip_real:
-        real(Path(args.data), args.weights, args.ckpt, args.per_hand)
+        real(Path(args.data), args.weights, args.ckpt, args.per_hand, args.wrist, args.per_keypoint)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,43 @@ def test_the_prior_weight_trades_keypoint_fidelity_for_the_networks_fingers(hand
     assert dev[10000.0] < dev[100.0] < dev[0.0]
 
 
-@pytest.mark.parametrize("field", ["w_prior", "w_limits", "w_betas", "w_depth", "prior_scale"])
+def test_the_wrist_weight_keeps_the_fit_on_the_wrist_keypoint(hands):
+    """When the network's fingers disagree with the keypoints' (another hand's articulation as the start), the
+    near-L1 data term with equal weights gives up the wrist; ``w_wrist`` holds the fitted wrist on its keypoint
+    without moving the rest of the hand further from theirs."""
+    _, _, _, kp, K = _scene(hands, n=2)
+    jw, _, _, _, _ = _scene(hands, n=2, seed=7)
+    start = jw - jw[:, :1]
+    err = {}
+    for w in (1.0, 5.0):
+        o = fit_keypoints(hands, start, kp, torch.ones(2, 21), K, KeypointFitConfig(w_wrist=w, iterations=150))
+        P = o["joints"] + o["root"][:, None]
+        uv = (K[:, None] @ P.unsqueeze(-1)).squeeze(-1)
+        err[w] = ((uv[..., :2] / uv[..., 2:]) - kp).norm(dim=-1)  # (2, 21) px
+    assert float(err[5.0][:, 0].mean()) < 0.5 * float(err[1.0][:, 0].mean())
+    assert float(err[5.0][:, 1:].mean()) < 1.2 * float(err[1.0][:, 1:].mean())
+
+
+def test_the_fit_stays_within_the_joint_limits_however_hard_the_keypoints_pull(hands):
+    """Keypoints of a hand whose fingers bend 2.5 times further than the model allows, with no pull towards the
+    start: the fitted finger rotations stay within the joint limits (they are projected onto them)."""
+    from handcast.geometry import rotmat_to_aa
+
+    fingers = torch.as_tensor(finger_pose_pool(hands, 2, seed=3), dtype=torch.float32) * 2.5
+    lim = hands.joint_limits[0]
+    assert bool(((fingers < lim[..., 0] - 0.1) | (fingers > lim[..., 1] + 0.1)).any())  # the keypoints' hand is outside
+    R = torch.cat([aa_to_rotmat(torch.tensor([[2.2, 0.3, 0.1], [1.5, -0.6, 0.4]])).unsqueeze(1), aa_to_rotmat(fingers)], 1)
+    _, j = right_hand(hands, R)
+    K = torch.tensor([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]]).expand(2, 3, 3)
+    P = j + torch.tensor([[0.0, 0.0, 0.4]])
+    uv = (K[:, None] @ P.unsqueeze(-1)).squeeze(-1)
+    out = fit_keypoints(hands, j - j[:, :1], uv[..., :2] / uv[..., 2:], torch.ones(2, 21), K,
+                        KeypointFitConfig(w_prior=0.0, iterations=100))
+    aa = rotmat_to_aa(out["rotmats"][:, 1:])
+    assert bool((aa >= lim[..., 0] - 1e-3).all()) and bool((aa <= lim[..., 1] + 1e-3).all())
+
+
+@pytest.mark.parametrize("field", ["w_prior", "w_betas", "w_depth", "prior_scale", "w_wrist"])
 def test_fit_config_refuses_negative_or_non_finite_weights(field):
     from handcast.errors import HandcastError
 

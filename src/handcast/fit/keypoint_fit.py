@@ -14,14 +14,19 @@ about the optical axis by the in-plane angle that best aligns its projection wit
 2D hand extent. Everything is batched over hands (B) and works on right hands in their canonical frame (left hands
 are mirrored by the caller, as in :mod:`handcast.data.crops`).
 
-Loss per hand (docs/pose.md): sum_j conf_j * charbonnier(100 |uv_j - kp_j| / d, ``charbonnier``), d the
+Loss per hand (docs/pose.md): sum_j a_j conf_j * charbonnier(100 |uv_j - kp_j| / d, ``charbonnier``), d the
 diagonal of the keypoints' bounding box in pixels (so the weights below mean the same for a small and a large hand),
+a_j = ``w_wrist`` for the wrist and 1 for the others (the wrist is the one keypoint of the palm's near end: with
+equal weights and this near-L1 loss, the fit gives it up whenever the detector's fingers disagree with the network's
+articulation, and the whole hand then tilts and slides towards the fingers),
 + ``w_prior`` * sum_joints GM(|finger_k - finger_k_init|, ``prior_scale``) (rad^2; Geman-McClure: quadratic for
 small deviations, so detector noise does not bend the fingers, bounded for large ones, so a network that is plainly
-wrong about a finger can be overruled by the keypoints) + ``w_limits`` * |limit violation|^2 (rad^2)
-+ ``w_betas`` * |betas|^2 + ``w_depth`` * (log z - log z0)^2, z0 the depth at which the 3D hand seen
+wrong about a finger can be overruled by the keypoints) + ``w_betas`` * |betas|^2 + ``w_depth`` * (log z - log z0)^2, z0 the depth at which the 3D hand seen
 fronto-parallel has the keypoints' 2D spread (a weak pull: perspective alone is an unreliable depth cue when the
-keypoints are a few pixels off).
+keypoints are a few pixels off). After every step the finger rotations are projected onto the hand model's joint
+limits (each axis-angle component clamped, as :meth:`handcast.hand.HandModel.clamp_to_limits` does) and the shape onto
+|betas| <= ``max_betas``: the result is always a pose the model allows, however hard the keypoints pull (a soft
+limit penalty, used until 2026-12-08, let a strongly pulled finger bend past its range).
 """
 
 from __future__ import annotations
@@ -47,9 +52,9 @@ class KeypointFitConfig:
     iterations: int = 250
     lr: float = 0.03
     charbonnier: float = 0.5  # percent of the hand's keypoint box diagonal
+    w_wrist: float = 3.0  # the wrist keypoint's weight in the data term, the others' being 1
     w_prior: float = 100.0
     prior_scale: float = 0.35  # rad: finger deviations beyond it cost less than quadratically (Geman-McClure)
-    w_limits: float = 100.0
     w_betas: float = 1.0
     w_depth: float = 10.0  # (log depth - log initial depth)^2: weak pull to the fronto-parallel distance
     max_betas: float = 3.0
@@ -61,8 +66,8 @@ class KeypointFitConfig:
             raise HandcastError("keypoint fit iterations must be >= 0")
         if not (self.lr > 0 and self.charbonnier > 0 and self.min_depth > 0 and self.max_betas > 0):
             raise HandcastError("keypoint fit lr, charbonnier, max_betas and min_depth must be positive")
-        weights = {"w_prior": self.w_prior, "w_limits": self.w_limits, "w_betas": self.w_betas, "w_depth": self.w_depth,
-                   "prior_scale": self.prior_scale}
+        weights = {"w_prior": self.w_prior, "w_betas": self.w_betas, "w_depth": self.w_depth,
+                   "prior_scale": self.prior_scale, "w_wrist": self.w_wrist}
         for name, v in weights.items():
             if not (math.isfinite(float(v)) and float(v) >= 0):
                 raise HandcastError(f"keypoint fit {name} must be a finite number >= 0, got {v!r}")
@@ -105,13 +110,6 @@ def _initial_translation(joints: torch.Tensor, rays: torch.Tensor, w: torch.Tens
     zc = (s3 / s2).clamp_min(min_depth + 0.02)  # depth of the centroid
     t = torch.cat([cr * zc.unsqueeze(-1) - cj[:, :2], (zc - cj[:, 2]).unsqueeze(-1)], -1)
     return torch.cat([t[:, :2], t[:, 2:].clamp_min(min_depth)], -1)
-
-
-def _limit_violation(aa: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
-    """aa (B, 15, 3), limits (15, 3, 2) -> squared violation summed per hand (B,)."""
-    lo, hi = limits[..., 0], limits[..., 1]
-    v = torch.relu(lo - aa) + torch.relu(aa - hi)
-    return (v * v).sum((-1, -2))
 
 
 def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: torch.Tensor, K: torch.Tensor,
@@ -175,6 +173,9 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
     opt = torch.optim.Adam([{"params": [g6, fingers], "lr": config.lr}, {"params": [betas], "lr": config.lr},
                             {"params": [xy], "lr": config.lr * 0.1}, {"params": [logz], "lr": config.lr}])
     c2 = config.charbonnier ** 2
+    a = torch.ones(21, dtype=dt, device=dev)
+    a[0] = config.w_wrist
+    wd_n = w_n * a  # the data term's weights
     lo, hi = torch.where(w_n[..., None] > 0, kp_n, torch.inf).amin(1), torch.where(w_n[..., None] > 0, kp_n, -torch.inf).amax(1)
     diag = torch.nan_to_num((hi - lo).norm(dim=-1), nan=1.0, posinf=1.0, neginf=1.0).clamp_min(1.0)  # (n,) px
 
@@ -189,12 +190,11 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
         uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-3)
         err = (uv - kp_n).norm(dim=-1)
         e = 100.0 * err / diag.unsqueeze(-1)
-        data = (w_n * (torch.sqrt(e * e + c2) - config.charbonnier)).sum(-1)
+        data = (wd_n * (torch.sqrt(e * e + c2) - config.charbonnier)).sum(-1)
         d2 = ((fingers - fingers0_n) ** 2).sum(-1)  # (n, 15) rad^2
         s2 = config.prior_scale ** 2
         prior = (s2 * d2 / (d2 + s2)).sum(-1)
-        loss = data + config.w_prior * prior + config.w_limits * _limit_violation(fingers, limits) \
-            + config.w_betas * (betas * betas).sum(-1) + config.w_depth * (logz - logz0) ** 2
+        loss = data + config.w_prior * prior + config.w_betas * (betas * betas).sum(-1) + config.w_depth * (logz - logz0) ** 2
         return loss, (R, v, j, root, err)
 
     with torch.enable_grad():
@@ -205,6 +205,7 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
             opt.step()
             with torch.no_grad():
                 betas.clamp_(-config.max_betas, config.max_betas)
+                fingers.copy_(torch.maximum(torch.minimum(fingers, limits[..., 1]), limits[..., 0]))
     with torch.no_grad():
         loss, (R, v, j, root, err) = losses()
         best = loss.reshape(b, C).argmin(-1)
