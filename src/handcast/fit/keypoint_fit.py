@@ -173,9 +173,8 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
     opt = torch.optim.Adam([{"params": [g6, fingers], "lr": config.lr}, {"params": [betas], "lr": config.lr},
                             {"params": [xy], "lr": config.lr * 0.1}, {"params": [logz], "lr": config.lr}])
     c2 = config.charbonnier ** 2
-    a = torch.ones(21, dtype=dt, device=dev)
-    a[0] = config.w_wrist
-    wd_n = w_n * a  # the data term's weights
+    wd_n = w_n.clone()  # the data term's weights: the wrist's times w_wrist
+    wd_n[:, 0] *= config.w_wrist
     lo, hi = torch.where(w_n[..., None] > 0, kp_n, torch.inf).amin(1), torch.where(w_n[..., None] > 0, kp_n, -torch.inf).amax(1)
     diag = torch.nan_to_num((hi - lo).norm(dim=-1), nan=1.0, posinf=1.0, neginf=1.0).clamp_min(1.0)  # (n,) px
 
@@ -205,7 +204,7 @@ def fit_keypoints(hand_model, joints: torch.Tensor, kp2d: torch.Tensor, conf: to
             opt.step()
             with torch.no_grad():
                 betas.clamp_(-config.max_betas, config.max_betas)
-                fingers.copy_(torch.maximum(torch.minimum(fingers, limits[..., 1]), limits[..., 0]))
+                fingers.clamp_(limits[..., 0], limits[..., 1])
     with torch.no_grad():
         loss, (R, v, j, root, err) = losses()
         best = loss.reshape(b, C).argmin(-1)
