@@ -214,3 +214,71 @@ def test_bad_shapes():
         draw_keypoints(img.astype(np.float32), np.zeros((2, 21, 2)))
     with pytest.raises(HandcastError):
         overlay_motion(img, np.zeros((3, 2, 21, 3)), K, valid=np.ones((4, 2), bool))
+
+
+def _noise(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_drawings_on_a_large_photo_match_a_full_canvas():
+    """Skeletons and paths are drawn on a layer covering only their window of the image; the result is the full
+    canvas's, pixel for pixel, and nothing outside the window changes (a margin too small would cut the outline)."""
+    from handcast.render import overlay as ov
+
+    img = _noise(1500, 2000)
+    kp = np.stack([_hand2d((700.3, 900.6), 60.0), _hand2d((1995.0, 20.0), 60.0)])  # the left one leaves the image
+    ops = ov._skeleton_ops(kp[None], np.ones((1, 2, 21), bool), time_colors(1), True)
+    width, radius = 7.0, 9.0
+    ref = ov._composite(img, ov._draw_layer(1500, 2000, 2, lambda d, ss: ov._run_ops(d, ss, ops, width, radius)))
+    out = draw_keypoints(img, kp, width=width, radius=radius, outline=True)
+    np.testing.assert_array_equal(out, ref)
+    assert (out != img).any(-1).sum() > 1000
+
+    paths = np.stack([kp[:, :6], kp[:, 6:12]]).transpose(0, 2, 1, 3).copy()  # (N, T, 2 hands, 2) pixels
+    paths[1, 2, 0] = np.nan  # a gap splits a polyline
+    got = ov._draw_paths(img, paths, width=11.0)
+    full = ov._composite(img, ov._draw_layer(1500, 2000, 2, lambda d, ss: _full_paths(d, ss, paths, 11.0, 110)))
+    np.testing.assert_array_equal(got, full)
+
+
+def _full_paths(draw, ss, paths_uv, width, alpha):
+    """The paths as the overlay drew them on a canvas of the whole image (the reference above)."""
+    from handcast.render.overlay import _to_canvas
+
+    lw = max(1, int(round(width * ss)))
+    for n in range(paths_uv.shape[0]):
+        for hand in range(2):
+            col = tuple(HAND_COLORS[hand]) + (alpha,)
+            seg = []
+            for p in list(paths_uv[n, :, hand]) + [np.full(2, np.nan)]:
+                if np.isfinite(p).all():
+                    seg.append(tuple(_to_canvas(p, ss).tolist()))
+                    continue
+                if len(seg) > 1:
+                    draw.line(seg, fill=col, width=lw, joint="curve")
+                seg = []
+
+
+def test_mesh_overlay_renders_only_its_window():
+    """A mesh in a large photo is rendered in its window with K shifted; it matches the full-frame render."""
+    import trimesh
+
+    from handcast.gl.renderer import Mesh, get_renderer
+    from handcast.render import overlay as ov
+
+    H, W = 1200, 1600
+    Kb = np.array([[1400.0, 0, 800.0], [0, 1400.0, 600.0], [0, 0, 1.0]])
+    img = _noise(H, W, 1)
+    s = trimesh.creation.icosphere(3, 0.03)
+    meshes = [Mesh(np.asarray(s.vertices) + [0.15, -0.05, 0.6], np.asarray(s.faces), (40, 90, 220))]
+    out = ov._render_meshes_over(img, meshes, Kb, None, 0.6)
+    layers = get_renderer(W, H).render_layers(meshes, Kb, None, background=None)
+    a = (layers.alpha * 0.6)[..., None]
+    shade = layers.image.astype(np.float32) / np.maximum(layers.alpha[..., None], 1e-6)
+    ref = np.clip(img.astype(np.float32) * (1 - a) + shade * a + 0.5, 0, 255).astype(np.uint8)
+    diff = np.abs(out.astype(int) - ref.astype(int)).max(-1)
+    covered = layers.alpha > 0
+    assert covered.sum() > 5000
+    assert (diff > 2).sum() <= 10  # the same raster, up to a few edge samples
+    assert (out[~covered] != img[~covered]).any(-1).sum() <= 10  # outside the mesh the photo is kept
+    assert ov._renderer_side(140, W) == 256 and ov._renderer_side(300, W) == 512 and ov._renderer_side(1500, W) == W

@@ -128,6 +128,40 @@ def _default_width(h: int, w: int) -> float:
 # 2D drawing
 
 
+def _pixel_window(uv: np.ndarray, h: int, w: int, margin: float) -> tuple[int, int, int, int] | None:
+    """The window ``(x0, y0, x1, y1)`` (pixel columns x0..x1-1, rows y0..y1-1) of an ``h`` x ``w`` image that
+    holds the finite points ``uv`` (..., 2) pixels widened by ``margin`` pixels, clipped to the image; None
+    where no point is finite or the window misses the image."""
+    p = np.asarray(uv, np.float64).reshape(-1, 2)
+    p = p[np.isfinite(p).all(-1)]
+    if not len(p):
+        return None
+    lo = np.floor(p.min(0) - margin)
+    hi = np.ceil(p.max(0) + margin) + 1
+    x0, y0 = (int(np.clip(v, 0, n)) for v, n in zip(lo, (w, h)))
+    x1, y1 = (int(np.clip(v, 0, n)) for v, n in zip(hi, (w, h)))
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _draw_over(image: np.ndarray, uv: np.ndarray, margin: float, ss: int, fn) -> np.ndarray:
+    """``image`` with ``fn(draw, ss, offset)`` drawn over it on a transparent layer supersampled ``ss`` times.
+
+    The layer covers only the window of the image around the points ``uv`` (..., 2) pixels that ``fn`` draws,
+    widened by ``margin`` pixels (what ``fn`` draws must lie within ``margin`` of them), so a small drawing on a
+    large photo costs memory and time of its own size. ``offset`` (2,) is the window's corner in image pixels:
+    ``fn`` draws the point ``p`` at ``_to_canvas(p - offset, ss)``. Pixels outside the window are the image's."""
+    h, w = image.shape[:2]
+    out = image.copy()
+    win = _pixel_window(uv, h, w, margin)
+    if win is None:
+        return out
+    x0, y0, x1, y1 = win
+    off = np.array([x0, y0], np.float64)
+    layer = _draw_layer(y1 - y0, x1 - x0, ss, lambda d, s: fn(d, s, off))
+    out[y0:y1, x0:x1] = _composite(np.ascontiguousarray(image[y0:y1, x0:x1]), layer)
+    return out
+
+
 def _draw_layer(h: int, w: int, ss: int, fn) -> Image.Image:
     """Draw with ``fn(draw, ss)`` on a transparent supersampled layer; return it at (w, h)."""
     layer = Image.new("RGBA", (w * ss, h * ss), (0, 0, 0, 0))
@@ -165,9 +199,11 @@ def _to_canvas(uv, ss: int):
     return (np.asarray(uv, np.float64) + 0.5) * ss - 0.5
 
 
-def _run_ops(draw, ss, ops, width, radius):
+def _run_ops(draw, ss, ops, width, radius, offset=(0.0, 0.0)):
+    off = np.asarray(offset, np.float64)
+
     def P(p):
-        return tuple(_to_canvas(p, ss).tolist())
+        return tuple(_to_canvas(np.asarray(p, np.float64) - off, ss).tolist())
 
     lw = max(1, int(round(width * ss)))
     r = radius * ss
@@ -224,15 +260,15 @@ def draw_keypoints(
     ops = _skeleton_ops(kp, ok, colors, outline)
     if not ops:
         return im.copy()
-    layer = _draw_layer(H, W, int(supersample), lambda d, ss: _run_ops(d, ss, ops, width, radius))
-    return _composite(im, layer)
+    drawn = np.concatenate([pts[m] for pts, m, _, _, _ in ops])
+    margin = max(width / 2.0, radius) + 3.0  # bone half-width or joint radius, the 1 px outline, anti-aliasing
+    return _draw_over(im, drawn, margin, int(supersample),
+                      lambda d, ss, off: _run_ops(d, ss, ops, width, radius, off))
 
 
 def _draw_paths(image: np.ndarray, paths_uv: np.ndarray, width: float, alpha: int = 110, supersample: int = 2):
     """Faint polylines (N, T, 2, 2) pixels in the hand colours (e.g. other samples' wrists)."""
-    H, W = image.shape[:2]
-
-    def fn(draw, ss):
+    def fn(draw, ss, off):
         lw = max(1, int(round(width * ss)))
         for n in range(paths_uv.shape[0]):
             for hand in range(2):
@@ -241,7 +277,7 @@ def _draw_paths(image: np.ndarray, paths_uv: np.ndarray, width: float, alpha: in
                 seg = []
                 for p in pts:
                     if np.isfinite(p).all():
-                        seg.append(tuple(_to_canvas(p, ss).tolist()))
+                        seg.append(tuple(_to_canvas(p - off, ss).tolist()))
                     else:
                         if len(seg) > 1:
                             draw.line(seg, fill=col, width=lw, joint="curve")
@@ -249,7 +285,8 @@ def _draw_paths(image: np.ndarray, paths_uv: np.ndarray, width: float, alpha: in
                 if len(seg) > 1:
                     draw.line(seg, fill=col, width=lw, joint="curve")
 
-    return _composite(image, _draw_layer(H, W, supersample, fn))
+    # a polyline's end (only segments between two finite points are drawn) lies within its half-width of a point
+    return _draw_over(image, paths_uv, width / 2.0 + 3.0, supersample, fn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,17 +318,50 @@ def _hand_meshes(verts: np.ndarray, faces, colors: np.ndarray, ok: np.ndarray):
     return out
 
 
+#: Closest camera depth (m) of a mesh vertex for which the overlay renders only the meshes' window of the image
+#: (the renderer's near plane is 0.01 m; nearer vertices may be clipped, and their projections bound nothing).
+_WINDOW_MIN_DEPTH = 0.02
+
+
+def _renderer_side(n: int, full: int) -> int:
+    """The renderer's side for a window side of ``n`` px in an image side of ``full``: the next power of two
+    from 256, at most the image's (a few renderer sizes serve every window, and each size is cached)."""
+    return min(full, max(256, 1 << (max(int(n), 1) - 1).bit_length()))
+
+
 def _render_meshes_over(image, meshes, K, world_to_cam, mesh_alpha: float) -> np.ndarray:
+    """The meshes rendered with the camera (K, world_to_cam) and blended over ``image`` with ``mesh_alpha``.
+
+    Where every vertex is in front of the camera, only the window of the image around the meshes' projection is
+    rendered and blended (K shifted by the window's corner): a hand in a 12 MP photo costs the memory of the hand,
+    not of the photo."""
     if not meshes:
         return image
     H, W = image.shape[:2]
-    layers = get_renderer(W, H).render_layers(meshes, K, world_to_cam, background=None)
-    a = (layers.alpha * float(mesh_alpha))[..., None]
+    K = np.asarray(K, np.float64)
+    x0, y0, x1, y1 = 0, 0, W, H
+    v = np.concatenate([np.asarray(m.vertices, np.float64).reshape(-1, 3) for m in meshes])
+    uv, z = project_points(v, K, world_to_cam)
+    if np.isfinite(z).all() and z.min() > _WINDOW_MIN_DEPTH:
+        win = _pixel_window(uv, H, W, 2.0)  # the multisampled edge pixels around the projected vertices
+        if win is None:
+            return image  # the meshes lie outside the image
+        x0, y0, x1, y1 = win
+    w, h = x1 - x0, y1 - y0
+    Kw = K.copy()
+    Kw[0, 2] -= x0
+    Kw[1, 2] -= y0
+    renderer = get_renderer(_renderer_side(w, W), _renderer_side(h, H))
+    layers = renderer.render_layers(meshes, Kw, world_to_cam, background=None)
+    alpha = layers.alpha[:h, :w]
+    a = (alpha * float(mesh_alpha))[..., None]
     # the render is premultiplied by coverage: colour = alpha * shade
-    cov = np.maximum(layers.alpha[..., None], 1e-6)
-    shade = layers.image.astype(np.float32) / cov
-    out = image.astype(np.float32) * (1 - a) + shade * a
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    cov = np.maximum(alpha[..., None], 1e-6)
+    shade = layers.image[:h, :w].astype(np.float32) / cov
+    out = image.copy()
+    blend = image[y0:y1, x0:x1].astype(np.float32) * (1 - a) + shade * a
+    out[y0:y1, x0:x1] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def _seq_vertices(vertices, T: int | None):
