@@ -282,3 +282,46 @@ def test_mesh_overlay_renders_only_its_window():
     assert (diff > 2).sum() <= 10  # the same raster, up to a few edge samples
     assert (out[~covered] != img[~covered]).any(-1).sum() <= 10  # outside the mesh the photo is kept
     assert ov._renderer_side(140, W) == 256 and ov._renderer_side(300, W) == 512 and ov._renderer_side(1500, W) == W
+
+
+def test_hands_window_frames_small_hands_only():
+    from handcast.render.overlay import ZOOM_MAX_AREA, crop_with_K, hands_window
+
+    W, H = 4000, 3000
+    Kb = np.array([[3000.0, 0, 2000.0], [0, 3000.0, 1500.0], [0, 0, 1.0]])
+    j = np.stack([_hand3d((0.10, 0.05, 0.8), 0.03), _hand3d((0.16, 0.02, 0.8), 0.03)])[None]  # both hands, small
+    win = hands_window((W, H), Kb, j)
+    assert win is not None
+    x0, y0, x1, y1 = win
+    assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
+    assert (x1 - x0) * (y1 - y0) < ZOOM_MAX_AREA * W * H and 0.74 <= (x1 - x0) / (y1 - y0) <= 1.34
+    uv, _ = project_points(j, Kb)
+    box = uv.reshape(-1, 2)
+    span = box.max(0) - box.min(0)
+    assert (box.min(0) - [x0, y0] >= span.max() * 0.49).all() and ([x1, y1] - box.max(0) >= span.max() * 0.49).all()
+    img = _noise(H, W)
+    crop, Kc = crop_with_K(img, Kb, win)
+    np.testing.assert_array_equal(crop, img[y0:y1, x0:x1])
+    np.testing.assert_allclose(project_points(j, Kc)[0], uv - [x0, y0], atol=1e-9)
+    # hands that fill the image, or behind the camera: the whole image
+    assert hands_window((W, H), Kb, np.stack([_hand3d((0.0, 0.0, 0.12), 0.05)] * 2)[None]) is None
+    assert hands_window((W, H), Kb, np.stack([_hand3d((0.0, 0.0, -0.5), 0.03)] * 2)[None]) is None
+    # a window near the corner stays inside the image, at least min_height tall
+    x0, y0, x1, y1 = hands_window((W, H), Kb, np.stack([_hand3d((0.52, 0.38, 0.8), 0.005)] * 2)[None], min_height=400)
+    assert x1 <= W and y1 <= H and y1 - y0 >= 400
+
+
+def test_sheet_zooms_on_small_hands():
+    """In a whole photo with a small hand the sheet's image panel shows the hand's window: the hand is drawn larger."""
+    W, H = 3000, 2000
+    Kb = np.array([[2500.0, 0, 1500.0], [0, 2500.0, 1000.0], [0, 0, 1.0]])
+    img = np.full((H, W, 3), GREY, np.uint8)
+    j = np.stack([_hand3d((0.2, 0.1, 1.0), 0.02), _hand3d((0.25, 0.1, 1.0), 0.02)])[None].repeat(4, 0)
+    j[:, 1] = np.nan  # one hand only
+    sizes = {}
+    for zoom in (False, True):
+        sheet = render_sheet(img, Kb, j, zoom=zoom, height=300)
+        panel = sheet[-300:, : int(round(300 * W / H))] if not zoom else sheet[-300:, :300]
+        drawn = np.argwhere(_changed(panel, np.full_like(panel, GREY)))
+        sizes[zoom] = np.ptp(drawn, 0).max()
+    assert sizes[True] > 3 * sizes[False]

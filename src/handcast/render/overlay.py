@@ -33,6 +33,8 @@ __all__ = [
     "second_view",
     "render_sheet",
     "resize_with_K",
+    "hands_window",
+    "crop_with_K",
 ]
 
 _BONES = np.asarray(KEYPOINT_BONES, dtype=np.int64)
@@ -81,6 +83,50 @@ def project_points(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray |
             raise HandcastError(f"world_to_cam must be (4, 4), got {T.shape}")
         p = transform_points(T, p)
     return project(p, K), p[..., 2]
+
+
+#: A figure's image panel is cut to the hands' window where that window is below this fraction of the image's area.
+ZOOM_MAX_AREA = 0.35
+
+
+def hands_window(size: tuple[int, int], K: np.ndarray, joints3d: np.ndarray, world_to_cam: np.ndarray | None = None,
+                 paths: np.ndarray | None = None, min_height: int = 0) -> tuple[int, int, int, int] | None:
+    """The window ``(x0, y0, x1, y1)`` of a ``size`` = (W, H) image that frames the hands, or None where they fill
+    the image (or none projects into it).
+
+    The box of every finite projected point of ``joints3d`` (..., 3) metres (and of ``paths``) is widened by half its
+    longer side on each side (the hands' surroundings stay in view), made at least ``min_height`` rows tall and
+    between 3:4 and 4:3 in shape, and moved inside the image. A window of :data:`ZOOM_MAX_AREA` of the image's area
+    or more is None: the image is shown whole."""
+    W, H = int(size[0]), int(size[1])
+    pts = [np.asarray(joints3d, np.float64).reshape(-1, 3)]
+    if paths is not None:
+        pts.append(np.asarray(paths, np.float64).reshape(-1, 3))
+    uv, _ = project_points(np.concatenate(pts), K, world_to_cam)
+    uv = uv[np.isfinite(uv).all(-1)]
+    uv = uv[(uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)]
+    if not len(uv):
+        return None
+    lo, hi = uv.min(0), uv.max(0)
+    c, half = (lo + hi) / 2.0, (hi - lo) / 2.0 + (hi - lo).max() / 2.0
+    half = np.maximum(half, [0.0, min(float(min_height), H) / 2.0])
+    half = np.maximum(half, half[::-1] * 0.75)  # between 3:4 and 4:3
+    half = np.minimum(np.ceil(half), [W / 2.0, H / 2.0])
+    if (2 * half[0]) * (2 * half[1]) >= ZOOM_MAX_AREA * W * H:
+        return None
+    x0 = int(np.clip(np.floor(c[0] - half[0]), 0, W - 2 * half[0]))
+    y0 = int(np.clip(np.floor(c[1] - half[1]), 0, H - 2 * half[1]))
+    return x0, y0, x0 + int(2 * half[0]), y0 + int(2 * half[1])
+
+
+def crop_with_K(image: np.ndarray, K: np.ndarray, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``window`` (x0, y0, x1, y1) of an (H, W, 3) image and the intrinsics (3, 3) of that crop (K's principal
+    point moved by the window's corner)."""
+    x0, y0, x1, y1 = (int(v) for v in window)
+    Kc = np.asarray(K, np.float64).copy()
+    Kc[0, 2] -= x0
+    Kc[1, 2] -= y0
+    return np.ascontiguousarray(_check_image(image)[y0:y1, x0:x1]), Kc
 
 
 def resize_with_K(image: np.ndarray, K: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -694,6 +740,15 @@ def _legend_bar(width: int, height: int, title: str | None, fade: float, num_fra
     return np.asarray(bar)
 
 
+def _shown(joints: np.ndarray, valid) -> np.ndarray:
+    """(T, 2, 21, 3) joints with the hands that ``valid`` (None, (T, 2) or (T, 2, 21)) leaves out set to NaN."""
+    if valid is None:
+        return joints
+    v = np.asarray(valid, bool)
+    v = v[..., None] if v.shape == joints.shape[:2] else v
+    return np.where(np.broadcast_to(v, joints.shape[:3])[..., None], joints, np.nan)
+
+
 def render_sheet(
     image: np.ndarray,
     K: np.ndarray,
@@ -709,9 +764,13 @@ def render_sheet(
     paths: np.ndarray | None = None,
     view_kw: dict | None = None,
     num_drawn: int | None = 10,
+    zoom: bool = True,
 ) -> np.ndarray:
     """One figure: the motion over the first image (left) and a second view (right), with a
     title / legend bar on top.
+
+    zoom: where the hands (every frame, and the paths) fill only a small part of the image (a hand in a whole
+    phone photo), the left panel shows their window of it (:func:`hands_window`) instead of the whole image.
 
     num_drawn: draw at most this many evenly spaced frames (first and last included) so the figure
     stays readable; None draws every frame.
@@ -723,8 +782,12 @@ def render_sheet(
     out_png: if given, the sheet is also written there (atomically).
     Returns the sheet, (height + bar, W', 3) uint8.
     """
-    im, Ks = resize_with_K(_check_image(image), K, height)
+    im = _check_image(image)
     j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
+    win = hands_window((im.shape[1], im.shape[0]), K, _shown(j, valid), world_to_cam, paths, height // 2) if zoom else None
+    if win is not None:
+        im, K = crop_with_K(im, K, win)
+    im, Ks = resize_with_K(im, K, height)
     T = j.shape[0]
     drawn = None if num_drawn is None or T <= num_drawn else np.unique(np.linspace(0, T - 1, num_drawn).round().astype(int))
     left = overlay_motion(im, j, Ks, valid, world_to_cam, vertices, faces, fade=fade, paths=paths, frames=drawn)

@@ -15,6 +15,9 @@ from handcast.render.overlay import (
     _check_image,
     _hand_valid,
     _seq_vertices,
+    _shown,
+    crop_with_K,
+    hands_window,
     overlay_motion,
     resize_with_K,
     second_view,
@@ -128,6 +131,7 @@ def render_motion_video(
     fade: float = 0.7,
     view_kw: dict | None = None,
     label: bool = True,
+    zoom: bool = True,
 ) -> list[np.ndarray]:
     """Frames of a side-by-side motion video.
 
@@ -138,10 +142,15 @@ def render_motion_video(
     image: (H, W, 3) uint8 frame-0 image; K: (3, 3); joints3d: (T, 2, 21, 3) metres, frame-0
     camera, (right, left); valid: optional (T, 2); world_to_cam: see overlay_motion;
     vertices: optional (T, 2, V, 3) metres with faces (F, 3) or a (right, left) pair;
-    height: panel height in pixels. Returns T frames, each (height, W', 3) uint8 (W' even).
+    height: panel height in pixels; zoom: as :func:`handcast.render.overlay.render_sheet`'s (the left panel shows the
+    hands' window of a large image). Returns T frames, each (height, W', 3) uint8 (W' even).
     """
-    im, Ks = resize_with_K(_check_image(image), K, height)
+    im = _check_image(image)
     j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
+    win = hands_window((im.shape[1], im.shape[0]), K, _shown(j, valid), world_to_cam, None, height // 2) if zoom else None
+    if win is not None:
+        im, K = crop_with_K(im, K, win)
+    im, Ks = resize_with_K(im, K, height)
     T = j.shape[0]
     hv = _hand_valid(valid if valid is None or np.asarray(valid).ndim <= 2 else np.asarray(valid).any(-1), T)
     v = None
