@@ -235,9 +235,10 @@ def timing_table(hands, video: Path, calls: int = 5) -> None:
                 print(f"| {name} | {'four' if variants else 'as is'} | {retrack} | {ms:.0f} |", flush=True)
 
 
-def hand_free_table(video: Path, n: int = 30, margin: float = 60.0) -> None:
-    """The ``--hand-free`` lines: hands found on ``n`` crops of ``video`` beside its hand."""
-    from handcast.detect.hands import PHOTO_VARIANTS, HandDetector
+def hand_free_crops(video: Path, n: int = 30, margin: float = 60.0) -> list[np.ndarray]:
+    """``n`` frames of ``video`` evenly spaced, each cropped to the wider side beside its hand (found at mediapipe's
+    default palm threshold, ``margin`` px away), where that side is at least 200 px wide."""
+    from handcast.detect.hands import HandDetector
     from handcast.detect.video import read_video
 
     frames, _, _, count = read_video(video)
@@ -256,6 +257,14 @@ def hand_free_table(video: Path, n: int = 30, margin: float = 60.0) -> None:
         crop = f[:, :left] if left >= W - right else f[:, right:]
         if crop.shape[1] >= 200:
             crops.append(np.ascontiguousarray(crop))
+    return crops
+
+
+def hand_free_table(video: Path, n: int = 30, margin: float = 60.0) -> None:
+    """The ``--hand-free`` lines: hands found on ``n`` crops of ``video`` beside its hand."""
+    from handcast.detect.hands import PHOTO_VARIANTS, HandDetector
+
+    crops = hand_free_crops(video, n, margin)
     print(f"{len(crops)} hand-free crops of {video.name} (the wider side beside the hand, {margin:.0f} px margin)")
     for mc in (0.5, 0.3, 0.1):
         det = HandDetector(video=False, min_confidence=mc)

@@ -619,3 +619,60 @@ def test_rendered_video_hands_found_in_their_slots():
     d_other = np.linalg.norm(tracks.uv - uv[:, ::-1], axis=-1).mean(-1)
     assert (d[found] < d_other[found]).all()  # never the other hand
     assert np.median(d[found] / size[found]) < 0.06  # measured 0.03
+
+
+def test_tile_levels_cover_the_photo_with_half_overlaps():
+    from handcast.detect.hands import TILE_MAX_COUNT, TILE_MIN_SIDE, tile_levels
+
+    levels = tile_levels(4000, 3000)
+    assert [(s, len(xs), len(ys)) for s, xs, ys in levels] == [(2000, 3, 2), (1000, 7, 5)]
+    for W, H in ((4000, 3000), (3000, 4000), (1280, 720), (8000, 1000), (512, 300)):
+        levels = tile_levels(W, H)
+        assert levels and sum(len(xs) * len(ys) for _, xs, ys in levels) <= TILE_MAX_COUNT
+        sides = [s for s, _, _ in levels]
+        assert sides == sorted(set(sides), reverse=True) and min(sides) >= TILE_MIN_SIDE
+        for s, xs, ys in levels:
+            for e, n in ((xs, W), (ys, H)):
+                assert e[0] == 0 and e[-1] == n - s  # from edge to edge of the photo
+                assert (np.diff(e) <= s / 2 + 1).all()  # neighbours overlap by half: a hand up to s / 2 lies in one
+    assert tile_levels(511, 300) == []  # under two smallest tiles: no tiles
+
+
+def _in_large_picture(photo: np.ndarray, size=(4000, 3000), corner=(1700, 1300)) -> np.ndarray:
+    pic = np.full((size[1], size[0], 3), 128, np.uint8)
+    pic[corner[1]:corner[1] + photo.shape[0], corner[0]:corner[0] + photo.shape[1]] = photo
+    return pic
+
+
+def test_tiles_find_a_small_hand_in_a_large_photo(freihand):
+    """A FreiHAND photo (224 px) inside a 4000 x 3000 picture: the whole picture shrunk to the palm detector's input
+    loses the hand; the tiles find it, and the variants in its window place it as on the photo itself."""
+    _mediapipe()
+    from handcast.detect import detect_image
+
+    _, img, kp = freihand[1]
+    pic = _in_large_picture(img)
+    assert not detect_image(pic, tiles=False).present.any()
+    size = float(np.linalg.norm(kp.max(0) - kp.min(0)))
+    own = detect_image(img)
+    err_own = np.linalg.norm(own.uv[0] - kp, axis=-1).mean() / size
+    for variants in (None, ("as_is", "mirrored", "upscaled", "padded")):
+        d = detect_image(pic, variants=variants)
+        assert d.present.tolist() == [True, False]  # FreiHAND hands are right hands
+        assert d.image_size == (4000, 3000)
+        err = np.linalg.norm(d.uv[0] - (kp + [1700, 1300]), axis=-1).mean() / size
+        assert err < 0.15, (variants, err)
+        if variants is not None:
+            assert err < err_own + 0.03  # the window's variants: about as close as on the photo itself
+    d = detect_image(pic[:, ::-1].copy(), mirrored=True)  # a selfie view: keypoints of the un-mirrored picture
+    assert d.present.tolist() == [True, False]
+    assert np.linalg.norm(d.uv[0] - (kp + [1700, 1300]), axis=-1).mean() / size < 0.15
+
+
+def test_tiles_find_no_hand_in_a_large_picture_without_one():
+    _mediapipe()
+    from handcast.detect import detect_image
+
+    rng = np.random.default_rng(0)
+    pic = np.repeat(np.repeat(rng.integers(60, 200, (300, 400, 3), dtype=np.uint8), 10, 0), 10, 1)  # 4000 x 3000
+    assert not detect_image(pic).present.any()

@@ -325,3 +325,18 @@ def test_sheet_zooms_on_small_hands():
         drawn = np.argwhere(_changed(panel, np.full_like(panel, GREY)))
         sizes[zoom] = np.ptp(drawn, 0).max()
     assert sizes[True] > 3 * sizes[False]
+
+
+def test_default_width_follows_a_small_hand_in_a_large_photo():
+    """A 170 px hand in a 4000 x 3000 photo is drawn with lines of about 1/50 of its size, not 1/160 of the photo's
+    side (18.75 px, which would bury its fingers); on a photo the hand fills, the width is the photo's as before."""
+    img = np.full((3000, 4000, 3), GREY, np.uint8)
+    kp = np.stack([_hand2d((2000.0, 1500.0), 60.0), np.full((21, 2), np.nan)])
+    size = np.linalg.norm(np.ptp(kp[0], 0))
+    wide = _changed(draw_keypoints(img, kp, width=3000 / 160), img).sum()
+    thin = _changed(draw_keypoints(img, kp, width=size / 50), img).sum()
+    default = _changed(draw_keypoints(img, kp), img).sum()
+    assert default == thin and thin < 0.6 * wide
+    small = np.full((240, 320, 3), GREY, np.uint8)
+    kp_small = np.stack([_hand2d((160.0, 120.0), 60.0), np.full((21, 2), np.nan)])
+    np.testing.assert_array_equal(draw_keypoints(small, kp_small), draw_keypoints(small, kp_small, width=1.5))

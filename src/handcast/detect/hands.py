@@ -40,7 +40,7 @@ from handcast.conventions import LEFT, NUM_KEYPOINTS, RIGHT
 from handcast.detect.types import HandDetections, Tracks
 from handcast.errors import HandcastError
 
-__all__ = ["HandDetector", "detect_image", "detect_video", "INSTALL_HINT", "PHOTO_VARIANTS"]
+__all__ = ["HandDetector", "detect_image", "detect_video", "tile_levels", "INSTALL_HINT", "PHOTO_VARIANTS"]
 
 INSTALL_HINT = "pip install handcast[detect]"
 MEDIAPIPE_VERSION = "0.10.14"
@@ -58,6 +58,12 @@ DETECTOR_VARIANTS = PHOTO_VARIANTS + ("turned_cw", "turned_ccw")
 PAD_FRACTION = 0.2
 #: "upscaled" is skipped for photos whose longer side is above this (px): mediapipe shrinks them anyway.
 MAX_UPSCALED_SIDE = 2048
+#: Tiles (:meth:`HandDetector.detect_tiles`): the smallest tile side (px) and the most tiles on one photo.
+#: mediapipe's palm detector sees the whole photo shrunk to 192 x 192 px and misses a hand below about a tenth of the
+#: photo's size (docs/detect.md, "Small hands in large photos"); in a tile of half or a quarter of the photo the same
+#: hand is two or four times larger.
+TILE_MIN_SIDE = 256
+TILE_MAX_COUNT = 48
 #: Two variants' detections are one hand below this mean keypoint distance, in hand box diagonals.
 SAME_HAND_FRACTION = 0.5
 #: Landmark passes on a photo after the first (:class:`HandDetector` ``retrack``). mediapipe's landmark model
@@ -328,6 +334,40 @@ class HandDetector:
         found = [(np.mean([m[1] for m in g], 0), float(np.mean([m[2] for m in g]))) for g in groups[:2]]
         return self._detections(found, (W, H))
 
+    def detect_tiles(self, image: np.ndarray, mirrored: bool | None = None) -> HandDetections:
+        """Detect up to two hands in one photo from overlapping tiles of it: for hands too small for the whole photo.
+
+        Tiles are squares of half the photo's longer side, then a quarter, and so on (at least
+        :data:`TILE_MIN_SIDE` px, at most :data:`TILE_MAX_COUNT` tiles over all levels), each overlapping its
+        neighbours by half, so that a hand up to half a tile across lies whole in one of them. The detector runs on
+        every tile of a level (the tile as is, re-tracked as :meth:`detect`); the keypoints are mapped back into the
+        photo and the tiles' detections grouped into hands as :meth:`detect_variants` groups its variants'. The first
+        level that finds a hand gives the result: the two hands seen by the most tiles (then the most decided), each the
+        mean of its tiles' keypoints. A photo whose longer side is under two :data:`TILE_MIN_SIDE` has no tiles, and
+        gets no hands. Static-image graphs only."""
+        if self.video:
+            raise HandcastError("detect_tiles is for photos; this HandDetector tracks a video")
+        image = self._unmirrored(_check_image(image), mirrored)
+        H, W = image.shape[:2]
+        found: list[tuple[np.ndarray, float]] = []
+        for side, xs, ys in tile_levels(W, H):
+            groups: list[list[tuple[np.ndarray, float]]] = []
+            for y in ys:
+                for x in xs:
+                    tile = np.ascontiguousarray(image[y:y + side, x:x + side])
+                    hits = [(uv + np.array([x, y], np.float64), pr) for uv, pr in self._found(tile)]
+                    cost = _same_hand_cost([uv for uv, _ in hits], [np.mean([m[0] for m in g], 0) for g in groups])
+                    for hit, g in zip(hits, _best_assignment(cost)):
+                        if g is None:
+                            groups.append([hit])
+                        else:
+                            groups[g].append(hit)
+            if groups:
+                groups.sort(key=lambda g: (-len(g), -abs(np.mean([m[1] for m in g]) - 0.5)))
+                found = [(np.mean([m[0] for m in g], 0), float(np.mean([m[1] for m in g]))) for g in groups[:2]]
+                break
+        return self._detections(found, (W, H))
+
     def _variant_found(self, image: np.ndarray, name: str) -> list[tuple[np.ndarray, float]]:
         """The detector on one variant of the photo, keypoints in the photo's pixels, P(right) of the photo's hand."""
         H, W = image.shape[:2]
@@ -373,9 +413,30 @@ class HandDetector:
         return [RIGHT, LEFT] if pa * (1.0 - pb) >= (1.0 - pa) * pb else [LEFT, RIGHT]
 
 
+def tile_levels(width: int, height: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The tiles of :meth:`HandDetector.detect_tiles` on a ``width`` x ``height`` photo: per level (coarse to fine)
+    the tile side (px) and the left and top edges (px) of its tiles, which cover the photo and overlap by half."""
+    levels, total = [], 0
+    side = max(width, height) // 2
+    while side >= TILE_MIN_SIDE:
+        s = min(side, width, height)
+        side //= 2
+        if levels and s == levels[-1][0]:  # a long, narrow photo: tiles as tall as the photo until the side is below
+            continue
+        edges = []
+        for n in (width, height):
+            k = int(np.ceil(max(n - s, 0) / (s / 2))) + 1
+            edges.append(np.unique(np.round(np.linspace(0, n - s, k)).astype(int)))
+        total += len(edges[0]) * len(edges[1])
+        if total > TILE_MAX_COUNT:
+            break
+        levels.append((s, edges[0], edges[1]))
+    return levels
+
+
 def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: float | None = None,
                  model_complexity: int = 1, variants: tuple[str, ...] | None = PHOTO_VARIANTS,
-                 retrack: int | None = None) -> HandDetections:
+                 retrack: int | None = None, tiles: bool = True) -> HandDetections:
     """Detect up to two hands in one image.
 
     image: uint8 (H, W, 3) RGB. mirrored: False for ordinary photos (handedness as seen by the
@@ -385,7 +446,10 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     variants: the test-time variants of the photo whose detections are averaged
     (:meth:`HandDetector.detect_variants`; default all of :data:`PHOTO_VARIANTS`, each detected and re-tracked);
     None or ``("as_is",)``: the photo as is only. retrack: landmark passes after the first on each variant
-    (default :data:`PHOTO_RETRACK`; :class:`HandDetector`).
+    (default :data:`PHOTO_RETRACK`; :class:`HandDetector`). tiles: where the photo finds no hand, look again in
+    overlapping tiles of it (:meth:`HandDetector.detect_tiles`: hands too small for the detector in the whole
+    photo, such as a hand in a whole phone photo), then detect them again with the ``variants`` in their window of
+    the photo.
     Returns :class:`HandDetections`: ``uv`` float32 (2, 21, 2) pixels, hands (right, left),
     common keypoint order, NaN where absent; ``present`` (2,); ``score`` (2,); ``confidence``
     (2, 21). The photo graph is created on the first call and reused (per threshold, model and ``retrack``).
@@ -402,8 +466,34 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
                            retrack=retrack)
         _STATIC_CACHE[key] = det
     if variants is None or tuple(variants) == ("as_is",):
-        return det.detect(image, mirrored=mirrored)
-    return det.detect_variants(image, tuple(variants), mirrored=mirrored)
+        out = det.detect(image, mirrored=mirrored)
+    else:
+        out = det.detect_variants(image, tuple(variants), mirrored=mirrored)
+    if tiles and not out.present.any():
+        out = det.detect_tiles(image, mirrored=mirrored)
+        if out.present.any() and variants is not None and tuple(variants) != ("as_is",):
+            out = _variants_around(det, image, out, tuple(variants), mirrored)
+    return out
+
+
+def _variants_around(det: HandDetector, image: np.ndarray, found: HandDetections, variants: tuple[str, ...],
+                     mirrored: bool) -> HandDetections:
+    """The hands that tiles ``found`` in a photo, detected again with the test-time ``variants`` in their window of
+    it (the box of their keypoints widened by its longer side on each side, so the hands fill about a third of it, as
+    in an ordinary photo); ``found`` where the window finds no hand. Pixels of the photo (un-mirrored)."""
+    photo = np.ascontiguousarray(image[:, ::-1]) if mirrored else image
+    H, W = photo.shape[:2]
+    pts = found.uv[found.present].reshape(-1, 2).astype(np.float64)
+    lo, hi = pts.min(0), pts.max(0)
+    c, half = (lo + hi) / 2.0, 1.5 * float((hi - lo).max())
+    x0, y0 = (int(np.clip(np.floor(v - half), 0, n)) for v, n in zip(c, (W, H)))
+    x1, y1 = (int(np.clip(np.ceil(v + half) + 1, 0, n)) for v, n in zip(c, (W, H)))
+    again = det.detect_variants(np.ascontiguousarray(photo[y0:y1, x0:x1]), variants, mirrored=False)
+    if not again.present.any():
+        return found
+    again.uv = (again.uv + np.array([x0, y0], np.float32)).astype(np.float32)
+    again.image_size = (W, H)
+    return again
 
 
 def _frames_source(path_or_frames, fps, max_frames):

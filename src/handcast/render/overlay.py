@@ -166,8 +166,17 @@ def _valid_mask(valid, T: int, kp_shape_ok: np.ndarray) -> np.ndarray:
     return ok & v
 
 
-def _default_width(h: int, w: int) -> float:
-    return max(1.5, min(h, w) / 160.0)
+def _default_width(h: int, w: int, kp: np.ndarray | None = None, ok: np.ndarray | None = None) -> float:
+    """Line width (px) of skeletons on an h x w image: 1/160 of its shorter side, and with the keypoints (N, 2, 21, 2)
+    and their validity ``ok`` (N, 2, 21), at most 1/50 of the median hand's size (the diagonal of its keypoints' box)
+    so that a small hand in a large photo is not buried under its own skeleton; at least 1.5."""
+    width = min(h, w) / 160.0
+    if kp is not None and ok is not None:
+        sizes = [np.linalg.norm(np.ptp(kp[t, i][ok[t, i]], axis=0))
+                 for t in range(kp.shape[0]) for i in range(2) if ok[t, i].sum() >= 2]
+        if sizes:
+            width = min(width, float(np.median(sizes)) / 50.0)
+    return max(1.5, width)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +308,7 @@ def draw_keypoints(
     if colors.shape != (T, 2, 3):
         raise HandcastError(f"colors must be (T, 2, 3) = ({T}, 2, 3), got {colors.shape}")
     H, W = im.shape[:2]
-    width = _default_width(H, W) if width is None else float(width)
+    width = _default_width(H, W, kp, ok) if width is None else float(width)
     radius = width * 1.1 if radius is None else float(radius)
     if outline is None:
         outline = T == 1
