@@ -9,7 +9,8 @@ Conventions: keypoints are pixels (u, v) (u right, v down, pixel ``image[j, i]``
 Handedness is reported for the hand itself: by default images are taken as ordinary
 (non-mirrored) photos; pass ``mirrored=True`` for selfie-style (horizontally flipped) images.
 
-  detect_image(image, mirrored=False, min_confidence=None) -> HandDetections  (None: PHOTO_MIN_CONFIDENCE, 0.1)
+  detect_image(image, mirrored=False, min_confidence=None) -> HandDetections  (None: PHOTO_MIN_CONFIDENCE, 0.1;
+      test-time variants averaged; tiles of a large photo where the whole photo finds no hand)
   detect_video(path_or_frames, mirrored=False, progress=True, ...) -> Tracks
   consistent_identities(uv, valid, score) -> (uv, valid, score)  (track-level sides; detect_video applies it)
   read_video(path, max_frames=None) -> (frames iterator, fps, (W, H), frame count or None)
