@@ -635,7 +635,7 @@ def test_tile_levels_cover_the_photo_with_half_overlaps():
             for e, n in ((xs, W), (ys, H)):
                 assert e[0] == 0 and e[-1] == n - s  # from edge to edge of the photo
                 assert (np.diff(e) <= s / 2 + 1).all()  # neighbours overlap by half: a hand up to s / 2 lies in one
-    assert tile_levels(511, 300) == []  # under two smallest tiles: no tiles
+    assert tile_levels(511, 300) == [] and tile_levels(2000, 100) == []  # too small or too narrow: no tiles
 
 
 def _in_large_picture(photo: np.ndarray, size=(4000, 3000), corner=(1700, 1300)) -> np.ndarray:

@@ -421,6 +421,8 @@ def tile_levels(width: int, height: int) -> list[tuple[int, np.ndarray, np.ndarr
     while side >= TILE_MIN_SIDE:
         s = min(side, width, height)
         side //= 2
+        if s < TILE_MIN_SIDE:  # a strip narrower than the smallest tile
+            break
         if levels and s == levels[-1][0]:  # a long, narrow photo: tiles as tall as the photo until the side is below
             continue
         edges = []
