@@ -190,6 +190,22 @@ def test_native_log_lines_never_reach_stderr(freihand, capfd):
     assert err == "python's stderr still works\n", err
 
 
+def test_video_detection_keeps_native_log_lines_out_and_its_progress_bar_in(capfd):
+    """The video graph's threads log when they first need a model, at no fixed moment: detect_video keeps descriptor
+    2 silenced for the whole video (a per-frame silence let "INFO: Created TensorFlow Lite XNNPACK delegate" through
+    now and then) and writes its progress bar to the terminal's stream."""
+    _mediapipe()
+    from handcast.detect import detect_video
+
+    for _ in range(3):
+        tracks = detect_video(_need(VIDEO), progress=True, max_frames=40)
+        assert tracks.hand_valid[:, 0].all()
+    print("python's stderr still works", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "detecting hands" in err and err.endswith("python's stderr still works\n")
+    assert "INFO" not in err and "W0000" not in err and "XNNPACK" not in err, err
+
+
 def test_no_hand_in_a_blank_image():
     _mediapipe()
     from handcast.detect import detect_image

@@ -136,6 +136,33 @@ def _native_stderr_silenced():
         os.close(null)
 
 
+@contextlib.contextmanager
+def _silenced_with_stream():
+    """:func:`_native_stderr_silenced` for a long run, yielding a text stream for what must still be seen (a progress
+    bar): Python's ``sys.stderr`` where it is not descriptor 2 (a capture), else a stream on the original descriptor 2.
+    mediapipe's graph threads may log after a call returns (the video graph creates a model's delegate when it first
+    needs it), so a per-call silence lets a line through now and then."""
+    try:
+        own = sys.stderr.fileno() != 2
+    except (AttributeError, OSError, ValueError):
+        own = True
+    if own:
+        with _native_stderr_silenced():
+            yield sys.stderr
+        return
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield sys.stderr
+        return
+    stream = os.fdopen(fd, "w", buffering=1)
+    try:
+        with _native_stderr_silenced():
+            yield stream
+    finally:
+        stream.close()
+
+
 def _hands_module():
     """mediapipe's legacy hands solution, imported on first use."""
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ log lines (set before its import)
@@ -645,10 +672,11 @@ def detect_video(path_or_frames, *, mirrored: bool = False, progress: bool = Tru
 
     uv, valid, score = [], [], []
     size = None
-    with HandDetector(video=True, mirrored=mirrored, min_confidence=min_confidence,
-                      min_tracking_confidence=min_tracking_confidence, model_complexity=model_complexity) as det:
+    with _silenced_with_stream() as terminal, HandDetector(
+            video=True, mirrored=mirrored, min_confidence=min_confidence,
+            min_tracking_confidence=min_tracking_confidence, model_complexity=model_complexity) as det:
         for frame in tqdm(frames, total=count, disable=not progress, unit="frame", desc="detecting hands",
-                          leave=False):
+                          leave=False, file=terminal):
             frame = _check_image(frame)
             if size is None:
                 size = (int(frame.shape[1]), int(frame.shape[0]))
