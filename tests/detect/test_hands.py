@@ -685,6 +685,32 @@ def test_tiles_find_a_small_hand_in_a_large_photo(freihand):
     assert np.linalg.norm(d.uv[0] - (kp + [1700, 1300]), axis=-1).mean() / size < 0.15
 
 
+def test_tiles_find_two_small_hands_far_apart_each_in_its_own_window():
+    """Two OneHand10K photos in one 4000 x 3000 picture: both hands are found, each where its annotation puts it and
+    with the side mediapipe gives it on its own photo (one tile places the smaller hand beside itself; the variants in
+    its own window put it back)."""
+    _mediapipe()
+    from handcast.data.coco_keypoints import read_coco_hand_keypoints
+    from handcast.data.images import load_image
+    from handcast.detect import detect_image
+
+    anns = {h.image.name: h for h in read_coco_hand_keypoints(_need(REAL / "mmpose" / "onehand10k" / "test_onehand10k.json"))}
+    pic = np.full((3000, 4000, 3), 128, np.uint8)
+    corners = {"1402.jpg": (600, 500), "33.jpg": (2900, 1800)}
+    want = []
+    for name, (x, y) in corners.items():
+        h = anns[name]
+        img = load_image(h.image)
+        pic[y:y + img.shape[0], x:x + img.shape[1]] = img
+        own = detect_image(img)
+        assert own.num_hands == 1
+        want.append((int(np.flatnonzero(own.present)[0]), h.uv[h.vis].mean(0) + [x, y], np.linalg.norm(np.ptp(h.uv[h.vis], 0))))
+    d = detect_image(pic)
+    assert d.num_hands == 2
+    for slot, centre, size in want:
+        assert np.linalg.norm(d.uv[slot].mean(0) - centre) < 0.5 * size, (slot, d.uv[slot].mean(0), centre)
+
+
 def test_tiles_find_no_hand_in_a_large_picture_without_one():
     _mediapipe()
     from handcast.detect import detect_image

@@ -505,24 +505,50 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     return out
 
 
+#: A hand found by tiles takes the detection in its window whose keypoints' centre is within this many of its box
+#: diagonals of its own (the tiles can place a small hand beside itself; a detection further off is another hand).
+WINDOW_MATCH = 0.75
+
+
 def _variants_around(det: HandDetector, image: np.ndarray, found: HandDetections, variants: tuple[str, ...],
                      mirrored: bool) -> HandDetections:
-    """The hands that tiles ``found`` in a photo, detected again with the test-time ``variants`` in their window of
-    it (the box of their keypoints widened by its longer side on each side, so the hands fill about a third of it, as
-    in an ordinary photo); ``found`` where the window finds no hand. Pixels of the photo (un-mirrored)."""
+    """The hands that tiles ``found`` in a photo, each detected again with the test-time ``variants`` in its own window
+    of the photo (its keypoints' box widened by the box's longer side on each side, so that the hand fills about a
+    third of it, as in an ordinary photo): the window's detection whose keypoints' centre is nearest the hand's, within
+    :data:`WINDOW_MATCH` of its size, replaces the tiles' keypoints and right-hand probability (the tiles can place a
+    small hand beside itself; its window holds it); a hand its window does not find keeps the tiles'; a hand that two
+    windows found is kept once, from the window where it moved least. The hands then go to their (right, left) slots
+    as :meth:`HandDetector.detect` puts them. Pixels of the (un-mirrored) photo."""
     photo = np.ascontiguousarray(image[:, ::-1]) if mirrored else image
     H, W = photo.shape[:2]
-    pts = found.uv[found.present].reshape(-1, 2).astype(np.float64)
-    lo, hi = pts.min(0), pts.max(0)
-    c, half = (lo + hi) / 2.0, 1.5 * float((hi - lo).max())
-    x0, y0 = (int(np.clip(np.floor(v - half), 0, n)) for v, n in zip(c, (W, H)))
-    x1, y1 = (int(np.clip(np.ceil(v + half) + 1, 0, n)) for v, n in zip(c, (W, H)))
-    again = det.detect_variants(np.ascontiguousarray(photo[y0:y1, x0:x1]), variants, mirrored=False)
-    if not again.present.any():
-        return found
-    again.uv = (again.uv + np.array([x0, y0], np.float32)).astype(np.float32)
-    again.image_size = (W, H)
-    return again
+    hands: list[tuple[np.ndarray, float, float]] = []  # (keypoints, P(right), how far its window moved it)
+    for h in np.flatnonzero(found.present):
+        uv = found.uv[h].astype(np.float64)
+        pr = float(found.score[h]) if h == RIGHT else 1.0 - float(found.score[h])
+        lo, hi = uv.min(0), uv.max(0)
+        c, half = (lo + hi) / 2.0, 1.5 * float((hi - lo).max())
+        x0, y0 = (int(np.clip(np.floor(v - half), 0, n)) for v, n in zip(c, (W, H)))
+        x1, y1 = (int(np.clip(np.ceil(v + half) + 1, 0, n)) for v, n in zip(c, (W, H)))
+        again = det.detect_variants(np.ascontiguousarray(photo[y0:y1, x0:x1]), variants, mirrored=False)
+        best, size = None, _box_diagonal(uv)
+        for k in np.flatnonzero(again.present):
+            # the centres, not keypoint by keypoint: a tile may have read the hand as the other side, whose
+            # landmarks run the other way across the palm
+            d = float(np.linalg.norm((again.uv[k] + np.array([x0, y0])).mean(0) - uv.mean(0)))
+            if d < WINDOW_MATCH * size and (best is None or d < best[0]):
+                best = (d, k)
+        moved = 0.0
+        if best is not None:
+            moved, k = best
+            uv = again.uv[k].astype(np.float64) + np.array([x0, y0], np.float64)
+            pr = float(again.score[k]) if k == RIGHT else 1.0 - float(again.score[k])
+        hands.append((uv, pr, moved))
+    kept: list[tuple[np.ndarray, float, float]] = []
+    for uv, pr, moved in sorted(hands, key=lambda x: x[2]):  # one hand found by two windows: the one it moved least
+        size = _box_diagonal(uv)
+        if all(float(np.linalg.norm(uv.mean(0) - u.mean(0))) >= SAME_HAND_FRACTION * size for u, _, _ in kept):
+            kept.append((uv, pr, moved))
+    return det._detections([(uv, pr) for uv, pr, _ in kept], (W, H))
 
 
 def _frames_source(path_or_frames, fps, max_frames):
