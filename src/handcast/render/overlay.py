@@ -294,7 +294,8 @@ def draw_keypoints(
     valid: optional (2,) / (T, 2) per hand-frame or (T, 2, 21) per keypoint booleans; NaN/inf
         keypoints are skipped too. Bones are drawn when both ends are valid.
     colors: optional (T, 2, 3) uint8 per frame and hand; default :func:`time_colors` (T, fade).
-    width, radius: line width and joint radius in pixels (default: scaled with the image size).
+    width, radius: line width and joint radius in pixels (default: 1/160 of the image's shorter side, at most 1/50
+        of the median hand's size, at least 1.5; :func:`_default_width`).
     outline: dark edge around bones (default: on for a single frame, off for sequences).
     supersample: anti-aliasing factor of the drawing layer.
     """
