@@ -1,6 +1,6 @@
 """How strongly the keypoint fit of ``handcast pose`` should hold the fingers to the network's estimate:
 ``python scripts/bench_keypoint_fit_prior.py [--crops out/pose_crops_tiny] [--data ../shared/data/real]
-[--weights 100 30 10 3] [--wrist 1 3] [--max-items N] [--ckpt CKPT] [--per-hand] [--per-keypoint]``.
+[--weights 100 30 10 3] [--wrist 1 3] [--max-items N] [--ckpt CKPT] [--samples S] [--per-hand] [--per-keypoint]``.
 
 ``handcast.fit.keypoint_fit.KeypointFitConfig.w_prior`` weighs a Geman-McClure pull of the 15 finger rotations
 towards the network's (the 2D keypoints cannot say which way a finger bends in depth). For each weight:
@@ -23,6 +23,8 @@ towards the network's (the 2D keypoints cannot say which way a finger bends in d
 config's), each with each ``--weights``. ``--per-keypoint``: on the real photos, each keypoint's mean distance to
 the annotations (mediapipe's own too).
 
+``--samples S``: hypotheses per hand of the cascade (``handcast pose --samples``; default 5).
+
 ``--ckpt``: another pose checkpoint (results/pose_camera_robust.md compares stage-1 fine-tunes with it).
 
 The cascade runs once per input; only the fit changes. Nothing is written. About 25 minutes on 2 cores (the
@@ -41,7 +43,7 @@ import torch
 
 
 def synthetic(crops: str, weights, max_items: int | None, noise: float | None = None,
-              sources=("det", "gt"), ckpt: str | None = None, wrists=(None,)) -> None:
+              sources=("det", "gt"), ckpt: str | None = None, wrists=(None,), samples: int = 5) -> None:
     from handcast.data.crops import CropBatches, CropSet
     from handcast.eval.metrics import mpjpe, pa_mpjpe, pa_mpvpe
     from handcast.fit.keypoint_fit import fit_keypoints
@@ -76,7 +78,7 @@ def synthetic(crops: str, weights, max_items: int | None, noise: float | None = 
         keep = c.sum(-1) > 0 if source == "mediapipe" else torch.ones(n, dtype=torch.bool)  # where mediapipe finds it
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            est = model.estimate_crops(data.images(idx), kp, c, Kc, 5, "ddim", 1, aggregations=("median",),
+            est = model.estimate_crops(data.images(idx), kp, c, Kc, samples, "ddim", 1, aggregations=("median",),
                                        generator=g, keypoints_only=True)
         joints = est["aggregated"]["median"][0]
         m = vis > 0
@@ -120,7 +122,7 @@ def _mediapipe(cs, idx, true_kp: torch.Tensor, vis: torch.Tensor) -> tuple[torch
 
 
 def real(data_dir: Path, weights, ckpt: str | None = None, per_hand: bool = False, wrists=(None,),
-         per_keypoint: bool = False) -> None:
+         per_keypoint: bool = False, samples: int = 5) -> None:
     from handcast.data.coco_keypoints import read_coco_hand_keypoints
     from handcast.data.images import load_image
     from handcast.data.keypoints import keypoints_json, parse_keypoints
@@ -159,7 +161,7 @@ def real(data_dir: Path, weights, ckpt: str | None = None, per_hand: bool = Fals
             if slot is None:
                 continue
             # handcast pose's estimate before its keypoint fit (run_pose's defaults)
-            res = estimate_pose(img, model, kps, keypoints_only=DEFAULT_KEYPOINTS_ONLY)
+            res = estimate_pose(img, model, kps, num_samples=samples, keypoints_only=DEFAULT_KEYPOINTS_ONLY)
             k = [q for q, hh in enumerate(res.hand) if int(hh) == slot][0]
             for w, a in [(w, a) for w in weights for a in wrists]:
                 cfg = _config(w, a)
@@ -200,6 +202,7 @@ def main() -> None:
                     help="w_wrist values to compare (default: KeypointFitConfig's)")
     ap.add_argument("--ckpt", default=None, help="pose checkpoint or run folder (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=5, help="hypotheses per hand (handcast pose --samples; default 5)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--per-hand", action="store_true", help="also each real hand's distance (every hand found)")
     ap.add_argument("--per-keypoint", action="store_true",
@@ -212,9 +215,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"command: python {shlex.join(sys.argv)}\n")
     if not args.skip_synthetic:
-        synthetic(args.crops, args.weights, args.max_items, args.noise, args.sources, args.ckpt, args.wrist)
+        synthetic(args.crops, args.weights, args.max_items, args.noise, args.sources, args.ckpt, args.wrist, args.samples)
     if not args.skip_real:
-        real(Path(args.data), args.weights, args.ckpt, args.per_hand, args.wrist, args.per_keypoint)
+        real(Path(args.data), args.weights, args.ckpt, args.per_hand, args.wrist, args.per_keypoint, args.samples)
 
 
 if __name__ == "__main__":
