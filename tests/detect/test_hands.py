@@ -109,6 +109,60 @@ def test_read_video_frames(tmp_path):
     assert abs(float(got[2].mean()) - 40) < 4
 
 
+def _write_turned(path: Path, frames, degrees: int, fps: float = 30.0) -> None:
+    """An mp4 of ``frames`` with a display matrix that turns them ``degrees`` counter-clockwise (PyAV's convention)."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=int(fps))
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.set_display_rotation(degrees)
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_read_video_turns_frames_upright(tmp_path, degrees):
+    """A phone's portrait video is stored landscape with a quarter turn in its display matrix: frames come as a
+    player shows them, and the size is the upright one."""
+    from handcast.detect import read_video
+
+    up = np.zeros((96, 64, 3), np.uint8)
+    up[:24, :16] = 255  # a white block at the top left of the upright picture
+    stored = np.rot90(up, -degrees // 90)  # what the camera stored: the picture turned back
+    p = tmp_path / "turned.mp4"
+    _write_turned(p, [stored] * 3, degrees)
+    it, _, size, _ = read_video(p)
+    got = list(it)
+    assert size == (64, 96) and all(g.shape == (96, 64, 3) for g in got)
+    assert float(np.abs(got[0].astype(int) - up.astype(int)).mean()) < 8
+    white = np.argwhere(got[0].mean(-1) > 128).mean(0)
+    assert white[0] < 24 and white[1] < 16
+
+
+def test_portrait_phone_video_detects_hands_upright(tmp_path):
+    """The real video stored turned, as a phone stores a portrait video: the hand is found in the upright frames at the
+    keypoints it has in the video itself."""
+    _mediapipe()
+    from handcast.detect import detect_video, read_video
+
+    it, fps, size, _ = read_video(_need(VIDEO), max_frames=30)
+    frames = list(it)
+    p = tmp_path / "portrait.mp4"
+    _write_turned(p, [np.rot90(f, 1) for f in frames], -90, fps)  # stored turned a quarter; displayed clockwise back
+    ref = detect_video(np.stack(frames), progress=False)
+    got = detect_video(p, progress=False)
+    assert got.image_size == size == ref.image_size
+    both = ref.hand_valid[:, 0] & got.hand_valid[:, 0]
+    assert both.sum() >= 25
+    d = np.linalg.norm(got.uv[both, 0] - ref.uv[both, 0], axis=-1).mean()
+    assert d < 0.03 * 347, d  # the real video's hand is about 347 px across
+
+
 def test_bad_image_argument():
     from handcast.detect import detect_image
 

@@ -26,6 +26,21 @@ def _open(path: Path):
     return container
 
 
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns (0-3) that show a decoded PyAV frame as a player shows it, from the rotation
+    of its display matrix (PyAV's ``VideoFrame.rotation``, counter-clockwise degrees); 0 where it has none."""
+    try:
+        degrees = float(getattr(frame, "rotation", 0) or 0)
+    except Exception:  # noqa: BLE001 -- an unreadable display matrix is a video without one
+        return 0
+    return int(round(degrees / 90.0)) % 4 if np.isfinite(degrees) else 0
+
+
+def upright(frame: np.ndarray, turns: int) -> np.ndarray:
+    """An (H, W, 3) frame turned ``turns`` quarter turns counter-clockwise (contiguous)."""
+    return np.ascontiguousarray(np.rot90(frame, int(turns) % 4)) if int(turns) % 4 else frame
+
+
 def read_video(path: str | os.PathLike, max_frames: int | None = None
                ) -> tuple[Iterator[np.ndarray], float, tuple[int, int], int | None]:
     """Open a video and decode its first frame (so an empty or undecodable file fails here).
@@ -33,7 +48,9 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None
     Returns (frames, fps, (W, H), count): ``frames`` yields uint8 (H, W, 3) RGB arrays in order
     (at most ``max_frames``; the first one already decoded); ``fps`` from the stream's average
     rate (30 if unknown); ``count`` the stream's frame count when the container knows it, else
-    None. Rotation metadata is ignored (frames come as stored). Raises HandcastError for a
+    None. Frames come upright: a video whose display matrix turns it (a phone's portrait video is stored
+    landscape with a quarter turn in its metadata) is turned as a player shows it, and (W, H) is the upright
+    size (:func:`upright`; mirroring in the display matrix is not applied). Raises HandcastError for a
     missing file, a file that is not a video, a video without frames, or a decoding error later
     on (raised by the iterator, naming the frame).
     """
@@ -54,7 +71,9 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None
         count = min(count, int(max_frames))
     decoder = container.decode(stream)
     try:
-        first = next(decoder).to_ndarray(format="rgb24")
+        first_frame = next(decoder)
+        turns = _quarter_turns(first_frame)
+        first = upright(first_frame.to_ndarray(format="rgb24"), turns)
     except StopIteration:
         container.close()
         raise HandcastError(f"{path}: the video has no frames") from None
@@ -75,7 +94,7 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None
                     return
                 except Exception as e:
                     raise HandcastError(f"{path}: decoding failed after frame {n} ({type(e).__name__}: {e})") from None
-                yield frame.to_ndarray(format="rgb24")
+                yield upright(frame.to_ndarray(format="rgb24"), turns)
                 n += 1
         finally:
             container.close()
