@@ -64,6 +64,9 @@ MAX_UPSCALED_SIDE = 2048
 #: hand is two or four times larger.
 TILE_MIN_SIDE = 256
 TILE_MAX_COUNT = 48
+#: A hand found by tiles takes the detection in its window whose keypoints' centre is within this many of its box
+#: diagonals of its own (the tiles can place a small hand beside itself; a detection further off is another hand).
+WINDOW_MATCH = 0.75
 #: Two variants' detections are one hand below this mean keypoint distance, in hand box diagonals.
 SAME_HAND_FRACTION = 0.5
 #: Landmark passes on a photo after the first (:class:`HandDetector` ``retrack``). mediapipe's landmark model
@@ -332,10 +335,9 @@ class HandDetector:
         where a right hand appears as a left one; upscaled 2x by pixel repetition, skipped for photos over
         :data:`MAX_UPSCALED_SIDE` px; with a black border of :data:`PAD_FRACTION` of the longer side), and
         its keypoints are mapped back into the photo. The detections of all variants are grouped into
-        hands, in the order of ``variants``: a variant's detections join the hands found by earlier variants,
-        one detection per hand, by the assignment with the least total distance (mean keypoint distance in
-        that hand's box diagonals) among pairs closer than :data:`SAME_HAND_FRACTION`, a detection left over
-        starting a hand. Each hand gets
+        hands, in the order of ``variants`` (:func:`_grouped_hands`: a variant's detections join the hands found by
+        earlier variants, one detection per hand, by the assignment with the least total distance, mean keypoint
+        distance in that hand's box diagonals, among pairs closer than :data:`SAME_HAND_FRACTION`). Each hand gets
         the mean of its keypoints and of its right-hand probabilities; the two hands seen by the most
         variants (then the most decided) go to their (right, left) slots as in :meth:`detect`. A hand
         seen by any one variant counts. Static-image graphs only.
@@ -343,25 +345,16 @@ class HandDetector:
         if self.video:
             raise HandcastError("detect_variants is for photos; this HandDetector tracks a video")
         image = self._unmirrored(_check_image(image), mirrored)
-        unknown = [v for v in variants if v not in DETECTOR_VARIANTS]
-        if unknown or not variants:
-            raise HandcastError(f"detector variants must be a non-empty subset of {', '.join(DETECTOR_VARIANTS)}; "
-                                f"got {', '.join(variants) or 'none'}")
-        H, W = image.shape[:2]
-        groups: list[list[tuple[str, np.ndarray, float]]] = []
-        for name in dict.fromkeys(variants):
-            found = self._variant_found(image, name)
-            cost = _same_hand_cost([uv for uv, _ in found], [np.mean([m[1] for m in g], 0) for g in groups])
-            for (uv, pr), g in zip(found, _best_assignment(cost)):
-                if g is None:
-                    groups.append([(name, uv, pr)])
-                else:
-                    groups[g].append((name, uv, pr))
-        groups.sort(key=lambda g: (-len(g), -abs(np.mean([m[2] for m in g]) - 0.5)))
-        found = [(np.mean([m[1] for m in g], 0), float(np.mean([m[2] for m in g]))) for g in groups[:2]]
-        return self._detections(found, (W, H))
+        return self._detections(self._variants_found(image, _checked_variants(variants)),
+                                (image.shape[1], image.shape[0]))
 
-    def detect_tiles(self, image: np.ndarray, mirrored: bool | None = None) -> HandDetections:
+    def _variants_found(self, image: np.ndarray, variants: tuple[str, ...]) -> list[tuple[np.ndarray, float]]:
+        """Up to two hands [(uv (21, 2) px, P(right))] of an (un-mirrored) photo from its ``variants``, grouped and
+        averaged as :meth:`detect_variants` describes."""
+        return _grouped_hands(self._variant_found(image, name) for name in dict.fromkeys(variants))
+
+    def detect_tiles(self, image: np.ndarray, mirrored: bool | None = None,
+                     variants: tuple[str, ...] | None = None) -> HandDetections:
         """Detect up to two hands in one photo from overlapping tiles of it: for hands too small for the whole photo.
 
         Tiles are squares of half the photo's longer side, then a quarter, and so on (at least
@@ -371,29 +364,58 @@ class HandDetector:
         photo and the tiles' detections grouped into hands as :meth:`detect_variants` groups its variants'. The first
         level that finds a hand gives the result: the two hands seen by the most tiles (then the most decided), each the
         mean of its tiles' keypoints. A photo whose longer side is under two :data:`TILE_MIN_SIDE` has no tiles, and
-        gets no hands. Static-image graphs only."""
+        gets no hands.
+
+        variants: each hand found is detected again with these test-time variants in its own window of the photo
+        (:meth:`_redetect_in_windows`); None: the tiles' own keypoints. Static-image graphs only."""
         if self.video:
             raise HandcastError("detect_tiles is for photos; this HandDetector tracks a video")
         image = self._unmirrored(_check_image(image), mirrored)
         H, W = image.shape[:2]
         found: list[tuple[np.ndarray, float]] = []
         for side, xs, ys in tile_levels(W, H):
-            groups: list[list[tuple[np.ndarray, float]]] = []
-            for y in ys:
-                for x in xs:
-                    tile = np.ascontiguousarray(image[y:y + side, x:x + side])
-                    hits = [(uv + np.array([x, y], np.float64), pr) for uv, pr in self._found(tile)]
-                    cost = _same_hand_cost([uv for uv, _ in hits], [np.mean([m[0] for m in g], 0) for g in groups])
-                    for hit, g in zip(hits, _best_assignment(cost)):
-                        if g is None:
-                            groups.append([hit])
-                        else:
-                            groups[g].append(hit)
-            if groups:
-                groups.sort(key=lambda g: (-len(g), -abs(np.mean([m[1] for m in g]) - 0.5)))
-                found = [(np.mean([m[0] for m in g], 0), float(np.mean([m[1] for m in g]))) for g in groups[:2]]
+            found = _grouped_hands(
+                [(uv + np.array([x, y], np.float64), pr)
+                 for uv, pr in self._found(np.ascontiguousarray(image[y:y + side, x:x + side]))]
+                for y in ys for x in xs)
+            if found:
                 break
+        if found and variants is not None:
+            found = self._redetect_in_windows(image, found, _checked_variants(variants))
         return self._detections(found, (W, H))
+
+    def _redetect_in_windows(self, image: np.ndarray, found: list[tuple[np.ndarray, float]],
+                             variants: tuple[str, ...]) -> list[tuple[np.ndarray, float]]:
+        """The hands ``found`` [(uv (21, 2) px, P(right))] in an (un-mirrored) photo, each detected again with the
+        test-time ``variants`` in its own window of the photo (its keypoints' box widened by the box's longer side on
+        each side, so that the hand fills about a third of it, as in an ordinary photo): the window's detection whose
+        keypoints' centre is nearest the hand's, within :data:`WINDOW_MATCH` of its size, replaces its keypoints and
+        right-hand probability (tiles can place a small hand beside itself; its window holds it); a hand its window
+        does not find stays as found; a hand that two windows found is kept once, from the window where it moved
+        least."""
+        H, W = image.shape[:2]
+        hands: list[tuple[np.ndarray, float, float]] = []  # (keypoints, P(right), how far its window moved it)
+        for uv, pr in found:
+            lo, hi = uv.min(0), uv.max(0)
+            c, half = (lo + hi) / 2.0, 1.5 * float((hi - lo).max())
+            x0, y0 = (int(np.clip(np.floor(v - half), 0, n)) for v, n in zip(c, (W, H)))
+            x1, y1 = (int(np.clip(np.ceil(v + half) + 1, 0, n)) for v, n in zip(c, (W, H)))
+            corner = np.array([x0, y0], np.float64)
+            # the centres, not keypoint by keypoint: a tile may have read the hand as the other side, whose
+            # landmarks run the other way across the palm
+            near = [(float(np.linalg.norm((u + corner).mean(0) - uv.mean(0))), u + corner, p)
+                    for u, p in self._variants_found(np.ascontiguousarray(image[y0:y1, x0:x1]), variants)]
+            near = [m for m in near if m[0] < WINDOW_MATCH * _box_diagonal(uv)]
+            moved = 0.0
+            if near:
+                moved, uv, pr = min(near, key=lambda m: m[0])
+            hands.append((uv, pr, moved))
+        kept: list[tuple[np.ndarray, float, float]] = []
+        for uv, pr, moved in sorted(hands, key=lambda x: x[2]):  # one hand found by two windows: where it moved least
+            size = _box_diagonal(uv)
+            if all(float(np.linalg.norm(uv.mean(0) - u.mean(0))) >= SAME_HAND_FRACTION * size for u, _, _ in kept):
+                kept.append((uv, pr, moved))
+        return [(uv, pr) for uv, pr, _ in kept]
 
     def _variant_found(self, image: np.ndarray, name: str) -> list[tuple[np.ndarray, float]]:
         """The detector on one variant of the photo, keypoints in the photo's pixels, P(right) of the photo's hand."""
@@ -440,6 +462,34 @@ class HandDetector:
         return [RIGHT, LEFT] if pa * (1.0 - pb) >= (1.0 - pa) * pb else [LEFT, RIGHT]
 
 
+def _checked_variants(variants) -> tuple[str, ...]:
+    """``variants`` as a tuple, or a one-line error unless they are a non-empty subset of :data:`DETECTOR_VARIANTS`."""
+    variants = tuple(variants)
+    unknown = [v for v in variants if v not in DETECTOR_VARIANTS]
+    if unknown or not variants:
+        raise HandcastError(f"detector variants must be a non-empty subset of {', '.join(DETECTOR_VARIANTS)}; "
+                            f"got {', '.join(variants) or 'none'}")
+    return variants
+
+
+def _grouped_hands(batches: Iterable[list[tuple[np.ndarray, float]]]) -> list[tuple[np.ndarray, float]]:
+    """Detections [(uv (21, 2) px, P(right))] of one photo from several passes (variants, tiles) grouped into hands:
+    each pass's detections join the hands of the passes before, one detection per hand, by the assignment with the least
+    total distance among pairs closer than :data:`SAME_HAND_FRACTION` (:func:`_same_hand_cost`), a detection left over
+    starting a hand. Returns the two hands seen by the most passes (then the most decided), each the mean of its
+    keypoints and of its right-hand probabilities."""
+    groups: list[list[tuple[np.ndarray, float]]] = []
+    for found in batches:
+        cost = _same_hand_cost([uv for uv, _ in found], [np.mean([m[0] for m in g], 0) for g in groups])
+        for hit, g in zip(found, _best_assignment(cost)):
+            if g is None:
+                groups.append([hit])
+            else:
+                groups[g].append(hit)
+    groups.sort(key=lambda g: (-len(g), -abs(np.mean([m[1] for m in g]) - 0.5)))
+    return [(np.mean([m[0] for m in g], 0), float(np.mean([m[1] for m in g]))) for g in groups[:2]]
+
+
 def tile_levels(width: int, height: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """The tiles of :meth:`HandDetector.detect_tiles` on a ``width`` x ``height`` photo: per level (coarse to fine)
     the tile side (px) and the left and top edges (px) of its tiles, which cover the photo and overlap by half."""
@@ -477,8 +527,8 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
     None or ``("as_is",)``: the photo as is only. retrack: landmark passes after the first on each variant
     (default :data:`PHOTO_RETRACK`; :class:`HandDetector`). tiles: where the photo finds no hand, look again in
     overlapping tiles of it (:meth:`HandDetector.detect_tiles`: hands too small for the detector in the whole
-    photo, such as a hand in a whole phone photo), then detect them again with the ``variants`` in their window of
-    the photo.
+    photo, such as a hand in a whole phone photo), each hand found detected again with the ``variants`` in its own
+    window of the photo.
     Returns :class:`HandDetections`: ``uv`` float32 (2, 21, 2) pixels, hands (right, left),
     common keypoint order, NaN where absent; ``present`` (2,); ``score`` (2,); ``confidence``
     (2, 21). The photo graph is created on the first call and reused (per threshold, model and ``retrack``).
@@ -494,61 +544,11 @@ def detect_image(image: np.ndarray, *, mirrored: bool = False, min_confidence: f
         det = HandDetector(video=False, min_confidence=min_confidence, model_complexity=model_complexity,
                            retrack=retrack)
         _STATIC_CACHE[key] = det
-    if variants is None or tuple(variants) == ("as_is",):
-        out = det.detect(image, mirrored=mirrored)
-    else:
-        out = det.detect_variants(image, tuple(variants), mirrored=mirrored)
+    variants = None if variants is None or tuple(variants) == ("as_is",) else tuple(variants)
+    out = det.detect(image, mirrored=mirrored) if variants is None else det.detect_variants(image, variants, mirrored)
     if tiles and not out.present.any():
-        out = det.detect_tiles(image, mirrored=mirrored)
-        if out.present.any() and variants is not None and tuple(variants) != ("as_is",):
-            out = _variants_around(det, image, out, tuple(variants), mirrored)
+        out = det.detect_tiles(image, mirrored=mirrored, variants=variants)
     return out
-
-
-#: A hand found by tiles takes the detection in its window whose keypoints' centre is within this many of its box
-#: diagonals of its own (the tiles can place a small hand beside itself; a detection further off is another hand).
-WINDOW_MATCH = 0.75
-
-
-def _variants_around(det: HandDetector, image: np.ndarray, found: HandDetections, variants: tuple[str, ...],
-                     mirrored: bool) -> HandDetections:
-    """The hands that tiles ``found`` in a photo, each detected again with the test-time ``variants`` in its own window
-    of the photo (its keypoints' box widened by the box's longer side on each side, so that the hand fills about a
-    third of it, as in an ordinary photo): the window's detection whose keypoints' centre is nearest the hand's, within
-    :data:`WINDOW_MATCH` of its size, replaces the tiles' keypoints and right-hand probability (the tiles can place a
-    small hand beside itself; its window holds it); a hand its window does not find keeps the tiles'; a hand that two
-    windows found is kept once, from the window where it moved least. The hands then go to their (right, left) slots
-    as :meth:`HandDetector.detect` puts them. Pixels of the (un-mirrored) photo."""
-    photo = np.ascontiguousarray(image[:, ::-1]) if mirrored else image
-    H, W = photo.shape[:2]
-    hands: list[tuple[np.ndarray, float, float]] = []  # (keypoints, P(right), how far its window moved it)
-    for h in np.flatnonzero(found.present):
-        uv = found.uv[h].astype(np.float64)
-        pr = float(found.score[h]) if h == RIGHT else 1.0 - float(found.score[h])
-        lo, hi = uv.min(0), uv.max(0)
-        c, half = (lo + hi) / 2.0, 1.5 * float((hi - lo).max())
-        x0, y0 = (int(np.clip(np.floor(v - half), 0, n)) for v, n in zip(c, (W, H)))
-        x1, y1 = (int(np.clip(np.ceil(v + half) + 1, 0, n)) for v, n in zip(c, (W, H)))
-        again = det.detect_variants(np.ascontiguousarray(photo[y0:y1, x0:x1]), variants, mirrored=False)
-        best, size = None, _box_diagonal(uv)
-        for k in np.flatnonzero(again.present):
-            # the centres, not keypoint by keypoint: a tile may have read the hand as the other side, whose
-            # landmarks run the other way across the palm
-            d = float(np.linalg.norm((again.uv[k] + np.array([x0, y0])).mean(0) - uv.mean(0)))
-            if d < WINDOW_MATCH * size and (best is None or d < best[0]):
-                best = (d, k)
-        moved = 0.0
-        if best is not None:
-            moved, k = best
-            uv = again.uv[k].astype(np.float64) + np.array([x0, y0], np.float64)
-            pr = float(again.score[k]) if k == RIGHT else 1.0 - float(again.score[k])
-        hands.append((uv, pr, moved))
-    kept: list[tuple[np.ndarray, float, float]] = []
-    for uv, pr, moved in sorted(hands, key=lambda x: x[2]):  # one hand found by two windows: the one it moved least
-        size = _box_diagonal(uv)
-        if all(float(np.linalg.norm(uv.mean(0) - u.mean(0))) >= SAME_HAND_FRACTION * size for u, _, _ in kept):
-            kept.append((uv, pr, moved))
-    return det._detections([(uv, pr) for uv, pr, _ in kept], (W, H))
 
 
 def _frames_source(path_or_frames, fps, max_frames):

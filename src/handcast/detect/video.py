@@ -29,10 +29,7 @@ def _open(path: Path):
 def _quarter_turns(frame) -> int:
     """Counter-clockwise quarter turns (0-3) that show a decoded PyAV frame as a player shows it, from the rotation
     of its display matrix (PyAV's ``VideoFrame.rotation``, counter-clockwise degrees); 0 where it has none."""
-    try:
-        degrees = float(getattr(frame, "rotation", 0) or 0)
-    except Exception:  # noqa: BLE001 -- an unreadable display matrix is a video without one
-        return 0
+    degrees = float(getattr(frame, "rotation", 0) or 0)  # a PyAV without it: frames as stored
     return int(round(degrees / 90.0)) % 4 if np.isfinite(degrees) else 0
 
 

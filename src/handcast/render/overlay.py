@@ -119,14 +119,34 @@ def hands_window(size: tuple[int, int], K: np.ndarray, joints3d: np.ndarray, wor
     return x0, y0, x0 + int(2 * half[0]), y0 + int(2 * half[1])
 
 
+def _window_K(K: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """The intrinsics (3, 3) of an image's window whose corner is at pixel (x0, y0): K's principal point moved."""
+    Kw = np.asarray(K, np.float64).copy()
+    Kw[0, 2] -= x0
+    Kw[1, 2] -= y0
+    return Kw
+
+
 def crop_with_K(image: np.ndarray, K: np.ndarray, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The ``window`` (x0, y0, x1, y1) of an (H, W, 3) image and the intrinsics (3, 3) of that crop (K's principal
     point moved by the window's corner)."""
     x0, y0, x1, y1 = (int(v) for v in window)
-    Kc = np.asarray(K, np.float64).copy()
-    Kc[0, 2] -= x0
-    Kc[1, 2] -= y0
-    return np.ascontiguousarray(_check_image(image)[y0:y1, x0:x1]), Kc
+    return np.ascontiguousarray(_check_image(image)[y0:y1, x0:x1]), _window_K(K, x0, y0)
+
+
+def _panel_image(image: np.ndarray, K: np.ndarray, joints: np.ndarray, valid, world_to_cam, paths, height: int,
+                 zoom: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The image panel of a figure and its intrinsics, ``height`` rows tall: with ``zoom``, the hands' window of the
+    image (:func:`hands_window`, at least half the panel's height in image rows) where they fill little of it.
+    joints (T, 2, 21, 3) metres; ``valid`` as :func:`overlay_motion` takes it (the hands it leaves out are not
+    framed)."""
+    im = _check_image(image)
+    if zoom:
+        shown = np.where(_valid_mask(valid, joints.shape[0], np.ones(joints.shape[:3], bool))[..., None], joints, np.nan)
+        win = hands_window((im.shape[1], im.shape[0]), K, shown, world_to_cam, paths, height // 2)
+        if win is not None:
+            im, K = crop_with_K(im, K, win)
+    return resize_with_K(im, K, height)
 
 
 def resize_with_K(image: np.ndarray, K: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,9 +192,10 @@ def _default_width(h: int, w: int, kp: np.ndarray | None = None, ok: np.ndarray 
     so that a small hand in a large photo is not buried under its own skeleton; at least 1.5."""
     width = min(h, w) / 160.0
     if kp is not None and ok is not None:
-        sizes = [np.linalg.norm(np.ptp(kp[t, i][ok[t, i]], axis=0))
-                 for t in range(kp.shape[0]) for i in range(2) if ok[t, i].sum() >= 2]
-        if sizes:
+        m = ok[..., None]
+        lo, hi = np.where(m, kp, np.inf).min(-2), np.where(m, kp, -np.inf).max(-2)  # (N, 2, 2) per hand-frame
+        sizes = np.linalg.norm(hi - lo, axis=-1)[ok.sum(-1) >= 2]
+        if sizes.size:
             width = min(width, float(np.median(sizes)) / 50.0)
     return max(1.5, width)
 
@@ -404,11 +425,8 @@ def _render_meshes_over(image, meshes, K, world_to_cam, mesh_alpha: float) -> np
             return image  # the meshes lie outside the image
         x0, y0, x1, y1 = win
     w, h = x1 - x0, y1 - y0
-    Kw = K.copy()
-    Kw[0, 2] -= x0
-    Kw[1, 2] -= y0
     renderer = get_renderer(_renderer_side(w, W), _renderer_side(h, H))
-    layers = renderer.render_layers(meshes, Kw, world_to_cam, background=None)
+    layers = renderer.render_layers(meshes, _window_K(K, x0, y0), world_to_cam, background=None)
     alpha = layers.alpha[:h, :w]
     a = (alpha * float(mesh_alpha))[..., None]
     # the render is premultiplied by coverage: colour = alpha * shade
@@ -750,15 +768,6 @@ def _legend_bar(width: int, height: int, title: str | None, fade: float, num_fra
     return np.asarray(bar)
 
 
-def _shown(joints: np.ndarray, valid) -> np.ndarray:
-    """(T, 2, 21, 3) joints with the hands that ``valid`` (None, (T, 2) or (T, 2, 21)) leaves out set to NaN."""
-    if valid is None:
-        return joints
-    v = np.asarray(valid, bool)
-    v = v[..., None] if v.shape == joints.shape[:2] else v
-    return np.where(np.broadcast_to(v, joints.shape[:3])[..., None], joints, np.nan)
-
-
 def render_sheet(
     image: np.ndarray,
     K: np.ndarray,
@@ -792,12 +801,8 @@ def render_sheet(
     out_png: if given, the sheet is also written there (atomically).
     Returns the sheet, (height + bar, W', 3) uint8.
     """
-    im = _check_image(image)
     j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
-    win = hands_window((im.shape[1], im.shape[0]), K, _shown(j, valid), world_to_cam, paths, height // 2) if zoom else None
-    if win is not None:
-        im, K = crop_with_K(im, K, win)
-    im, Ks = resize_with_K(im, K, height)
+    im, Ks = _panel_image(image, K, j, valid, world_to_cam, paths, height, zoom)
     T = j.shape[0]
     drawn = None if num_drawn is None or T <= num_drawn else np.unique(np.linspace(0, T - 1, num_drawn).round().astype(int))
     left = overlay_motion(im, j, Ks, valid, world_to_cam, vertices, faces, fade=fade, paths=paths, frames=drawn)

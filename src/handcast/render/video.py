@@ -12,14 +12,10 @@ from handcast.errors import HandcastError
 from handcast.io import atomic_path
 from handcast.render.overlay import (
     _as_seq,
-    _check_image,
     _hand_valid,
+    _panel_image,
     _seq_vertices,
-    _shown,
-    crop_with_K,
-    hands_window,
     overlay_motion,
-    resize_with_K,
     second_view,
     time_colors,
     view_camera,
@@ -145,12 +141,8 @@ def render_motion_video(
     height: panel height in pixels; zoom: as :func:`handcast.render.overlay.render_sheet`'s (the left panel shows the
     hands' window of a large image). Returns T frames, each (height, W', 3) uint8 (W' even).
     """
-    im = _check_image(image)
     j, _ = _as_seq(joints3d, (2, NUM_KEYPOINTS, 3), "joints3d")
-    win = hands_window((im.shape[1], im.shape[0]), K, _shown(j, valid), world_to_cam, None, height // 2) if zoom else None
-    if win is not None:
-        im, K = crop_with_K(im, K, win)
-    im, Ks = resize_with_K(im, K, height)
+    im, Ks = _panel_image(image, K, j, valid, world_to_cam, None, height, zoom)
     T = j.shape[0]
     hv = _hand_valid(valid if valid is None or np.asarray(valid).ndim <= 2 else np.asarray(valid).any(-1), T)
     v = None
