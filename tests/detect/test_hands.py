@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -251,9 +252,18 @@ def test_video_detection_keeps_native_log_lines_out_and_its_progress_bar_in(capf
     _mediapipe()
     from handcast.detect import detect_video
 
+    from handcast.detect import read_video
+
     for _ in range(3):
         tracks = detect_video(_need(VIDEO), progress=True, max_frames=40)
         assert tracks.hand_valid[:, 0].all()
+
+    def frames_between_which_a_thread_logs():  # as mediapipe's threads do, between two frames' calls, on descriptor 2
+        for f in read_video(VIDEO, max_frames=5)[0]:
+            os.write(2, b"W0000 native line between frames\n")
+            yield f
+
+    detect_video(frames_between_which_a_thread_logs(), progress=True)
     print("python's stderr still works", file=sys.stderr)
     err = capfd.readouterr().err
     assert "detecting hands" in err and err.endswith("python's stderr still works\n")
