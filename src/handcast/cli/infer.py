@@ -90,8 +90,9 @@ def _detect(args: argparse.Namespace) -> None:
 
 def add_detect_once(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-once", action="store_true",
-                   help="the detector on the photo as is only (default: the average over 4 test-time variants of the "
-                        "photo, which finds more hands; docs/detect.md)")
+                   help="the detector on the photo as is only, not its test-time variants (default: the average "
+                        "over 4 variants of the photo, which finds more hands; either way, a photo that finds no hand "
+                        "is searched again in tiles, for small hands; docs/detect.md)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

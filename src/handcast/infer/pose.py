@@ -36,7 +36,7 @@ def detect_keypoints(image: np.ndarray, once: bool = False) -> tuple[np.ndarray,
     """(uv (2, 21, 2) pixels, conf (2, 21)) of the hands the mediapipe detector finds in ``image`` (uint8 RGB),
     hands (right, left); a one-line error naming ``--keypoints`` when the detector is missing or fails.
     once: the detector on the photo as is only (re-tracked as always), instead of the average over its test-time
-    variants (:func:`handcast.detect.detect_image`)."""
+    variants (:func:`handcast.detect.detect_image`; either way, tiles of a photo that finds no hand)."""
     try:
         from handcast.detect import detect_image
     except ImportError as e:
