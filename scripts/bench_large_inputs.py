@@ -12,7 +12,8 @@
   (``--max-frames 150``), reprojection error and the size of the frames it read.
 
 About 1 minute on 2 cores. On an older source (``PYTHONPATH=<its checkout>/src python scripts/bench_large_inputs.py``)
-it measures what that source did. Writes only under ``--out``. Needs the ``detect`` extra and the real data folder.
+it measures what that source did (the portrait video needs ``write_video(display_rotation=...)``, from 2026-12-08 on;
+the script as of commit ca6a8c3 wrote it itself). Writes only under ``--out``. Needs the ``detect`` extra and the real data folder.
 """
 
 from __future__ import annotations
@@ -38,21 +39,6 @@ def _handcast(*args: str) -> tuple[float, float, str]:
     return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2, cp.stdout
 
 
-def _write_turned(path: Path, frames: list[np.ndarray], degrees: int, fps: float) -> None:
-    import av
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=int(round(fps)))
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.set_display_rotation(degrees)
-        for f in frames:
-            for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/real")
@@ -65,6 +51,7 @@ def main() -> None:
     from handcast.data.images import load_image
     from handcast.detect import detect_image, detect_video, read_video
     from handcast.detect.hands import _STATIC_CACHE
+    from handcast.render.video import write_video
 
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +98,7 @@ def main() -> None:
           f"{int(ref.hand_valid.sum())} in the video itself, {np.median(d):.2f} px median from its tracks")
 
     turned = out / "portrait.mp4"
-    _write_turned(turned, [np.rot90(f, 1) for f in frames], -90, fps)
+    write_video(turned, [np.rot90(f, 1) for f in frames], fps=fps, display_rotation=-90)
     print("\nportrait phone video (stored turned, display rotation -90), handcast lift:")
     for name, src, extra in (("stored turned", turned, []), ("the video itself", video, ["--max-frames", "150"])):
         _, _, stdout = _handcast("lift", str(src), "--out", str(out / f"lift_{src.stem}"), "--overwrite", "--quiet",

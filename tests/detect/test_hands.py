@@ -112,18 +112,9 @@ def test_read_video_frames(tmp_path):
 
 def _write_turned(path: Path, frames, degrees: int, fps: float = 30.0) -> None:
     """An mp4 of ``frames`` with a display matrix that turns them ``degrees`` counter-clockwise (PyAV's convention)."""
-    import av
+    from handcast.render.video import write_video
 
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=int(fps))
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.set_display_rotation(degrees)
-        for f in frames:
-            for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    write_video(path, frames, fps=fps, display_rotation=degrees)
 
 
 @pytest.mark.parametrize("degrees", [90, -90, 180])

@@ -54,13 +54,15 @@ def _check_frame(f, shape=None) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 30.0, crf: int = 20) -> int:
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 30.0, crf: int = 20,
+                display_rotation: int = 0) -> int:
     """Write RGB frames (each (H, W, 3) uint8, same size) to ``path`` atomically.
 
     ``.gif`` is written with PIL; anything else (``.mp4``, ``.mov``, ``.mkv``) with PyAV:
     H.264 (libx264, quality ``crf``) if available else MPEG-4 part 2, yuv420p. Odd sizes are
-    padded by one edge pixel to even. Returns the number of frames written. On any error no
-    file is left at ``path``.
+    padded by one edge pixel to even. ``display_rotation``: degrees counter-clockwise that a player turns the
+    stored frames by (the stream's display matrix, as a phone writes a portrait video; 0: none; not for ``.gif``).
+    Returns the number of frames written. On any error no file is left at ``path``.
     """
     path = os.fspath(path)
     if fps <= 0:
@@ -73,6 +75,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     shape = first.shape
     n = 0
     if path.lower().endswith(".gif"):
+        if display_rotation:
+            raise HandcastError("a GIF has no display rotation")
         from PIL import Image
 
         ims = [Image.fromarray(first)]
@@ -95,6 +99,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
             f0 = _even(first)
             stream.width, stream.height = f0.shape[1], f0.shape[0]
             stream.pix_fmt = "yuv420p"
+            if display_rotation:
+                stream.set_display_rotation(int(display_rotation))
             if codec == "libx264":
                 stream.options = {"crf": str(int(crf)), "preset": "veryfast"}
             else:
